@@ -1,0 +1,1 @@
+"""Rosbag2 reading / writing and offline replay with `rosbags` (no rclpy)."""

@@ -1,0 +1,1 @@
+"""Synthetic endoscopic scenes, dataset readers and writers, and augmentations."""

@@ -1,0 +1,1 @@
+"""Everything that imports rclpy: the perception node, the live bag player, conversions, QoS, diagnostics."""

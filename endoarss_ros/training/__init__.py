@@ -1,0 +1,1 @@
+"""Losses, multi-task weighting, metrics, and the train / eval loops."""
