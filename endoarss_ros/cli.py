@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "check": ("endoarss_ros.ros.check", "Check the ROS 2 setup: start a publisher/subscriber pair of our messages"),
+    "check": ("endoarss_ros.ros.check", "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
 }
 
 
