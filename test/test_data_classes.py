@@ -30,7 +30,8 @@ def test_yaml_round_trip(tmp_path):
     path = MTLESD.save_yaml(tmp_path / "classes.yaml")
     assert ClassSet.load_yaml(path) == MTLESD
     assert load_class_set(tmp_path) == MTLESD
-    assert load_class_set(tmp_path / "missing.yaml", default=generic_class_set(3, 2)) == generic_class_set(3, 2)
+    fallback = generic_class_set(3, 2)
+    assert load_class_set(tmp_path / "missing.yaml", default=fallback) == fallback
 
 
 def test_yaml_names_only_gets_default_colors(tmp_path):

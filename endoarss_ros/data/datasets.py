@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .classes import CLASSES_YAML, ClassSet, generic_class_set
-from .layout import read_generic_labels, read_mask_png, read_rgb, raw_to_class
+from .layout import raw_to_class, read_generic_labels, read_mask_png, read_rgb
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -88,7 +88,8 @@ class ReleasedLayoutDataset(_PairDataset):
         split_dir = self.root / split
         if not split_dir.is_dir():
             raise FileNotFoundError(f"no split folder {split_dir}")
-        folders = sorted((p for p in split_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        folders = sorted((p for p in split_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+                         key=lambda p: int(p.name))
         if not folders:
             raise FileNotFoundError(f"no activity folders (1, 2, ...) in {split_dir}")
         for folder in folders:
