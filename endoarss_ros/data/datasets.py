@@ -30,7 +30,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
         shrink = h * w < image.shape[0] * image.shape[1]
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     if mask.shape[:2] != (h, w):
-        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
     return image, mask
 
 
@@ -57,7 +57,7 @@ class _PairDataset(Dataset):
         image, mask = read_rgb(img_path), self._read_mask(mask_path)
         if image.shape[:2] != mask.shape[:2]:
             # Annotation tools sometimes save masks at another resolution: follow the image.
-            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
         if self.size is not None:
             image, mask = resize_pair(image, mask, self.size)
         if self.transform is not None:

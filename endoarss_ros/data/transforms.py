@@ -53,7 +53,7 @@ class RandomScaleCrop:
         sh, sw = max(h, round(h * s)), max(w, round(w * s))
         y0, x0 = int(rng.integers(0, sh - h + 1)), int(rng.integers(0, sw - w + 1))
         image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)[y0:y0 + h, x0:x0 + w]
-        mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST)[y0:y0 + h, x0:x0 + w]
+        mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)[y0:y0 + h, x0:x0 + w]
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
