@@ -38,6 +38,7 @@ def test_scale_crop_keeps_alignment_and_ids():
         # Away from label borders the encoded red channel matches the nearest-resized mask.
         k = np.ones((5, 5), np.uint8)  # linear blending spans ~scale pixels around a label edge
         interior = cv2.dilate(mask2, k) == cv2.erode(mask2, k)
+        interior[:2], interior[-2:], interior[:, :2], interior[:, -2:] = False, False, False, False
         assert np.array_equal(img2[..., 0][interior], mask2[interior].astype(np.uint8) * 40)
 
 
