@@ -163,19 +163,16 @@ def _tissue_canvas(rng: Rng, n: int, ppu: float, lesion_r: float, blood: bool) -
         return (np.asarray(p) + CANVAS_HALF) * ppu
 
     # Vessels: thin dark-red random walks.
-    thick = max(1, round(0.005 * ppu))
+    thick = max(1, round(0.004 * ppu))
     for _ in range(int(rng.integers(4, 9))):
-        p = rng.uniform(-0.7, 0.7, 2)
-        ang = rng.uniform(0, 2 * math.pi)
-        pts = [p.copy()]
-        for _ in range(int(rng.integers(6, 14))):
-            ang += rng.normal(0, 0.45)
-            p = p + rng.uniform(0.04, 0.09) * np.array([math.cos(ang), math.sin(ang)])
-            pts.append(p.copy())
+        k = int(rng.integers(20, 45))  # many short steps: smooth curves even at 1080p
+        ang = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.normal(0, 0.2, k))
+        steps = rng.uniform(0.01, 0.025, k)[:, None] * np.stack([np.cos(ang), np.sin(ang)], -1)
+        pts = rng.uniform(-0.7, 0.7, 2) + np.concatenate([np.zeros((1, 2)), np.cumsum(steps, 0)])
         a = rng.uniform(0.3, 0.6)
         col = base * (1 - a) + a * np.array([0.45, 0.06, 0.10], np.float32)
-        cv2.polylines(tissue, [_fix(to_px(np.array(pts)))], False, tuple(float(c) for c in col),
-                      thick, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(tissue, [_fix(to_px(pts))], False, tuple(float(c) for c in col), thick,
+                      cv2.LINE_AA, _SHIFT)
 
     if blood:
         # Dark red pools (background class: blood is not a segmentation class).
@@ -211,7 +208,7 @@ def make_scene(rng_or_seed: Rng | int | None, size: int | tuple[int, int] = (224
     rng = _rng(rng_or_seed)
     h, w = _size(size)
     unit = min(h, w)
-    ppu = float(unit)  # about one texture pixel per frame pixel
+    ppu = 0.75 * unit  # texture slightly coarser than the frame (warp upsamples ~1.1-1.5x): it is soft anyway
     n = int(2 * CANVAS_HALF * ppu)
     lesion_r = rng.uniform(0.10, 0.15)
     has_blood = rng.random() < blood_prob if blood is None else blood
