@@ -12,11 +12,19 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "check": ("endoarss_ros.ros.check", "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
+    "check": ("endoarss_ros.ros.check",
+              "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
+    "synth": ("endoarss_ros.data.synth_cli",
+              "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported (all of them when None).
+
+    Importing just the chosen subcommand keeps ``endoarss --help`` fast and lets one subcommand run
+    while another one's dependencies (e.g. ROS for ``check``) are missing.
+    """
     parser = argparse.ArgumentParser(
         prog="endoarss",
         description="EndoARSS surgical activity recognition and segmentation: tools around the ROS 2 node.",
@@ -24,13 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module_name).add_arguments(p)
+        if command is None or name == command:
+            importlib.import_module(module_name).add_arguments(p)
         p.set_defaults(_module=module_name)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``: the first word that is one (options before it take no value)."""
+    return next((a for a in argv if a in SUBCOMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command(argv)
+    parser = build_parser(command) if command else build_parser("")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

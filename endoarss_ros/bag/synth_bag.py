@@ -1,0 +1,138 @@
+"""Write a synthetic ESD sequence as a rosbag2 (MCAP or sqlite3) with ground truth, using rosbags only.
+
+Topics (all with the same header per frame: stamp = start + i / fps, frame_id "endoscope"):
+
+* ``/endoscope/image_raw`` (sensor_msgs/Image, rgb8 or bgr8) or
+  ``/endoscope/image_raw/compressed`` (sensor_msgs/CompressedImage, jpeg or png)
+* ``/endoscope/ground_truth/mask`` (sensor_msgs/Image, mono8 class ids)
+* ``/endoscope/ground_truth/activity`` (endoarss_ros/msg/Activity, one-hot probabilities)
+
+Bag message timestamps equal the header stamps, so replay at recorded speed reproduces the rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..data.classes import MTLESD, ClassSet
+from .msgtypes import typestore
+
+IMAGE_TOPIC = "/endoscope/image_raw"
+COMPRESSED_TOPIC = "/endoscope/image_raw/compressed"
+MASK_TOPIC = "/endoscope/ground_truth/mask"
+ACTIVITY_TOPIC = "/endoscope/ground_truth/activity"
+ACTIVITY_TYPE = "endoarss_ros/msg/Activity"
+FRAME_ID = "endoscope"
+RAW_ENCODINGS = ("rgb8", "bgr8")
+COMPRESSED_FORMATS = ("jpeg", "png")
+DEFAULT_START_NS = 1_700_000_000 * 10**9  # a fixed, plausible wall-clock start keeps bags reproducible
+
+
+@dataclass
+class SynthBagInfo:
+    path: Path
+    frames: int
+    fps: float
+    size: tuple[int, int]  # (H, W)
+    encoding: str
+    storage: str
+    topics: dict[str, int] = field(default_factory=dict)  # topic -> message count
+    activities: list[int] = field(default_factory=list)  # per frame
+    start_ns: int = DEFAULT_START_NS
+
+
+def stamp_ns(start_ns: int, index: int, fps: float) -> int:
+    return int(start_ns + round(index * 1e9 / fps))
+
+
+def _header(store, ns: int):
+    t = store.types
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9), frame_id=FRAME_ID)
+
+
+def _image_msg(store, header, pixels: np.ndarray, encoding: str):
+    h, w = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return store.types["sensor_msgs/msg/Image"](
+        header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=w * channels,
+        data=np.ascontiguousarray(pixels).reshape(-1))
+
+
+def _compressed_msg(store, header, rgb: np.ndarray, fmt: str, jpeg_quality: int):
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise RuntimeError(f"{fmt} encoding failed")
+    # Same format string as compressed_image_transport, so its decoders accept the bag.
+    return store.types["sensor_msgs/msg/CompressedImage"](
+        header=header, format=f"rgb8; {fmt} compressed bgr8", data=buf.reshape(-1))
+
+
+def _activity_msg(store, header, activity: int, class_set: ClassSet):
+    probs = np.zeros(class_set.num_activities, np.float32)
+    probs[activity] = 1.0
+    return store.types[ACTIVITY_TYPE](
+        header=header, label=class_set.activity_classes[activity], class_id=activity, confidence=1.0,
+        class_names=list(class_set.activity_classes), probabilities=probs, raw_probabilities=probs.copy())
+
+
+def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.0,
+                    size: tuple[int, int] = (1024, 1280), encoding: str = "rgb8", storage: str = "mcap",
+                    seed: int = 0, start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90,
+                    class_set: ClassSet = MTLESD, progress: bool = False, **synth_options) -> SynthBagInfo:
+    """Generate ``seconds`` of a synthetic sequence at ``fps`` and ``size`` (H, W) into a new bag at ``path``.
+
+    ``encoding``: rgb8 / bgr8 (raw Image) or jpeg / png (CompressedImage). ``storage``: mcap / sqlite3.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from ..data.synth import generate_sequence
+
+    if encoding not in RAW_ENCODINGS + COMPRESSED_FORMATS:
+        raise ValueError(f"encoding must be one of {RAW_ENCODINGS + COMPRESSED_FORMATS}, got {encoding!r}")
+    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+    if storage not in plugins:
+        raise ValueError(f"storage must be mcap or sqlite3, got {storage!r}")
+    if fps <= 0 or seconds <= 0:
+        raise ValueError("fps and seconds must be positive")
+    path = Path(path)
+    store = typestore()
+    compressed = encoding in COMPRESSED_FORMATS
+    frames = max(1, int(round(seconds * fps)))
+    info = SynthBagInfo(path, frames, fps, tuple(size), encoding, storage, start_ns=start_ns)
+
+    sequence = generate_sequence(seed, frames, fps, size, **synth_options)
+    if progress:
+        from tqdm import tqdm
+
+        sequence = tqdm(sequence, total=frames, desc="frames", unit="frame")
+    # Version 8 is what Jazzy's rosbag2 writes; newer readers accept it too.
+    image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    image_topic = COMPRESSED_TOPIC if compressed else IMAGE_TOPIC
+    types = {image_topic: image_type, MASK_TOPIC: "sensor_msgs/msg/Image", ACTIVITY_TOPIC: ACTIVITY_TYPE}
+    with Writer(path, version=8, storage_plugin=plugins[storage]) as writer:
+        conns = {topic: writer.add_connection(topic, typ, typestore=store) for topic, typ in types.items()}
+        info.topics = dict.fromkeys(conns, 0)
+        for i, frame in enumerate(sequence):
+            ns = stamp_ns(start_ns, i, fps)
+            header = _header(store, ns)
+            if compressed:
+                image = _compressed_msg(store, header, frame.rgb, encoding, jpeg_quality)
+            else:
+                pixels = frame.rgb if encoding == "rgb8" else cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+                image = _image_msg(store, header, pixels, encoding)
+            msgs = {
+                image_topic: image,
+                MASK_TOPIC: _image_msg(store, header, frame.mask, "mono8"),
+                ACTIVITY_TOPIC: _activity_msg(store, header, frame.activity, class_set),
+            }
+            for topic, msg in msgs.items():
+                writer.write(conns[topic], ns, store.serialize_cdr(msg, types[topic]))
+                info.topics[topic] += 1
+            info.activities.append(frame.activity)
+    return info
