@@ -12,7 +12,13 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "check": ("endoarss_ros.ros.check", "Check the ROS 2 setup: start a publisher/subscriber pair of our messages"),
+    "check": (
+        "endoarss_ros.ros.check", "Check the ROS 2 setup: start a publisher/subscriber pair of our messages"
+    ),
+    "info": (
+        "endoarss_ros.model.info",
+        "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame",
+    ),
 }
 
 
