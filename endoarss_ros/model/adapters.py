@@ -22,6 +22,19 @@ TARGET_PATHS: dict[str, tuple[str, str]] = {
     "w3": ("mlp", "w3"),
 }
 
+# fc1/fc2 name the MLP's input/output projections; on SwiGLU blocks (giant) they mean w12/w3.
+_SWIGLU_ALIAS = {"fc1": "w12", "fc2": "w3"}
+
+
+def target_slot(block: nn.Module, target: str) -> tuple[nn.Module, str] | None:
+    """(parent module, attribute) of an adapter target inside a ViT block, or None if it has none."""
+    parent_name, attr = TARGET_PATHS[target]
+    parent = getattr(block, parent_name)
+    if not hasattr(parent, attr) and target in _SWIGLU_ALIAS:
+        attr = _SWIGLU_ALIAS[target]
+    return (parent, attr) if hasattr(parent, attr) else None
+
+
 ADAPTER_PARAM_MARKERS = ("lora_", "task_A", "task_B")
 
 
@@ -85,9 +98,9 @@ def apply_lora(vit: nn.Module, *, kind: str, rank: int, alpha: float, targets: t
     cls = {"lora": LoRALinear, "dvlora": DVLoRALinear}[kind]
     for blk in vit.blocks:
         for target in targets:
-            parent_name, attr = TARGET_PATHS[target]
-            parent = getattr(blk, parent_name)
-            if hasattr(parent, attr):
+            slot = target_slot(blk, target)
+            if slot is not None:
+                parent, attr = slot
                 setattr(parent, attr, _wrap(getattr(parent, attr), cls, rank=rank, alpha=alpha))
 
 

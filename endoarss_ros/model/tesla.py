@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import TARGET_PATHS
+from .adapters import target_slot
 
 
 class TeslaLinear(nn.Linear):
@@ -122,10 +122,10 @@ def apply_tesla(
     for i, blk in enumerate(vit.blocks):
         n_tasks = num_tasks if i >= vit.branch_block else 0
         for target in targets:
-            parent_name, attr = TARGET_PATHS[target]
-            parent = getattr(blk, parent_name)
-            if not hasattr(parent, attr):
+            slot = target_slot(blk, target)
+            if slot is None:
                 continue
+            parent, attr = slot
             old = getattr(parent, attr)
             has_bias = old.bias is not None
             if merged:
