@@ -33,9 +33,8 @@ class EndoARSS(nn.Module):
     ``forward(images)`` takes float RGB ``(B, 3, H, W)`` in ``[0, 1]`` at any size. The model resizes to its
     working resolution ``config.input_size`` and returns ``EndoARSSOutput`` with segmentation logits at
     ``(H, W)``. ``forward(images, output_size=None)`` (or ``forward_low_res``) skips that final upsample and
-    returns the head's native logits (official: ``(B, C, h/14, D/48*...)`` pseudo-map -- see below;
-    endoarss: 1/4 of the working resolution), which is what a fast argmax wants. ``output_size=(h, w)``
-    upsamples to any other size.
+    returns the head's native logits (endoarss: 1/4 of the working resolution, e.g. 56x56 at 224x224),
+    which is what a fast argmax wants. ``output_size=(h, w)`` upsamples to any other size.
 
     For the ``official`` family the native map is the released ``(tokens, D/48, 48)`` pseudo-image, which has
     no spatial meaning until it is stretched to the frame; its "low-res" logits are therefore upsampled to
