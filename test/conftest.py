@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,18 @@ def ros_available() -> bool:
 
 
 requires_ros = pytest.mark.skipif(not ros_available(), reason="rclpy is not installed (run scripts/setup_env.sh)")
+
+
+_domains = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def isolated_ros_domain(monkeypatch) -> int:
+    """Each test talks on its own DDS domain (inherited by its child processes), so tests running at the same
+    time on one machine, or a robot on domain 0, never see each other's topics or shared-memory segments."""
+    domain = 1 + (os.getpid() * 7 + next(_domains)) % 200
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    return domain
 
 
 @pytest.fixture
