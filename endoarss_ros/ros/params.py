@@ -47,13 +47,13 @@ SPECS: tuple[Spec, ...] = (
          read_only=True, choices=PRECISIONS),
     Spec("backend", "eager", "Inference backend of the engine (see `endoarss bench`).", read_only=True),
     Spec("input_size", [], "Working resolution [height, width] of the network, multiples of 14; "
-         "[] keeps the one stored with the model.", read_only=True, array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
+         "[] or [0, 0] keeps the one stored with the model.", read_only=True, array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
     Spec("class_names_file", "", "YAML file with `segmentation:` and `activity:` name lists replacing the "
          "model's class names in the published messages; '' keeps the model's.", read_only=True),
     Spec("max_batch", 2, "Most frames (one per camera) run through the model together.", read_only=True,
          int_range=(1, 16)),
     Spec("warmup_size", [1080, 1920], "Image size [height, width] run once at configure so the first real "
-         "frame is not slow; [] skips the warm-up.", read_only=True,
+         "frame is not slow; [] or [0, 0] skips the warm-up.", read_only=True,
          array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
     Spec("max_input_pixels", 3840 * 2160, "Frames with more pixels (width * height) are rejected "
          "(reason too_large) before any copy.", int_range=(1, 1 << 28)),
@@ -128,8 +128,10 @@ def validate(name: str, value: Any) -> str | None:
         return "model must name a weights file"
     if name in ("input_size", "warmup_size"):
         values = list(value)
+        if values == [0, 0]:
+            return None
         if values and (len(values) != 2 or min(values) <= 0):
-            return f"{name} must be [] or [height, width] with positive values, not {values}"
+            return f"{name} must be [height, width] with positive values ([] or [0, 0]: none), not {values}"
         if name == "input_size" and values and any(v % PATCH for v in values):
             return f"input_size must be multiples of {PATCH} (the ViT patch), not {values}"
     if name == "cameras":
@@ -205,8 +207,8 @@ class Settings:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:
         def size(v):
-            v = list(v or [])
-            return (int(v[0]), int(v[1])) if v else None
+            v = [int(x) for x in (v or [])]
+            return (v[0], v[1]) if v and any(v) else None
 
         return cls(
             autostart=bool(values["autostart"]), model=values["model"], device=values["device"],
