@@ -47,7 +47,8 @@ SPECS: tuple[Spec, ...] = (
          read_only=True, choices=PRECISIONS),
     Spec("backend", "eager", "Inference backend of the engine (see `endoarss bench`).", read_only=True),
     Spec("input_size", [], "Working resolution [height, width] of the network, multiples of 14; "
-         "[] or [0, 0] keeps the one stored with the model.", read_only=True, array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
+         "[] or [0, 0] keeps the one stored with the model.", read_only=True,
+         array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
     Spec("class_names_file", "", "YAML file with `segmentation:` and `activity:` name lists replacing the "
          "model's class names in the published messages; '' keeps the model's.", read_only=True),
     Spec("max_batch", 2, "Most frames (one per camera) run through the model together.", read_only=True,
