@@ -10,17 +10,13 @@ from sensor_msgs.msg import Image
 
 from endoarss_ros.msg import Activity, SegmentationInfo
 
-# sensor_msgs/image_encodings spells YUYV as yuv422_yuy2 (and yuv422 for UYVY): accept the common names.
-ENCODING_ALIASES = {"yuv422_yuy2": "yuyv", "yuy2": "yuyv"}
-
 
 def frame_from_image(msg, *, max_pixels: int | None = None):
     """``sensor_msgs/Image`` -> ``RawFrame`` (zero-copy view of ``msg.data``); raises ``FrameError``."""
     from endoarss_ros.inference import frame_from_image_fields
 
     # Only 8-bit encodings are supported, for which is_bigendian does not matter.
-    encoding = ENCODING_ALIASES.get(msg.encoding, msg.encoding)
-    return frame_from_image_fields(encoding, msg.width, msg.height, msg.step, msg.data, max_pixels=max_pixels)
+    return frame_from_image_fields(msg.encoding, msg.width, msg.height, msg.step, msg.data, max_pixels=max_pixels)
 
 
 def frame_from_compressed_image(msg, *, max_pixels: int | None = None):

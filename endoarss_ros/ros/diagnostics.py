@@ -73,6 +73,10 @@ class NodeStats:
             self.counters[f"errors.{kind}"] += 1
             self.last_error = message
 
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] += n
+
     def published(self, latency_ms: float, inference_ms: float | None = None) -> None:
         with self._lock:
             self.counters["frames.published"] += 1

@@ -72,6 +72,16 @@ def _rss_mb() -> float | None:
     return None
 
 
+def _return_freed_heap_to_os() -> None:
+    """glibc keeps freed heap pages mapped; trimming gives the model's CPU memory back to the system."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _logged(transition):
     """rclpy turns an exception in a transition callback into ERROR without a word: log it first."""
     import functools
@@ -306,6 +316,7 @@ def make_node_class():
             torch = sys.modules.get("torch")
             if torch is not None and torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            _return_freed_heap_to_os()
 
         # ---- input -----------------------------------------------------------------------------------
         def _image_callback(self, camera: int):
@@ -371,6 +382,8 @@ def make_node_class():
                 frames.append(frame)
             if not frames:
                 return
+            if len(frames) > 1:
+                self.stats.count("batches.multi_camera")
             outputs = self._outputs
             want_overlay = [outputs[i.camera].overlay.get_subscription_count() > 0 for i in items]
             t0 = time.monotonic()

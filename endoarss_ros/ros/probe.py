@@ -243,10 +243,14 @@ class Probe:
         lockstep = step.get("lockstep", False)
         timeout = step.get("answer_timeout", 30.0)
         unanswered = 0
+        group: list[tuple[int, int]] = []  # frames published together (with_previous), answered together
         start = time.monotonic()
+        stamp = None
         for i, spec in enumerate(frames):
-            self.spin_for(start + i * period - time.monotonic())  # absolute schedule, no drift
-            stamp = self.node.get_clock().now().to_msg()
+            together = spec.get("with_previous", False) and stamp is not None
+            if not together:
+                self.spin_for(start + i * period - time.monotonic())  # absolute schedule, no drift
+                stamp = self.node.get_clock().now().to_msg()  # a stereo pair shares its stamp
             cam = spec.get("camera", 0)
             msg = make_frame(spec, stamp, compressed=self.compressed)
             good = not spec.get("bad")
@@ -254,11 +258,16 @@ class Probe:
                               "tag": spec.get("tag"), "width": spec.get("width", 320),
                               "height": spec.get("height", 240), "encoding": spec.get("encoding", "rgb8")})
             self.inputs[cam].publish(msg)
-            if lockstep and good:
-                sent_ns = stamp_ns(stamp)
-                if not self.spin_for(timeout, lambda c=cam, s=sent_ns: self.answered(c, s)):
-                    unanswered += 1
+            if good:
+                group.append((cam, stamp_ns(stamp)))
+            next_together = i + 1 < len(frames) and frames[i + 1].get("with_previous", False)
+            if lockstep and group and not next_together:
+                pending = list(group)
+                if not self.spin_for(timeout, lambda p=pending: all(self.answered(c, s) for c, s in p)):
+                    unanswered += sum(not self.answered(c, s) for c, s in pending)
                 start = time.monotonic() - (i + 1) * period  # the next frame goes out now
+            if not next_together:
+                group = []
         elapsed = time.monotonic() - start
         # Wait for the tail: until every good frame is answered or nothing new arrives for `settle` seconds.
         settle = step.get("settle", 3.0)
