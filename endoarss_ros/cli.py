@@ -13,6 +13,10 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("endoarss_ros.ros.check", "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
+    "info": (
+        "endoarss_ros.model.info",
+        "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame",
+    ),
 }
 
 
