@@ -16,6 +16,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 DEFAULT_MODEL = "models/demo/endoarss_demo.safetensors"
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")  # endoarss_ros.inference.BACKENDS (no torch import here)
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 PATCH = 14  # ViT patch side: the working resolution must be a multiple of it
@@ -45,7 +46,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("device", "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.", read_only=True),
     Spec("precision", "fp32", "Inference precision: fp32, fp16 or bf16 (fp16/bf16 on CUDA only).",
          read_only=True, choices=PRECISIONS),
-    Spec("backend", "eager", "Inference backend of the engine (see `endoarss bench`).", read_only=True),
+    Spec("backend", "eager", "Inference backend: eager, compile, onnxruntime or tensorrt; one that cannot run "
+         "here falls back (tensorrt -> compile -> onnxruntime -> eager) and diagnostics say which is in use.",
+         read_only=True, choices=BACKENDS),
+    Spec("engine_cache_dir", "", "Where compiled engines (TensorRT plans, ONNX files) are cached; '' is the "
+         "engine's default cache directory.", read_only=True),
     Spec("input_size", [], "Working resolution [height, width] of the network, multiples of 14; "
          "[] or [0, 0] keeps the one stored with the model.", read_only=True,
          array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
@@ -188,6 +193,7 @@ class Settings:
     device: str = "auto"
     precision: str = "fp32"
     backend: str = "eager"
+    engine_cache_dir: str = ""
     input_size: tuple[int, int] | None = None
     class_names_file: str = ""
     max_batch: int = 2
@@ -213,7 +219,8 @@ class Settings:
 
         return cls(
             autostart=bool(values["autostart"]), model=values["model"], device=values["device"],
-            precision=values["precision"], backend=values["backend"], input_size=size(values["input_size"]),
+            precision=values["precision"], backend=values["backend"],
+            engine_cache_dir=values["engine_cache_dir"], input_size=size(values["input_size"]),
             class_names_file=values["class_names_file"], max_batch=int(values["max_batch"]),
             warmup_size=size(values["warmup_size"]), max_input_pixels=int(values["max_input_pixels"]),
             overlay_alpha=float(values["overlay_alpha"]), smoothing_enabled=bool(values["smoothing.enabled"]),

@@ -227,8 +227,11 @@ def make_node_class():
                 model = load_model(path)
                 if tuple(model.config.input_size) != s.input_size:
                     model = load_model(path, config=model.config.replace(input_size=s.input_size))
-            return InferenceEngine(model, device=s.device, precision=s.precision, backend=s.backend,
-                                   max_batch=s.max_batch)
+            engine = InferenceEngine(model, device=s.device, precision=s.precision, backend=s.backend,
+                                     max_batch=s.max_batch, cache_dir=s.engine_cache_dir or None)
+            for note in engine.notes:
+                self.get_logger().info(f"engine: {note}")
+            return engine
 
         @_logged
         def on_activate(self, state):
