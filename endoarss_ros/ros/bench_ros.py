@@ -1,0 +1,207 @@
+"""End-to-end latency of the perception node over ROS, and the transport's own share of it.
+
+* node: publisher process -> perception node process -> subscriber process; rgb8 frames at a fixed rate,
+  latency = mask received - image stamp (the publisher stamps at publish time; one machine, one clock);
+* transport: the same publisher and subscriber with a trivial relay (no model) in place of the node.
+
+    python -m endoarss_ros.ros.bench_ros --model tiny.safetensors --frames 60 --rate 10
+
+``measure(model_path, ...)`` returns a dict; ``endoarss bench`` calls it when this module is importable.
+Roles (one per process): ``pub``, ``sub``, ``relay``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from endoarss_ros.ros import fastdds
+
+
+def _qos(reliability: str, depth: int):
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                      else ReliabilityPolicy.BEST_EFFORT)
+
+
+def _pct(values, q):
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 2) if values else None
+
+
+def run_pub(args) -> dict:
+    import numpy as np
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    node = rclpy.create_node("endoarss_bench_pub")
+    pub = node.create_publisher(Image, args.topic, _qos("reliable", 5))
+    deadline = time.monotonic() + args.match_timeout
+    while pub.get_subscription_count() == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing subscribed to {args.topic} within {args.match_timeout} s")
+        rclpy.spin_once(node, timeout_sec=0.05)
+    time.sleep(1.0)  # discovery settles on both sides
+    pixels = np.random.default_rng(0).integers(0, 256, (args.height, args.width * 3), dtype=np.uint8).tobytes()
+    period = 1.0 / args.rate
+    start = time.monotonic()
+    for i in range(args.frames):
+        delay = start + i * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        msg = Image(height=args.height, width=args.width, encoding="rgb8", step=args.width * 3)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        msg.header.frame_id = "endoscope"
+        msg.data = pixels
+        pub.publish(msg)
+    elapsed = time.monotonic() - start
+    time.sleep(0.5)
+    node.destroy_node()
+    return {"sent": args.frames, "rate_hz": round(args.frames / elapsed, 2)}
+
+
+def run_sub(args) -> dict:
+    import rclpy
+    from rclpy.time import Time
+    from sensor_msgs.msg import Image
+
+    node = rclpy.create_node("endoarss_bench_sub")
+    latencies = []
+    last = [time.monotonic()]
+
+    def on_msg(msg):
+        latencies.append((node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e6)
+        last[0] = time.monotonic()
+
+    node.create_subscription(Image, args.topic, on_msg, _qos("reliable", 10))
+    print(json.dumps({"ready": True}), flush=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline and len(latencies) < args.frames:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if latencies and time.monotonic() - last[0] > args.idle_timeout:
+            break
+    node.destroy_node()
+    return {"received": len(latencies), "latency_ms": {"p50": _pct(latencies, 0.5), "p95": _pct(latencies, 0.95),
+                                                       "mean": round(sum(latencies) / len(latencies), 2)
+                                                       if latencies else None}}
+
+
+def run_relay(args) -> dict:
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    node = rclpy.create_node("endoarss_bench_relay")
+    # The node's own defaults: best effort in (newest frame only), reliable out.
+    out = node.create_publisher(Image, args.output, _qos("reliable", 5))
+    node.create_subscription(Image, args.topic, out.publish, _qos("best_effort", 1))
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    return {}
+
+
+def _python_env() -> dict:
+    env = dict(os.environ)
+    env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)  # the children bootstrap the ROS wheels themselves
+    env["PYTHONUNBUFFERED"] = "1"
+    fastdds.apply_profile(env)
+    return env
+
+
+def _run_chain(middle: list[str], in_topic: str, out_topic: str, *, frames: int, width: int, height: int,
+               rate: float, timeout: float) -> dict:
+    env = _python_env()
+    me = [sys.executable, "-m", "endoarss_ros.ros.bench_ros"]
+    size = ["--width", str(width), "--height", str(height), "--frames", str(frames)]
+    procs = []
+    try:
+        procs.append(subprocess.Popen(middle, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        sub = subprocess.Popen(me + ["sub", "--topic", out_topic, "--timeout", str(timeout)] + size, env=env,
+                               stdout=subprocess.PIPE, text=True)
+        procs.append(sub)
+        if not sub.stdout.readline():
+            raise RuntimeError("the bench subscriber exited before it was ready")
+        pub = subprocess.run(me + ["pub", "--topic", in_topic, "--rate", str(rate), "--match-timeout", str(timeout)]
+                             + size, env=env, capture_output=True, text=True, timeout=timeout + frames / rate + 30)
+        if pub.returncode != 0:
+            middle_err = procs[0].stderr.read() if procs[0].poll() is not None else ""
+            raise RuntimeError(f"bench publisher failed:\n{pub.stderr[-2000:]}\n{middle_err[-2000:]}")
+        out, _ = sub.communicate(timeout=timeout + 30)
+        sub_result = json.loads(out.strip().splitlines()[-1])
+        pub_result = json.loads(pub.stdout.strip().splitlines()[-1])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return {"frames_in": pub_result["sent"], "frames_out": sub_result["received"], "rate_hz": pub_result["rate_hz"],
+            "latency_ms": sub_result["latency_ms"]}
+
+
+def measure(model_path, *, frames: int = 60, width: int = 1920, height: int = 1080, rate: float = 10.0,
+            device: str = "auto", transport: bool = True, timeout: float = 180.0) -> dict:
+    """Node end-to-end (publisher -> node -> subscriber) and, with ``transport``, relay-only numbers.
+
+    Returns ``{"node": {...}, "transport": {...}, "width", "height", "rate_hz"}``; each part has frames_in,
+    frames_out (the node drops frames it cannot keep up with: newest frame wins) and latency_ms p50/p95/mean.
+    """
+    ns = f"/endoarss_bench_{os.getpid()}"
+    node_cmd = [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={ns}",
+                "-p", f"model:={model_path}", "-p", f"device:={device}", "-p", f"warmup_size:=[{height}, {width}]",
+                "-p", f"max_input_pixels:={max(width * height, 1)}"]
+    result = {"width": width, "height": height, "rate_hz": rate,
+              "node": _run_chain(node_cmd, f"{ns}/image", f"{ns}/segmentation/mask", frames=frames, width=width,
+                                 height=height, rate=rate, timeout=timeout)}
+    if transport:
+        relay = [sys.executable, "-m", "endoarss_ros.ros.bench_ros", "relay", "--topic", f"{ns}/relay_in",
+                 "--output", f"{ns}/relay_out"]
+        result["transport"] = _run_chain(relay, f"{ns}/relay_in", f"{ns}/relay_out", frames=frames, width=width,
+                                         height=height, rate=rate, timeout=timeout)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", nargs="?", choices=["measure", "pub", "sub", "relay"], default="measure")
+    parser.add_argument("--model", help="measure: weights file")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--topic", default="image")
+    parser.add_argument("--output", default="relayed")
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--match-timeout", type=float, default=180.0)
+    parser.add_argument("--idle-timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    if args.role == "measure":
+        if not args.model:
+            parser.error("measure needs --model")
+        result = measure(args.model, frames=args.frames, width=args.width, height=args.height, rate=args.rate,
+                         device=args.device, timeout=args.timeout)
+        print(json.dumps(result, indent=2))
+        return 0
+    fastdds.apply_profile()
+    import rclpy
+
+    rclpy.init()
+    try:
+        result = {"pub": run_pub, "sub": run_sub, "relay": run_relay}[args.role](args)
+    finally:
+        rclpy.try_shutdown()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

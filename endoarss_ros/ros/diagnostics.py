@@ -1,0 +1,141 @@
+"""Counters, rates and latency percentiles of the perception node, and their ``DiagnosticArray`` form.
+
+Thread-safe: the subscription callbacks, the worker thread and the 1 Hz diagnostics timer all touch it.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+REJECT_REASONS = ("unsupported_encoding", "truncated_data", "zero_size", "bad_step", "corrupt_compressed",
+                  "too_large")
+
+
+class RateMeter:
+    """Events per second over a sliding window."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+        self._trim(now)
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        if not self._times:
+            return 0.0
+        # Counting from the oldest event in the window to now: decays to 0 when the stream stops; the first
+        # second is measured over a full second so two quick events do not read as a huge rate.
+        return len(self._times) / max(now - self._times[0], 1.0)
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+
+
+def percentile(values, q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class NodeStats:
+    """What /diagnostics reports: frames in/out, rejections and drops by reason, errors, latency."""
+
+    def __init__(self, latency_window: int = 300):
+        self._lock = threading.Lock()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._in = RateMeter()
+        self._out = RateMeter()
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self._inference_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self.last_error = ""
+
+    def received(self) -> None:
+        with self._lock:
+            self.counters["frames.received"] += 1
+            self._in.tick(time.monotonic())
+
+    def rejected(self, reason: str) -> None:
+        with self._lock:
+            self.counters[f"rejected.{reason}"] += 1
+
+    def dropped(self, reason: str = "replaced", count: int = 1) -> None:
+        with self._lock:
+            self.counters[f"dropped.{reason}"] += count
+
+    def error(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.counters[f"errors.{kind}"] += 1
+            self.last_error = message
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] += n
+
+    def published(self, latency_ms: float, inference_ms: float | None = None) -> None:
+        with self._lock:
+            self.counters["frames.published"] += 1
+            self._out.tick(time.monotonic())
+            self._latency_ms.append(latency_ms)
+            if inference_ms is not None:
+                self._inference_ms.append(inference_ms)
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            lat = list(self._latency_ms)
+            inf = list(self._inference_ms)
+            snap = {
+                "input_rate_hz": self._in.rate(now),
+                "output_rate_hz": self._out.rate(now),
+                "latency_p50_ms": percentile(lat, 0.5),
+                "latency_p95_ms": percentile(lat, 0.95),
+                "inference_p50_ms": percentile(inf, 0.5),
+                "counters": dict(self.counters),
+                "last_error": self.last_error,
+            }
+        return snap
+
+
+def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp, info: dict[str, str],
+                        active: bool):
+    """One ``DiagnosticStatus`` for the node: OK while serving, WARN for recent rejections/errors/idle."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    snap = stats.snapshot()
+    counters = snap["counters"]
+    values = dict(info)
+
+    def fmt(v):
+        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    for key in ("input_rate_hz", "output_rate_hz", "latency_p50_ms", "latency_p95_ms", "inference_p50_ms"):
+        values[key] = fmt(snap[key])
+    for key in ("frames.received", "frames.published", "dropped.replaced", "errors.inference"):
+        values[key] = str(counters.get(key, 0))
+    for reason in REJECT_REASONS:
+        values[f"rejected.{reason}"] = str(counters.get(f"rejected.{reason}", 0))
+    for key, count in sorted(counters.items()):
+        values.setdefault(key, str(count))
+    values["rejected.total"] = str(sum(v for k, v in counters.items() if k.startswith("rejected.")))
+    values["last_error"] = snap["last_error"]
+
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id)
+    if not active:
+        status.level, status.message = DiagnosticStatus.OK, f"not active ({info.get('lifecycle_state', '?')})"
+    elif counters.get("errors.inference", 0) and snap["output_rate_hz"] == 0.0:
+        status.level, status.message = DiagnosticStatus.ERROR, "inference failing: " + snap["last_error"]
+    elif snap["input_rate_hz"] == 0.0:
+        status.level, status.message = DiagnosticStatus.WARN, "no input images (check the topic and QoS)"
+    else:
+        status.level = DiagnosticStatus.OK
+        status.message = f"{snap['output_rate_hz']:.1f} Hz out of {snap['input_rate_hz']:.1f} Hz in"
+    status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array

@@ -1,0 +1,293 @@
+"""The perception node's parameters: one table of declarations, validation with reasons, typed settings.
+
+Every parameter is declared up front with a ``ParameterDescriptor`` (type, range, read-only). Read-only ones
+would need the model reloaded or the topics re-created: set them at start (``-p``, ``--params-file``).
+The live ones can be changed at any time (``ros2 param set``); invalid values are rejected with a reason and
+the old value stays.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+DEFAULT_MODEL = "models/demo/endoarss_demo.safetensors"
+PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")  # endoarss_ros.inference.BACKENDS (no torch import here)
+RELIABILITIES = ("best_effort", "reliable")
+TRANSPORTS = ("raw", "compressed")
+PATCH = 14  # ViT patch side: the working resolution must be a multiple of it
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    # Empty lists have no type of their own in ROS: say which array type the parameter is.
+    array_type: int | None = None
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("autostart", True, "Walk the lifecycle to active at start (configure + activate), so plain "
+         "`ros2 run` / launch just works. False: wait for a lifecycle manager.", read_only=True),
+    Spec("model", DEFAULT_MODEL, "Weights file (.safetensors with its config, or a released checkpoint). "
+         "Relative paths are resolved against the current directory, then the package share directory "
+         "and the source tree.", read_only=True),
+    Spec("device", "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.", read_only=True),
+    Spec("precision", "fp32", "Inference precision: fp32, fp16 or bf16 (fp16/bf16 on CUDA only).",
+         read_only=True, choices=PRECISIONS),
+    Spec("backend", "eager", "Inference backend: eager, compile, onnxruntime or tensorrt; one that cannot run "
+         "here falls back (tensorrt -> compile -> onnxruntime -> eager) and diagnostics say which is in use.",
+         read_only=True, choices=BACKENDS),
+    Spec("engine_cache_dir", "", "Where compiled engines (TensorRT plans, ONNX files) are cached; '' is the "
+         "engine's default cache directory.", read_only=True),
+    Spec("input_size", [], "Working resolution [height, width] of the network, multiples of 14; "
+         "[] or [0, 0] keeps the one stored with the model.", read_only=True,
+         array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
+    Spec("class_names_file", "", "YAML file with `segmentation:` and `activity:` name lists replacing the "
+         "model's class names in the published messages; '' keeps the model's.", read_only=True),
+    Spec("max_batch", 2, "Most frames (one per camera) run through the model together.", read_only=True,
+         int_range=(1, 16)),
+    Spec("warmup_size", [1080, 1920], "Image size [height, width] run once at configure so the first real "
+         "frame is not slow; [] or [0, 0] skips the warm-up.", read_only=True,
+         array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
+    Spec("max_input_pixels", 3840 * 2160, "Frames with more pixels (width * height) are rejected "
+         "(reason too_large) before any copy.", int_range=(1, 1 << 28)),
+    Spec("overlay_alpha", 0.5, "Opacity of the class colours on segmentation/overlay (0: the image, "
+         "1: colours only).", float_range=(0.0, 1.0)),
+    Spec("smoothing.enabled", True, "Smooth the activity over time (EMA with hysteresis); false publishes "
+         "each frame's own result."),
+    Spec("smoothing.alpha", 0.3, "EMA weight of the newest frame (1: no memory).", float_range=(0.01, 1.0)),
+    Spec("smoothing.hysteresis", 0.1, "Margin by which a new activity must beat the current one before the "
+         "label switches.", float_range=(0.0, 1.0)),
+    Spec("batch_window_ms", 5.0, "After the first camera's frame arrives, wait this long for the other "
+         "cameras' frames so they share a batch.", float_range=(0.0, 100.0)),
+    Spec("input_qos.reliability", "best_effort", "Input subscription reliability. best_effort (sensor "
+         "data) matches every publisher; reliable does not match best-effort publishers.", read_only=True,
+         choices=RELIABILITIES),
+    Spec("input_qos.depth", 1, "Input subscription history depth (the node keeps only the newest frame anyway).",
+         read_only=True, int_range=(1, 100)),
+    Spec("output_qos.reliability", "reliable", "Output reliability (reliable: what RViz and the CLI expect).",
+         read_only=True, choices=RELIABILITIES),
+    Spec("output_qos.depth", 5, "Output history depth.", read_only=True, int_range=(1, 100)),
+    Spec("cameras", [], "Several cameras through one model: each entry 'NS' or 'INPUT_NS:OUTPUT_NS'. "
+         "Camera i subscribes INPUT_NS/image and publishes under OUTPUT_NS. [] is one camera: `image` in, "
+         "outputs in the node's namespace.", read_only=True, array_type=ParameterType.PARAMETER_STRING_ARRAY),
+    Spec("image_transport", "raw", "raw: sensor_msgs/Image on <in>/image; compressed: "
+         "sensor_msgs/CompressedImage (jpeg, png) on <in>/image/compressed.", read_only=True, choices=TRANSPORTS),
+)
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def descriptor(spec: Spec) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.array_type is not None:
+        d.type = spec.array_type
+    if spec.int_range is not None:
+        d.integer_range = [IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=0)]
+    if spec.float_range is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
+                                                     to_value=spec.float_range[1], step=0.0)]
+    if spec.choices is not None:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    return d
+
+
+def declare_all(node) -> None:
+    """Declare every parameter with its descriptor (before anything reads them)."""
+    from rclpy.parameter import Parameter
+
+    # An empty list has no element type of its own: declare it by type.
+    array_types = {ParameterType.PARAMETER_INTEGER_ARRAY: Parameter.Type.INTEGER_ARRAY,
+                   ParameterType.PARAMETER_STRING_ARRAY: Parameter.Type.STRING_ARRAY}
+    for spec in SPECS:
+        default = spec.default
+        if spec.array_type is not None and not default:
+            default = array_types[spec.array_type]
+        node.declare_parameter(spec.name, default, descriptor(spec))
+
+
+def validate(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for ``name`` (None when it is). Ranges are checked by rclpy too."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices is not None and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, not {value!r}"
+    if spec.int_range is not None and not spec.int_range[0] <= value <= spec.int_range[1]:
+        return f"{name} must be in [{spec.int_range[0]}, {spec.int_range[1]}], not {value}"
+    if spec.float_range is not None and not spec.float_range[0] <= value <= spec.float_range[1]:
+        return f"{name} must be in [{spec.float_range[0]}, {spec.float_range[1]}], not {value}"
+    if name == "device" and not _DEVICE.match(value):
+        return f"device must be auto, cpu, cuda or cuda:N, not {value!r}"
+    if name == "model" and not value.strip():
+        return "model must name a weights file"
+    if name in ("input_size", "warmup_size"):
+        values = list(value)
+        if values == [0, 0]:
+            return None
+        if values and (len(values) != 2 or min(values) <= 0):
+            return f"{name} must be [height, width] with positive values ([] or [0, 0]: none), not {values}"
+        if name == "input_size" and values and any(v % PATCH for v in values):
+            return f"input_size must be multiples of {PATCH} (the ViT patch), not {values}"
+    if name == "cameras":
+        try:
+            parse_cameras(list(value))
+        except ValueError as e:
+            return str(e)
+    return None
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One input: frames on ``<input_ns>/image``, results under ``<output_ns>/`` ('' = the node's namespace)."""
+    index: int
+    input_ns: str
+    output_ns: str
+
+    def input_topic(self, name: str) -> str:
+        return f"{self.input_ns.rstrip('/')}/{name}" if self.input_ns else name
+
+    def output_topic(self, name: str) -> str:
+        return f"{self.output_ns.rstrip('/')}/{name}" if self.output_ns else name
+
+    @property
+    def label(self) -> str:
+        return self.output_ns or self.input_ns or "image"
+
+
+def parse_cameras(entries: list[str]) -> list[Camera]:
+    if not entries:
+        return [Camera(0, "", "")]
+    cameras = []
+    for i, entry in enumerate(entries):
+        parts = entry.split(":")
+        if len(parts) > 2:
+            raise ValueError(f"cameras[{i}] {entry!r}: use 'NS' or 'INPUT_NS:OUTPUT_NS'")
+        input_ns, output_ns = (parts[0], parts[0]) if len(parts) == 1 else parts
+        for ns in (input_ns, output_ns):
+            if not _NAMESPACE.match(ns):
+                raise ValueError(f"cameras[{i}] {entry!r}: {ns!r} is not a valid namespace")
+        cameras.append(Camera(i, input_ns, output_ns))
+    outputs = [c.output_ns for c in cameras]
+    if len(set(outputs)) != len(outputs):
+        raise ValueError(f"cameras: two cameras publish into the same namespace: {entries}")
+    return cameras
+
+
+@dataclass
+class Settings:
+    """The parameters' values, typed, as the node uses them."""
+    autostart: bool = True
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    precision: str = "fp32"
+    backend: str = "eager"
+    engine_cache_dir: str = ""
+    input_size: tuple[int, int] | None = None
+    class_names_file: str = ""
+    max_batch: int = 2
+    warmup_size: tuple[int, int] | None = (1080, 1920)
+    max_input_pixels: int = 3840 * 2160
+    overlay_alpha: float = 0.5
+    smoothing_enabled: bool = True
+    smoothing_alpha: float = 0.3
+    smoothing_hysteresis: float = 0.1
+    batch_window_ms: float = 5.0
+    input_reliability: str = "best_effort"
+    input_depth: int = 1
+    output_reliability: str = "reliable"
+    output_depth: int = 5
+    cameras: list[Camera] = field(default_factory=lambda: [Camera(0, "", "")])
+    image_transport: str = "raw"
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Settings:
+        def size(v):
+            v = [int(x) for x in (v or [])]
+            return (v[0], v[1]) if v and any(v) else None
+
+        return cls(
+            autostart=bool(values["autostart"]), model=values["model"], device=values["device"],
+            precision=values["precision"], backend=values["backend"],
+            engine_cache_dir=values["engine_cache_dir"], input_size=size(values["input_size"]),
+            class_names_file=values["class_names_file"], max_batch=int(values["max_batch"]),
+            warmup_size=size(values["warmup_size"]), max_input_pixels=int(values["max_input_pixels"]),
+            overlay_alpha=float(values["overlay_alpha"]), smoothing_enabled=bool(values["smoothing.enabled"]),
+            smoothing_alpha=float(values["smoothing.alpha"]),
+            smoothing_hysteresis=float(values["smoothing.hysteresis"]),
+            batch_window_ms=float(values["batch_window_ms"]),
+            input_reliability=values["input_qos.reliability"], input_depth=int(values["input_qos.depth"]),
+            output_reliability=values["output_qos.reliability"], output_depth=int(values["output_qos.depth"]),
+            cameras=parse_cameras(list(values["cameras"] or [])), image_transport=values["image_transport"],
+        )
+
+    @classmethod
+    def from_node(cls, node) -> Settings:
+        return cls.from_values({s.name: current_value(node, s.name) for s in SPECS})
+
+
+def current_value(node, name: str) -> Any:
+    """A parameter's value; a list parameter declared empty (typed but unset in ROS terms) reads as []."""
+    from rclpy.exceptions import ParameterUninitializedException
+
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return []
+
+
+def resolve_model_path(model: str) -> Path:
+    """The weights file: as given (absolute, or relative to the current directory), else relative to the
+    package share directory (colcon install) or the source tree. Returns the first candidate if none exists,
+    so the error names the path the user asked for."""
+    path = Path(model).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    candidates = [Path(__file__).resolve().parents[2] / path]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.insert(0, Path(get_package_share_directory("endoarss_ros")) / path)
+    except (ImportError, LookupError, ValueError, OSError):  # not in an ament environment
+        pass
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def load_class_names(path: str, seg_count: int, activity_count: int) -> tuple[list[str] | None, list[str] | None]:
+    """Read a class names file; raise ValueError naming the file and what is wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"class_names_file {path}: cannot read it ({e.strerror or e})") from e
+    except yaml.YAMLError as e:
+        raise ValueError(f"class_names_file {path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"class_names_file {path}: expected a mapping with 'segmentation' and/or 'activity'")
+    out = []
+    for key, count in (("segmentation", seg_count), ("activity", activity_count)):
+        names = data.get(key)
+        if names is None:
+            out.append(None)
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"class_names_file {path}: '{key}' must be a list of names")
+        if len(names) != count:
+            raise ValueError(f"class_names_file {path}: '{key}' has {len(names)} names, the model has {count} classes")
+        out.append(names)
+    return out[0], out[1]

@@ -1,0 +1,146 @@
+"""The perception node's parts without a running node: parameters, newest-frame slots + worker, diagnostics,
+output conversions, the launch files parse."""
+from __future__ import annotations
+
+import py_compile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from test.conftest import REPO, requires_ros
+
+pytestmark = requires_ros
+
+
+def test_validation_gives_reasons_and_accepts_defaults():
+    from endoarss_ros.ros import params
+
+    for spec in params.SPECS:
+        assert params.validate(spec.name, spec.default) is None, spec.name
+    assert "one of" in params.validate("precision", "fp8")
+    assert "cuda:N" in params.validate("device", "gpu0")
+    assert params.validate("device", "cuda:1") is None
+    assert "[0.0, 1.0]" in params.validate("overlay_alpha", 1.5)
+    assert "multiples of 14" in params.validate("input_size", [225, 224])
+    assert params.validate("input_size", [0, 0]) is None
+    assert "INPUT_NS:OUTPUT_NS" in params.validate("cameras", ["a:b:c"])
+    assert "same namespace" in params.validate("cameras", ["left:x", "right:x"])
+    assert "not a valid namespace" in params.validate("cameras", ["left camera"])
+
+
+def test_cameras_give_input_and_output_topics():
+    from endoarss_ros.ros.params import parse_cameras
+
+    (single,) = parse_cameras([])
+    assert single.input_topic("image") == "image" and single.output_topic("activity") == "activity"
+    left, right = parse_cameras(["/endoscope/left:left", "right"])
+    assert left.input_topic("image") == "/endoscope/left/image"
+    assert left.output_topic("segmentation/mask") == "left/segmentation/mask"
+    assert right.input_topic("image/compressed") == "right/image/compressed"
+
+
+def test_every_parameter_is_documented_in_the_params_file():
+    from endoarss_ros.ros import params
+
+    text = (REPO / "config" / "perception.yaml").read_text()
+    for spec in params.SPECS:
+        leaf = spec.name.split(".")[-1]
+        assert f"{leaf}:" in text, f"{spec.name} is not documented in config/perception.yaml"
+
+
+def test_slots_keep_the_newest_frame_and_count_replaced_ones():
+    from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame
+
+    replaced = []
+    slots = LatestFrameSlots(2, on_replaced=replaced.append)
+    for i in range(5):
+        slots.put(PendingFrame(0, f"m{i}", None, 0.0))
+    slots.put(PendingFrame(1, "r0", None, 0.0))
+    taken = slots.take(timeout=0.1)
+    assert [t.message for t in taken] == ["m4", "r0"]
+    assert [r.message for r in replaced] == ["m0", "m1", "m2", "m3"]
+    assert slots.take(timeout=0.05) == []
+
+
+def test_slots_batch_window_waits_for_the_other_camera():
+    from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame
+
+    slots = LatestFrameSlots(2)
+    slots.put(PendingFrame(0, "left", None, 0.0))
+    threading.Timer(0.05, lambda: slots.put(PendingFrame(1, "right", None, 0.0))).start()
+    taken = slots.take(timeout=1.0, batch_window=0.5)
+    assert [t.message for t in taken] == ["left", "right"]
+
+
+def test_worker_survives_an_exception_and_serves_the_next_frame():
+    from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
+
+    done, errors = [], []
+
+    def process(batch):
+        if batch[0].message == "boom":
+            raise MemoryError("CUDA out of memory (simulated)")
+        done.append(batch[0].message)
+
+    slots = LatestFrameSlots(1)
+    worker = Worker(slots, process, lambda e, b: errors.append(str(e)))
+    worker.start()
+    slots.put(PendingFrame(0, "boom", None, 0.0))
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    slots.put(PendingFrame(0, "good", None, 0.0))
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop()
+    assert errors == ["CUDA out of memory (simulated)"] and done == ["good"]
+
+
+def test_diagnostics_report_counters_rates_and_latency():
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
+
+    stats = NodeStats()
+    for i in range(10):
+        stats.received()
+        stats.published(latency_ms=10.0 + i, inference_ms=5.0)
+    stats.rejected("truncated_data")
+    stats.dropped("replaced", 3)
+    array = to_diagnostic_array(stats, name="endoarss_perception: /endoarss/endoarss_perception", hardware_id="cpu",
+                                stamp=Time(), active=True,
+                                info={"model": "tiny.safetensors", "device": "cpu", "lifecycle_state": "active"})
+    (status,) = array.status
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK
+    assert values["frames.received"] == "10" and values["frames.published"] == "10"
+    assert values["rejected.truncated_data"] == "1" and values["rejected.total"] == "1"
+    assert values["rejected.corrupt_compressed"] == "0"
+    assert values["dropped.replaced"] == "3" and values["errors.inference"] == "0"
+    assert float(values["latency_p50_ms"]) == 15.0 and float(values["latency_p95_ms"]) == 19.0
+    assert values["model"] == "tiny.safetensors" and values["device"] == "cpu"
+
+
+def test_output_messages_carry_the_input_header():
+    from std_msgs.msg import Header
+
+    from endoarss_ros.ros import conversions
+
+    header = Header(frame_id="endoscope_left")
+    header.stamp.sec, header.stamp.nanosec = 42, 7
+    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    msg = conversions.mask_message(mask, header)
+    assert (msg.width, msg.height, msg.step, msg.encoding) == (4, 3, 4, "mono8")
+    assert bytes(msg.data) == mask.tobytes() and msg.header.stamp.sec == 42 and msg.header.frame_id == "endoscope_left"
+    probs = np.array([0.2, 0.7, 0.1], np.float32)
+    act = conversions.activity_message(header, ["a", "b", "c"], probs, np.array([0.3, 0.6, 0.1]), 1)
+    assert act.label == "b" and act.class_id == 1 and act.confidence == pytest.approx(0.7)
+    assert act.header.stamp.nanosec == 7 and list(act.raw_probabilities) == pytest.approx([0.3, 0.6, 0.1])
+
+
+def test_launch_files_parse():
+    py_compile.compile(str(REPO / "launch" / "perception.launch.py"), doraise=True)
+    py_compile.compile(str(REPO / "test" / "launch" / "test_perception_launch.py"), doraise=True)
