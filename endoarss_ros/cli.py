@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
     "synth": ("endoarss_ros.data.synth_cli",
               "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
+    "info": ("endoarss_ros.model.info",
+             "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame"),
 }
 
 
