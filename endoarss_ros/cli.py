@@ -18,6 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
     "info": ("endoarss_ros.model.info",
              "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame"),
+    "train": ("endoarss_ros.training.cli_train",
+              "Train EndoARSS (config file + overrides; DB-MTL/STCH/equal weighting; torchrun for many GPUs)"),
+    "eval": ("endoarss_ros.training.cli_eval",
+             "Evaluate weights: activity accuracy/F1, segmentation IoU/Dice, optional robustness to corruptions"),
 }
 
 
