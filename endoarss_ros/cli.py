@@ -22,10 +22,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
              "Publish a bag's messages live with their original timing (for machines without `ros2 bag`)"),
     "demo": ("endoarss_ros.ros.demo",
              "The one-command demo: synthetic recording -> perception node -> live activity, metrics, outputs"),
-    "info": (
-        "endoarss_ros.model.info",
-        "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame",
-    ),
+    "info": ("endoarss_ros.model.info",
+             "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame"),
+    "train": ("endoarss_ros.training.cli_train",
+              "Train EndoARSS (config file + overrides; DB-MTL/STCH/equal weighting; torchrun for many GPUs)"),
+    "eval": ("endoarss_ros.training.cli_eval",
+             "Evaluate weights: activity accuracy/F1, segmentation IoU/Dice, optional robustness to corruptions"),
 }
 
 

@@ -172,7 +172,7 @@ class DinoVisionTransformer(nn.Module):
             return pos
         M = int(math.sqrt(M2))
         assert M * M == M2, "position embedding must be a square grid"
-        gh, gw = h // self.patch_size, w // self.patch_size
+        gh, gw = int(h) // self.patch_size, int(w) // self.patch_size  # python ints: static grid when traced
         patch_pos = pos[:, 1:].float().reshape(1, M, M, -1).permute(0, 3, 1, 2)
         if self.interpolate_offset:
             scale = ((gh + self.interpolate_offset) / M, (gw + self.interpolate_offset) / M)

@@ -206,7 +206,7 @@ def convert_hf_dinov2(sd):
                 qkv.setdefault((i, qm.group(2)), {})[qm.group(1)] = v
                 continue
             for src, dst in _HF_LAYER.items():
-                if rest.startswith(src + "."):
+                if rest == src or rest.startswith(src + "."):
                     out[f"backbone.blocks.{i}.{dst}{rest[len(src):]}"] = v
                     break
             else:
@@ -269,7 +269,7 @@ def config_for_released(sd: dict[str, torch.Tensor]) -> ModelConfig:
     if fc1_a is None:
         adapter = AdapterConfig(kind="none", task_blocks=0)
     else:
-        kind = "dvlora" if "backbone.blocks.0.mlp.fc1.lora_U" in sd else "lora"
+        kind = "dvlora" if any(k.endswith(".lora_U") or k.endswith(".lora_V") for k in sd) else "lora"
         r = fc1_a.shape[0]
         adapter = AdapterConfig(kind=kind, rank=r, alpha=float(r), targets=("fc1", "fc2"), task_blocks=0)
     return cfg.replace(adapter=adapter, num_register_tokens=regs)
