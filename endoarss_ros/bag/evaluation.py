@@ -1,7 +1,7 @@
 """Predictions against a recording's ground truth, matched by header stamp: activity accuracy and mIoU.
 
-Accumulates a segmentation confusion matrix and activity pairs; the metric formulas are those of
-``endoarss_ros.training.metrics`` (see ``compute_metrics``).
+Accumulates the confusion matrices (rows truth, columns prediction; mask pixels of the ignore id 255 are
+left out) and computes the metrics with ``endoarss_ros.training.metrics``, as ``endoarss eval`` does.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class GroundTruthEvaluator:
             return
         t = truth.reshape(-1).astype(np.int64)
         p = predicted.reshape(-1).astype(np.int64)
-        valid = (t < self.num_seg) & (p < self.num_seg)
+        valid = (t < self.num_seg) & (p < self.num_seg)  # also drops the ignore id 255
         n = self.num_seg
         self.seg_confusion += np.bincount(t[valid] * n + p[valid], minlength=n * n).reshape(n, n)
         self.mask_frames += 1
@@ -44,37 +44,21 @@ class GroundTruthEvaluator:
 
 def compute_metrics(seg_confusion: np.ndarray, act_confusion: np.ndarray, seg_names, activity_names, *,
                     mask_frames: int, activity_frames: int) -> dict:
-    """Segmentation IoU per class and mIoU over the foreground classes present (in truth or prediction),
-    pixel accuracy, activity accuracy and macro F1. Uses ``endoarss_ros.training.metrics`` when available."""
-    seg_iou, act = _training_metrics(seg_confusion, act_confusion)
+    """The training metrics (``endoarss_ros.training.metrics``) of the accumulated confusion matrices:
+    foreground mIoU (classes absent from truth and prediction left out), pixel accuracy, per-class IoU,
+    activity accuracy and macro F1."""
+    from ..training.metrics import classification_metrics, segmentation_metrics
+
     out: dict = {"frames_with_mask": int(mask_frames), "frames_with_activity": int(activity_frames)}
     if mask_frames:
-        present = (seg_confusion.sum(0) + seg_confusion.sum(1)) > 0
-        fg = [i for i in range(1, len(seg_iou)) if present[i]]
-        out["miou_foreground"] = float(np.mean([seg_iou[i] for i in fg])) if fg else None
-        out["pixel_accuracy"] = float(np.trace(seg_confusion) / max(1, seg_confusion.sum()))
-        out["iou_per_class"] = {seg_names[i]: (float(seg_iou[i]) if present[i] else None)
-                                for i in range(len(seg_iou))}
+        seg = segmentation_metrics(seg_confusion, list(seg_names))
+        out["miou_foreground"] = None if np.isnan(seg["miou_fg"]) else float(seg["miou_fg"])
+        out["miou_all"] = None if np.isnan(seg["miou_all"]) else float(seg["miou_all"])
+        out["pixel_accuracy"] = seg["pixel_accuracy"]
+        out["iou_per_class"] = seg["iou"]
     if activity_frames:
+        act = classification_metrics(act_confusion, list(activity_names))
         out["activity_accuracy"] = act["accuracy"]
         out["activity_macro_f1"] = act["macro_f1"]
-        out["activity_confusion"] = {"classes": list(activity_names), "matrix": act_confusion.tolist()}
+        out["activity_confusion"] = {"classes": list(activity_names), "matrix": act["confusion_matrix"]}
     return out
-
-
-def _training_metrics(seg_confusion: np.ndarray, act_confusion: np.ndarray):
-    """Per-class IoU and activity accuracy / macro F1 from confusion matrices.
-
-    TODO(training merge): delegate to ``endoarss_ros.training.metrics`` once that branch lands.
-    """
-    tp = np.diag(seg_confusion).astype(np.float64)
-    union = seg_confusion.sum(0) + seg_confusion.sum(1) - tp
-    iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
-    atp = np.diag(act_confusion).astype(np.float64)
-    total = act_confusion.sum()
-    prec = np.divide(atp, act_confusion.sum(0), out=np.zeros_like(atp), where=act_confusion.sum(0) > 0)
-    rec = np.divide(atp, act_confusion.sum(1), out=np.zeros_like(atp), where=act_confusion.sum(1) > 0)
-    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(atp), where=(prec + rec) > 0)
-    present = act_confusion.sum(1) > 0
-    return iou, {"accuracy": float(atp.sum() / total) if total else None,
-                 "macro_f1": float(f1[present].mean()) if present.any() else None}
