@@ -50,6 +50,7 @@ class ReplayOptions:
     timeline: Path | None = None  # None: <output>.timeline.png; "" or False: none
     summary: Path | None = None  # None: <output>.summary.json
     max_pixels: int | None = 3840 * 2160
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True
     engine: object | None = None  # an InferenceEngine to reuse (tests, demo)
 
@@ -213,6 +214,10 @@ def _make_engine(opts: ReplayOptions):
         return opts.engine
     from ..inference import InferenceEngine
 
+    if opts.threads > 0:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     model = Path(opts.model)
     if not model.is_file():
         raise FileNotFoundError(f"model {model}: no such file (give --model PATH to a .safetensors file)")

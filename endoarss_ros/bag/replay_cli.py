@@ -26,6 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--backend", default="eager")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
                         help="report each frame's own activity (no EMA / hysteresis)")
     parser.add_argument("--smoothing-alpha", type=float, default=0.3)
@@ -52,7 +54,7 @@ def options_from_args(args):
         smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha,
         smoothing_hysteresis=args.smoothing_hysteresis, overlay_alpha=args.overlay_alpha, storage=args.storage,
         overwrite=args.overwrite, video=args.video, timeline="" if args.no_timeline else args.timeline,
-        summary=args.summary, progress=args.progress and sys.stderr.isatty())
+        summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
 
 
 def print_summary(summary: dict, file=sys.stdout) -> None:

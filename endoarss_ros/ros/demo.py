@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--node-timeout", type=float, default=180.0,
                         help="seconds to wait for the node to become active (model loading)")
     parser.add_argument("--quiet", action="store_true", help="do not print each activity message")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads of the offline replay (default 1: OpenMP threads fighting for "
+                             "busy cores are many times slower; 0: torch's default)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -368,13 +371,15 @@ def run_live(out: Path, recording: Path, record: dict, *, model: str, device: st
 
 
 # ---- 6. offline -----------------------------------------------------------------------------------------
-def run_offline(out: Path, recording: Path, *, model: str, device: str, video: bool, log=print) -> dict:
+def run_offline(out: Path, recording: Path, *, model: str, device: str, video: bool, threads: int = 1,
+                log=print) -> dict:
     from endoarss_ros.bag.replay import ReplayOptions, replay
 
     log("offline replay of every frame (writes the output bag, timeline and overlay video) ...")
     opts = ReplayOptions(input=recording, output=out / "endoarss_output_bag", model=model, device=device,
                          overwrite=True, timeline=out / "timeline.png", summary=out / "replay_summary.json",
-                         video=(out / "overlay.mp4") if video else None, progress=sys.stderr.isatty())
+                         video=(out / "overlay.mp4") if video else None, progress=sys.stderr.isatty(),
+                         threads=threads)
     return replay(opts)
 
 
@@ -433,6 +438,9 @@ def run(args) -> int:
         print(f"endoarss demo: error: {e}", file=sys.stderr)
         return 2
     model = Path(args.model)
+    source_tree = Path(__file__).resolve().parents[2] / model
+    if not model.is_file() and not model.is_absolute() and source_tree.is_file():
+        model = source_tree  # the committed weights when run from elsewhere
     if not model.is_file():
         print(f"endoarss demo: error: model {model} not found (the demo weights are committed as "
               f"{DEFAULT_MODEL}; give --model PATH)", file=sys.stderr)
@@ -453,7 +461,8 @@ def run(args) -> int:
         summary["live"] = run_live(out, recording, record, model=str(model), device=args.device, rate=args.rate,
                                    size=size, node_timeout=args.node_timeout, quiet=args.quiet, log=log)
         summary["ok"] = summary["live"]["activity_messages_received"] > 0
-        offline = run_offline(out, recording, model=str(model), device=args.device, video=not args.no_video, log=log)
+        offline = run_offline(out, recording, model=str(model), device=args.device, video=not args.no_video,
+                              threads=args.threads, log=log)
         summary["offline"] = {k: offline[k] for k in ("frames_in", "frames_out", "frames_in_equals_out",
                                                         "frames_failed", "throughput", "ground_truth",
                                                         "activity_timeline", "pixel_fractions", "device")}
