@@ -156,13 +156,12 @@ def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[st
     ax.set_xlabel("time (s)")
     ax.set_title(title, fontsize=10)
     ax.legend(handles=[Patch(color=colors[i % 10], label=n) for i, n in enumerate(names)],
-              loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), ncol=len(names),
-              fontsize=8, frameon=False)
+              loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.png")
     try:
-        fig.savefig(tmp)
+        fig.savefig(tmp, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
         plt.close(fig)
