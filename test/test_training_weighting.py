@@ -34,7 +34,7 @@ def test_dbmtl_rescales_each_task_shared_gradient_to_the_largest_norm():
     shared, task = [toy.w], [toy.h1, toy.h2]
     db = DBMTL(beta=0.9)
     buf = torch.zeros(2, 3)
-    for step in range(3):
+    for _step in range(3):
         for p in toy.parameters():
             p.grad = None
         losses = toy.losses()

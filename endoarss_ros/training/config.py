@@ -181,8 +181,8 @@ def apply_override(d: dict[str, Any], item: str) -> None:
     node = d
     for p in parts[:-1]:
         if p not in node or not isinstance(node[p], dict):
-            if p in node and node[p] is None:
-                node[p] = {}
+            if (p in node and node[p] is None) or (p not in node and _free_form(parts)):
+                node[p] = {}  # model.overrides.* mirrors ModelConfig: sections appear on demand
             else:
                 raise KeyError(f"unknown config section {key!r}")
         node = node[p]

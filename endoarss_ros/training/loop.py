@@ -166,8 +166,14 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]
 
 
 # -- training ---------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Run training as configured; returns the final record (also in ``run_dir/metrics.json``)."""
+def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+          stop_after: int | None = None) -> dict:
+    """Run training as configured; returns the final record (also in ``run_dir/metrics.json``).
+
+    ``resume``: continue from ``run_dir/last.safetensors`` + ``trainer_state.pt`` (bit-identical to an
+    uninterrupted run on the same machine). ``stop_after``: leave after this many epochs of this call, as
+    if interrupted (tests).
+    """
     rank, world, device = init_distributed()
     is_main = rank == 0
     if cfg.threads > 0:
@@ -232,7 +238,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
         log(f"model: {mc0.backbone} backbone, {n_tr:,} trainable parameters ({cfg.freeze}); weighting "
             f"{w.method}; {world} process(es) on {device}; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs")
 
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         sampler.set_epoch(epoch)
         weighting.start_epoch(epoch)
         net.train()
@@ -303,6 +310,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
             history.append(record)
         _barrier()
 
+    if end_epoch < cfg.epochs:
+        return {"run_dir": str(run_dir), "interrupted_after": end_epoch, "param_hash": parameter_hash(model)}
     final: dict = {"run_dir": str(run_dir), "best": best, "weighting": w.method, "world_size": world,
                    "param_hash": parameter_hash(model)}
     if is_main:
