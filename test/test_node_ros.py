@@ -79,10 +79,10 @@ def start_node(tmp_path, child_env, tiny_model):
 @pytest.fixture
 def probe(tmp_path, child_env):
     def run(node: NodeProcess, steps, *, cameras=None, transport="raw", overlay=False, keep_images=False,
-            timeout=300):
+            input_qos="reliable", timeout=300):
         cameras = cameras or [{"input": f"{node.ns}/image", "output": node.ns}]
         plan = {"node": node.name, "cameras": cameras, "transport": transport, "overlay": overlay,
-                "keep_images": keep_images, "steps": steps}
+                "keep_images": keep_images, "input_qos": input_qos, "steps": steps}
         plan_path = tmp_path / f"plan_{uuid.uuid4().hex[:6]}.json"
         plan_path.write_text(json.dumps(plan))
         images = tmp_path / f"images_{plan_path.stem}.npz"
@@ -332,3 +332,16 @@ def test_parameter_validation_and_live_overlay_alpha(start_node, probe):
     np.testing.assert_array_equal(overlay1[fg], colors[mask[fg]])
     np.testing.assert_array_equal(overlay1[~fg], rgb[~fg])
     assert "parameter overlay_alpha set to 1.0" in node.output()
+
+
+def test_incompatible_qos_is_logged_clearly(start_node, probe):
+    """A reliable input subscription cannot match a best-effort camera: the node says so (the most common reason
+    users see no output)."""
+    node = start_node("input_qos.reliability:=reliable", "warmup_size:=[0, 0]")
+    result = probe(node, [{"op": "sleep", "seconds": 1},
+                          {"op": "diagnostics", "wait": 20, "first": True},  # the node is up
+                          {"op": "frames", "rate": 5, "frames": [{"seed": 1, "repeat": 10}], "settle": 2,
+                           "tail_timeout": 4}], input_qos="best_effort")
+    assert result["received"]["mask"] == []
+    log = node.output()
+    assert "incompatible QoS on input" in log and "RELIABILITY" in log.upper(), log[-2000:]

@@ -91,7 +91,34 @@ def optimise_model(model: nn.Module) -> dict[str, int]:
     n_bn = fuse_conv_bn(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    return {"adapters_merged": n_adapters, "conv_bn_fused": n_bn}
+    fixed = fix_position_embedding(model)
+    return {"adapters_merged": n_adapters, "conv_bn_fused": n_bn, "pos_embed_fixed": int(fixed)}
+
+
+@torch.no_grad()
+def fix_position_embedding(model: nn.Module) -> bool:
+    """Resample the ViT position embedding once for the working size and reuse it on every forward.
+
+    DINOv2 resamples (bicubic) on each call when the working grid differs from the stored one; at a fixed
+    working size that is a constant, and a constant also exports/compiles cleanly.
+    """
+    vit = getattr(model, "backbone", None)
+    cfg = getattr(model, "config", None)
+    if vit is None or cfg is None or not hasattr(vit, "interpolate_pos_encoding"):
+        return False
+    h, w = cfg.input_size
+    ps = getattr(vit, "patch_size", 14)
+    n = (h // ps) * (w // ps)
+    original = vit.interpolate_pos_encoding
+    vit.register_buffer("_fixed_pos_embed", original(n, h, w).detach().clone(), persistent=False)
+
+    def interpolate_pos_encoding(num_patches: int, hh: int, ww: int) -> torch.Tensor:
+        if (int(hh), int(ww)) == (h, w):
+            return vit._fixed_pos_embed
+        return original(num_patches, hh, ww)
+
+    vit.interpolate_pos_encoding = interpolate_pos_encoding
+    return True
 
 
 def model_digest(model: nn.Module) -> str:

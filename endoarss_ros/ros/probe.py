@@ -153,8 +153,10 @@ class Probe:
         self.inputs, self.outputs = [], []
         for cam_index, cam in enumerate(plan["cameras"]):
             topic = cam["input"] + ("/compressed" if self.compressed else "")
+            in_reliability = ReliabilityPolicy.BEST_EFFORT if plan.get("input_qos") == "best_effort" \
+                else ReliabilityPolicy.RELIABLE
             self.inputs.append(node.create_publisher(CompressedImage if self.compressed else Image, topic,
-                                                     QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)))
+                                                     QoSProfile(depth=10, reliability=in_reliability)))
             out = cam["output"].rstrip("/")
             subs = [node.create_subscription(Activity, f"{out}/activity", self._on("activity", cam_index), reliable),
                     node.create_subscription(Image, f"{out}/segmentation/mask", self._on("mask", cam_index), reliable),
