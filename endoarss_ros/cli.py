@@ -17,6 +17,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "endoarss_ros.model.info",
         "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame",
     ),
+    "bench": (
+        "endoarss_ros.inference.bench",
+        "Benchmark the inference engine (per stage, end to end) against the naive released pipeline",
+    ),
 }
 
 
