@@ -31,7 +31,7 @@ MODEL_PRESETS = ("official", "endoarss-tiny", "endoarss-small", "endoarss-base")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="official,endoarss-base,endoarss-tiny",
-                   help="comma list of presets (%s) or weights paths" % ", ".join(MODEL_PRESETS))
+                   help=f"comma list of presets ({', '.join(MODEL_PRESETS)}) or weights paths")
     p.add_argument("--backends", default="eager", help="comma list: eager, compile, onnxruntime, tensorrt")
     p.add_argument("--precisions", default="fp32", help="comma list: fp32, fp16, bf16")
     p.add_argument("--sizes", default="1920x1080,1280x1024", help="input frames WxH, comma list")
@@ -257,7 +257,7 @@ def run(args) -> int:
 
     if args.quick:
         args.models, args.sizes, args.backends = "endoarss-tiny", "640x360", "eager,onnxruntime"
-        args.frames, args.warmup, args.baseline_frames = min(args.frames, 20), min(args.warmup, 3), 5
+        args.frames, args.warmup, args.baseline_frames = min(args.frames, 20), min(args.warmup, 2), 3
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
