@@ -16,8 +16,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
     "synth": ("endoarss_ros.data.synth_cli",
               "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
+    "replay": ("endoarss_ros.bag.replay_cli",
+               "Offline inference over a rosbag2 (MCAP/sqlite3): masks, activity, summary, timeline, video"),
+    "play": ("endoarss_ros.ros.bag_player",
+             "Publish a bag's messages live with their original timing (for machines without `ros2 bag`)"),
+    "demo": ("endoarss_ros.ros.demo",
+             "The one-command demo: synthetic recording -> perception node -> live activity, metrics, outputs"),
     "info": ("endoarss_ros.model.info",
              "Describe a weights file: architecture, classes, parameter counts and FLOPs per frame"),
+    "train": ("endoarss_ros.training.cli_train",
+              "Train EndoARSS (config file + overrides; DB-MTL/STCH/equal weighting; torchrun for many GPUs)"),
+    "eval": ("endoarss_ros.training.cli_eval",
+             "Evaluate weights: activity accuracy/F1, segmentation IoU/Dice, optional robustness to corruptions"),
+    "bench": ("endoarss_ros.inference.bench",
+              "Benchmark the inference engine (per stage, end to end) against the naive released pipeline"),
 }
 
 

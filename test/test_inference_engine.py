@@ -154,18 +154,23 @@ def test_mask_upsample_paths_agree_and_batches_mix_sizes(model, tmp_path):
 
 
 def test_low_res_argmax_vs_logits_upsample_on_smooth_logits():
-    """The documented tolerance: on trained-like (spatially smooth) logits, argmax at 1/4 resolution then
-    nearest upsample agrees with bilinear-logits-then-argmax on >= 99% of 1080p pixels (measured: see
-    BENCHMARKS.md). Random smooth fields stand in for a trained model's logits here."""
+    """The documented tolerance of ``upsample='mask'``: on spatially smooth (trained-like) logits, argmax at
+    1/4 resolution then nearest upsample agrees with bilinear-logits-then-argmax on ~94-97% of 1080p pixels,
+    below the 99.5% bar, so ``'logits'`` is the default. The CPU 'logits' route (cv2, class by class) is the
+    same function as the torch one."""
+    from endoarss_ros.inference.engine import cpu_logits_argmax
+
     g = torch.Generator().manual_seed(0)
     coarse = torch.randn(1, 7, 6, 6, generator=g) * 4
     logits = torch.nn.functional.interpolate(coarse, size=(56, 56), mode="bicubic", align_corners=False)
     eng = InferenceEngine.__new__(InferenceEngine)
     eng.upsample, eng.align_corners = "mask", False
-    fast = eng._device_mask(logits, 1080, 1920)
+    fast = eng._device_mask(logits, 1080, 1920).numpy()
     eng.upsample = "logits"
-    exact = eng._device_mask(logits, 1080, 1920)
-    assert _agreement(fast.numpy(), exact.numpy()) >= 0.99
+    exact = eng._device_mask(logits, 1080, 1920).numpy()
+    assert 0.94 <= _agreement(fast, exact) < 0.995
+    assert _agreement(cpu_logits_argmax(logits[0].numpy(), 1080, 1920), exact) >= 0.9999
+    assert InferenceEngine.__init__.__kwdefaults__["upsample"] == "logits"
 
 
 def test_overlay_colours(model, tmp_path):

@@ -102,7 +102,7 @@ class InferenceEngine:
         backend: str = "eager",
         max_batch: int = 2,
         cache_dir: str | Path | None = None,
-        upsample: str = "mask",
+        upsample: str = "logits",
         preprocess: str = "auto",
         channels_last: bool | None = None,
         compile_mode: str | None = None,
@@ -372,8 +372,7 @@ class InferenceEngine:
 
         if small is not None:
             return cv2.resize(small[j], (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
-        up = F.interpolate(logits1.float(), size=(H, W), mode="bilinear", align_corners=self.align_corners)
-        return up.argmax(dim=1)[0].to(torch.uint8).numpy()
+        return cpu_logits_argmax(logits1[0].float().numpy(), H, W, align_corners=self.align_corners)
 
     def _device_mask(self, logits: torch.Tensor, H: int, W: int) -> torch.Tensor:
         if self.upsample == "mask":
@@ -398,6 +397,25 @@ class InferenceEngine:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def cpu_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = False) -> np.ndarray:
+    """argmax over classes of the bilinearly upsampled ``(C, h, w)`` logits, class by class with cv2 (a running
+    max at full resolution in float32, never the full ``(C, H, W)`` stack): ~15x faster than torch on a CPU."""
+    import cv2
+
+    if align_corners:  # cv2 has no align_corners: fall back to torch for the official family
+        t = torch.from_numpy(np.ascontiguousarray(logits))[None]
+        up = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=True)
+        return up.argmax(dim=1)[0].to(torch.uint8).numpy()
+    best = cv2.resize(np.ascontiguousarray(logits[0]), (W, H), interpolation=cv2.INTER_LINEAR)
+    idx = np.zeros((H, W), np.uint8)
+    for c in range(1, logits.shape[0]):
+        u = cv2.resize(np.ascontiguousarray(logits[c]), (W, H), interpolation=cv2.INTER_LINEAR)
+        better = u > best
+        np.maximum(best, u, out=best)
+        idx[better] = c
+    return idx
 
 
 def cpu_overlay(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""`endoarss replay IN_BAG -o OUT_BAG`: offline inference over a rosbag2 recording (see ``replay.py``)."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .replay import DEFAULT_MODEL, DEFAULT_NAMESPACE
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", metavar="IN_BAG", help="rosbag2 folder (MCAP or sqlite3)")
+    parser.add_argument("-o", "--output", metavar="OUT_BAG", required=True,
+                        help="output bag folder (must not exist unless --overwrite)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"weights file (default {DEFAULT_MODEL})")
+    parser.add_argument("--topic", action="append", dest="topics", metavar="TOPIC",
+                        help="image topic to run on (repeatable); default: every Image/CompressedImage topic "
+                             "except ground truth")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                        help=f"namespace of the output topics (default {DEFAULT_NAMESPACE})")
+    parser.add_argument("--overlay", action="store_true", help="also write segmentation/overlay (rgb8)")
+    parser.add_argument("--no-info", dest="info", action="store_false", help="do not write segmentation/info")
+    parser.add_argument("--copy-input", action="store_true", help="copy the input images into the output bag")
+    parser.add_argument("--batch", type=int, default=4, help="frames per forward pass (default 4)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--backend", default="eager")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
+                        help="report each frame's own activity (no EMA / hysteresis)")
+    parser.add_argument("--smoothing-alpha", type=float, default=0.3)
+    parser.add_argument("--smoothing-hysteresis", type=float, default=0.1)
+    parser.add_argument("--overlay-alpha", type=float, default=0.5)
+    parser.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG (only once the new one is complete)")
+    parser.add_argument("--video", type=Path, metavar="OUT.mp4", help="render the overlay video (mp4v)")
+    parser.add_argument("--timeline", type=Path, metavar="PNG",
+                        help="activity timeline plot (default OUT_BAG.timeline.png)")
+    parser.add_argument("--no-timeline", action="store_true", help="no timeline plot")
+    parser.add_argument("--summary", type=Path, metavar="JSON", help="summary file (default OUT_BAG.summary.json)")
+    parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def options_from_args(args):
+    from .replay import ReplayOptions
+
+    return ReplayOptions(
+        input=Path(args.input), output=Path(args.output), model=args.model, topics=args.topics,
+        namespace=args.namespace, overlay=args.overlay, info=args.info, copy_input=args.copy_input,
+        batch=args.batch, device=args.device, precision=args.precision, backend=args.backend,
+        smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha,
+        smoothing_hysteresis=args.smoothing_hysteresis, overlay_alpha=args.overlay_alpha, storage=args.storage,
+        overwrite=args.overwrite, video=args.video, timeline="" if args.no_timeline else args.timeline,
+        summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
+
+
+def print_summary(summary: dict, file=sys.stdout) -> None:
+    p = lambda *a: print(*a, file=file)  # noqa: E731
+    tp = summary["throughput"]
+    same = "==" if summary["frames_in_equals_out"] else "!="
+    p(f"frames in {summary['frames_in']} {same} frames out {summary['frames_out']}"
+      + (f" ({summary['frames_failed']} could not be decoded)" if summary["frames_failed"] else ""))
+    for f in summary["failed_frames"][:20]:
+        p(f"  undecodable: {f['topic']} #{f['index']} stamp {f['stamp_ns']}: {f['reason']}: {f['error']}")
+    if len(summary["failed_frames"]) > 20:
+        p(f"  ... and {len(summary['failed_frames']) - 20} more (see the summary file)")
+    p(f"throughput: {tp['frames_per_s']} frames/s overall, {tp['inference_frames_per_s']} frames/s in the model "
+      f"({summary['device']}, {summary['backend']}); {tp['wall_s']} s incl. {tp['model_load_s']} s loading")
+    for topic, segments in summary["activity_timeline"].items():
+        p(f"activity timeline of {topic}:")
+        for s in segments[:12]:
+            p(f"  {s['start_s']:8.2f} - {s['end_s']:8.2f} s  {s['label']} ({s['frames']} frames)")
+        if len(segments) > 12:
+            p(f"  ... {len(segments) - 12} more segments")
+    gt = summary.get("ground_truth")
+    if gt:
+        parts = []
+        if gt.get("activity_accuracy") is not None:
+            parts.append(f"activity accuracy {gt['activity_accuracy']:.1%} ({gt['frames_with_activity']} frames)")
+        if gt.get("miou_foreground") is not None:
+            parts.append(f"foreground mIoU {gt['miou_foreground']:.1%} ({gt['frames_with_mask']} masks)")
+        p("against ground truth: " + ", ".join(parts))
+    files = summary["files"]
+    p(f"wrote {files['bag']} ({summary['storage']}), summary {files['summary']}"
+      + (f", timeline {files['timeline']}" if files.get("timeline") else "")
+      + (f", video {files['video']}" if files.get("video") else ""))
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    from .reader import BagError
+    from .replay import replay
+    from .writer import OutputError
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
+    try:
+        summary = replay(options_from_args(args))
+    except (BagError, OutputError, FileNotFoundError) as e:
+        print(f"endoarss replay: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("endoarss replay: interrupted; no output bag was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    return 0 if summary["frames_out"] > 0 else 1

@@ -1,0 +1,200 @@
+"""`endoarss play BAG`: publish a rosbag2's messages live with their original timing (rclpy + rosbags).
+
+For machines with rclpy but no ``ros2 bag`` (like the venv of scripts/setup_env.sh). The serialized CDR of
+each message is published as is (no decode / re-encode), with the recorded inter-message timing scaled by
+``--rate``. Users with a ROS install can use ``ros2 bag play`` on the same bags instead.
+
+    endoarss play demo_output/recording --rate 0.5 --remap /endoscope/image_raw:=/cam/image
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import sys
+import time
+from collections import Counter
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("bag", metavar="BAG", help="rosbag2 folder (MCAP or sqlite3)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--loop", action="store_true", help="play again and again until interrupted")
+    parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="only these topics (default: all)")
+    parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                        help="publish topic FROM as TO (repeatable)")
+    parser.add_argument("--qos", choices=["reliable", "best_effort"], default="reliable",
+                        help="reliability of the publishers (default reliable; latched topics stay latched)")
+    parser.add_argument("--depth", type=int, default=10, help="publisher history depth")
+    parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
+                        help="before playing, wait up to SECONDS until every topic has a subscriber")
+    parser.add_argument("--start-offset", type=float, default=0.0, metavar="SECONDS",
+                        help="skip the first SECONDS of the bag")
+    parser.add_argument("--node-name", default="endoarss_player")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def parse_remaps(items) -> dict[str, str]:
+    remaps = {}
+    for item in items or []:
+        if ":=" not in item:
+            raise ValueError(f"--remap expects FROM:=TO, got {item!r}")
+        src, dst = item.split(":=", 1)
+        if not src or not dst:
+            raise ValueError(f"--remap expects FROM:=TO, got {item!r}")
+        remaps[src] = dst
+    return remaps
+
+
+def message_class(msgtype: str):
+    """``pkg/msg/Name`` -> the rclpy message class (``pkg.msg.Name``); None when not importable here."""
+    parts = msgtype.split("/")
+    if len(parts) != 3:
+        return None
+    pkg, sub, name = parts
+    try:
+        return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _is_latched(conn) -> bool:
+    profiles = getattr(getattr(conn, "ext", None), "offered_qos_profiles", None)
+    if not profiles:
+        return False
+    if isinstance(profiles, str):  # older rosbags: the YAML text
+        return "durability: 1" in profiles
+    try:
+        from rosbags.interfaces import QosDurability
+
+        return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
+    except ImportError:
+        return False
+
+
+def play(args, *, log=print) -> dict:
+    """Publish the bag; returns the summary. Needs ``rclpy.init`` done by the caller."""
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    from endoarss_ros.bag.reader import BagReader
+
+    remaps = parse_remaps(args.remap)
+    if args.rate <= 0:
+        raise ValueError("--rate must be positive")
+    summary: dict = {"bag": str(args.bag), "rate": args.rate, "published": {}, "skipped_topics": {},
+                     "loops": 0, "seconds": 0.0}
+    with BagReader(args.bag) as bag:
+        conns = [c for c in bag.connections if not args.topics or c.topic in args.topics]
+        missing = sorted(set(args.topics or []) - {c.topic for c in bag.connections})
+        if missing:
+            raise ValueError(f"bag {bag.path} has no topic(s) {', '.join(missing)} "
+                             f"(it has {', '.join(sorted(bag.topics()))})")
+        node = rclpy.create_node(args.node_name)
+        publishers = {}
+        try:
+            for c in conns:
+                cls = message_class(c.msgtype)
+                if cls is None:
+                    summary["skipped_topics"][c.topic] = f"message type {c.msgtype} is not available here"
+                    continue
+                if c.topic in publishers:
+                    continue
+                latched = _is_latched(c)
+                qos = QoSProfile(
+                    history=HistoryPolicy.KEEP_LAST, depth=max(1, args.depth),
+                    reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort" and not latched
+                    else ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+                publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
+            for topic, reason in summary["skipped_topics"].items():
+                log(f"skipping {topic}: {reason}")
+            if not publishers:
+                raise ValueError(f"bag {bag.path}: nothing to publish")
+            if args.wait_subscribers > 0:
+                deadline = time.monotonic() + args.wait_subscribers
+                while time.monotonic() < deadline:
+                    if all(p.get_subscription_count() > 0 for p in publishers.values()):
+                        break
+                    time.sleep(0.05)
+                waiting = [p.topic_name for p in publishers.values() if p.get_subscription_count() == 0]
+                summary["without_subscribers"] = waiting
+                if waiting:
+                    log(f"no subscriber after {args.wait_subscribers:.1f} s on: {', '.join(waiting)}")
+                else:
+                    time.sleep(0.3)  # let the subscribers' side finish matching as well
+            counts: Counter[str] = Counter()
+            bag_start = bag.start_time + int(args.start_offset * 1e9)
+            wall_start = time.monotonic()
+            summary["wall_start_unix"] = time.time()
+            t0 = time.monotonic()
+            while True:
+                loop_wall = time.monotonic()
+                for conn, timestamp, rawdata in bag.messages(publishers):
+                    if timestamp < bag_start:
+                        continue
+                    delay = loop_wall + (timestamp - bag_start) / 1e9 / args.rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    publishers[conn.topic].publish(bytes(rawdata))
+                    counts[publishers[conn.topic].topic_name] += 1
+                summary["loops"] += 1
+                if not args.loop:
+                    break
+            summary["seconds"] = round(time.monotonic() - t0, 3)
+            time.sleep(0.3)  # let the last samples leave before the participant goes away
+        except KeyboardInterrupt:
+            summary["interrupted"] = True
+            summary["seconds"] = round(time.monotonic() - wall_start, 3) if "wall_start_unix" in summary else 0.0
+        finally:
+            summary["published"] = dict(counts) if "counts" in locals() else {}
+            node.destroy_node()
+    return summary
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    from endoarss_ros.bag.reader import BagError
+    from endoarss_ros.ros import fastdds
+
+    fastdds.apply_profile()
+    import rclpy
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    rclpy.init(args=["endoarss-play"])
+    try:
+        summary = play(args, log=log)
+    except (BagError, ValueError) as e:
+        print(f"endoarss play: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if rclpy.ok():
+            rclpy.shutdown()
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        total = sum(summary["published"].values())
+        print(f"published {total} messages in {summary['seconds']} s (rate {args.rate}"
+              + (f", {summary['loops']} loops" if args.loop else "") + ")"
+              + (" - interrupted" if summary.get("interrupted") else ""))
+        for topic, n in sorted(summary["published"].items()):
+            print(f"  {topic}: {n}")
+    return 130 if summary.get("interrupted") else 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="endoarss play", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Datasets for training and evaluation: on-disk layouts or in-memory synthetic frames."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from endoarss_ros.data.classes import MTLESD, ClassSet
+from endoarss_ros.data.datasets import (
+    GenericLayoutDataset,
+    ReleasedLayoutDataset,
+    resize_pair,
+    split_train_val,
+)
+from endoarss_ros.data.layout import split_seed
+from endoarss_ros.data.transforms import BlurNoise, ColorJitter, Compose, RandomFlip, RandomScaleCrop
+
+from .config import DataConfig
+
+
+class SyntheticFrames(Dataset):
+    """``count`` generated frames of one split, held in memory at the working size.
+
+    Frame i uses the i-th child of ``split_seed(seed, split)`` and activity ``i % 3``: the same seed
+    streams as ``write_synthetic_dataset`` (``endoarss synth dataset``), so a frame rendered at
+    ``render_size`` here equals the one that command writes at that size, before the downscale.
+    Each frame is rendered at ``render_size`` (every ``wide_every``-th at 5:4, W = 1.25 H) and shrunk with
+    INTER_AREA (mask: nearest) to ``size``, as the ROS node shrinks camera frames.
+    """
+
+    def __init__(self, seed: int, split: str, count: int, size: tuple[int, int], render_size: int = 336,
+                 wide_every: int = 0, transform=None, class_set: ClassSet = MTLESD, progress: bool = False):
+        from endoarss_ros.data.synth import generate_frame
+
+        self.size = tuple(size)
+        self.transform = transform
+        self.class_set = class_set
+        self.seed, self.split = seed, split
+        n_act = class_set.num_activities
+        self.images = np.empty((count, *self.size, 3), np.uint8)
+        self.masks = np.empty((count, *self.size), np.uint8)
+        self._activities = [i % n_act for i in range(count)]
+        children = split_seed(seed, split).spawn(count)
+        it = enumerate(children)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=count, desc=f"render {split}", unit="frame", leave=False)
+        for i, ss in it:
+            h = render_size
+            w = round(render_size * 1.25) if wide_every and i % wide_every == wide_every - 1 else render_size
+            rgb, mask = generate_frame(np.random.default_rng(ss), self._activities[i], (h, w))
+            self.images[i], self.masks[i] = resize_pair(rgb, mask, self.size)
+
+    @property
+    def activities(self) -> list[int]:
+        return list(self._activities)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        image, mask = self.images[index], self.masks[index]
+        if self.transform is not None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            image, mask = self.transform(image, mask, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "activity": torch.tensor(self._activities[index], dtype=torch.int64),
+            "path": f"synthetic:{self.seed}:{self.split}:{index}",
+        }
+
+
+def train_transform(cfg: DataConfig):
+    if not cfg.augment:
+        return None
+    ts = [RandomFlip(0.5, cfg.vertical_flip)]
+    if cfg.scale_crop:
+        ts.append(RandomScaleCrop(scale=(1.0, 1.3), p=0.3))
+    ts += [ColorJitter(0.15, 0.15, 0.15, 4.0), BlurNoise(blur_p=0.2, max_sigma=1.0, noise_p=0.2, max_noise=4.0)]
+    return Compose(ts)
+
+
+def _disk_dataset(cfg: DataConfig, split: str, size, transform, class_set: ClassSet | None):
+    if cfg.layout == "released":
+        return ReleasedLayoutDataset(cfg.root, split, size=size, transform=transform, class_set=class_set)
+    from pathlib import Path
+
+    return GenericLayoutDataset(Path(cfg.root) / split, size=size, transform=transform, class_set=class_set)
+
+
+def build_split(cfg: DataConfig, split: str, size: tuple[int, int], *, transform=None,
+                class_set: ClassSet | None = None, progress: bool = False) -> Dataset:
+    """One split (``train``/``val``/``test`` or any folder name) without a held-out fraction."""
+    if cfg.layout == "synthetic":
+        s = cfg.synthetic
+        counts = {"train": s.train, "val": s.val, "test": s.test}
+        seed = s.seed if split != "test" else (s.test_seed if s.test_seed is not None else s.seed + 1000)
+        return SyntheticFrames(seed, split, counts[split], size, s.render_size,
+                               s.wide_every if split == "train" else 0, transform,
+                               class_set or MTLESD, progress)
+    return _disk_dataset(cfg, split, size, transform, class_set)
+
+
+class _Subset(Dataset):
+    """A subset that keeps its own transform (train and val views of one split)."""
+
+    def __init__(self, base: Dataset, indices: list[int], transform):
+        self.base, self.indices, self.transform = base, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        old = self.base.transform
+        self.base.transform = self.transform
+        try:
+            return self.base[self.indices[i]]
+        finally:
+            self.base.transform = old
+
+    @property
+    def activities(self) -> list[int]:
+        acts = self.base.activities
+        return [acts[i] for i in self.indices]
+
+
+def build_train_val(cfg: DataConfig, size: tuple[int, int], *, seed: int = 0,
+                    class_set: ClassSet | None = None, progress: bool = False) -> tuple[Dataset, Dataset]:
+    """Training and validation sets; model selection only ever sees these (never the test split)."""
+    tf = train_transform(cfg)
+    if isinstance(cfg.val, str):
+        train = build_split(cfg, cfg.train_split, size, transform=tf, class_set=class_set, progress=progress)
+        val = build_split(cfg, cfg.val, size, transform=None, class_set=class_set, progress=progress)
+        return train, val
+    base = build_split(cfg, cfg.train_split, size, transform=None, class_set=class_set, progress=progress)
+    tr, va = split_train_val(base, float(cfg.val), seed=seed)
+    return _Subset(base, list(tr.indices), tf), _Subset(base, list(va.indices), None)
+
+
+def dataset_class_set(ds: Dataset) -> ClassSet | None:
+    while ds is not None:
+        if hasattr(ds, "class_set"):
+            return ds.class_set
+        ds = getattr(ds, "base", None) or getattr(ds, "dataset", None)
+    return None

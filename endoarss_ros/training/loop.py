@@ -1,0 +1,367 @@
+"""Train and evaluation loops; one process or many under ``torchrun`` (DistributedDataParallel).
+
+Distributed runs read ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` from the environment ``torchrun`` sets
+(backend NCCL on GPUs, gloo on CPU). Every rank seeds ``torch.manual_seed(seed + rank)`` (augmentation
+differs per rank), DDP broadcasts rank 0's initial weights, a ``DistributedSampler`` shards the
+training set, and only rank 0 evaluates, writes files and shows progress. The same command runs on one
+CPU core or on eight GPUs.
+
+Run folder ``out_dir/name/``: ``config.yaml``, ``classes.yaml``, ``metrics.json`` (per epoch),
+``last.safetensors`` + ``trainer_state.pt`` (resume), ``best.safetensors`` (best validation score =
+mean of activity accuracy and foreground mIoU), PNG plots, and ``test_metrics.json`` when a test split
+exists (evaluated once, after training, with the best weights -- never used for selection).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from endoarss_ros.data.classes import MTLESD, ClassSet
+from endoarss_ros.model import build_model, freeze_for_adapter_training, load_model, save_model
+
+from .config import TrainConfig, build_model_config
+from .data import build_split, build_train_val, dataset_class_set
+from .losses import activity_loss, segmentation_loss
+from .metrics import MetricTracker, summary
+from .weighting import build_weighting, split_parameters
+
+STATE_FILE = "trainer_state.pt"
+
+
+# -- distributed helpers ---------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _collate(batch: list[dict]) -> dict:
+    return {"image": torch.stack([b["image"] for b in batch]), "mask": torch.stack([b["mask"] for b in batch]),
+            "activity": torch.stack([b["activity"] for b in batch]), "path": [b["path"] for b in batch]}
+
+
+# -- model -----------------------------------------------------------------------------------------
+def build_training_model(cfg: TrainConfig, class_set: ClassSet | None = None) -> nn.Module:
+    """The model a run trains: preset/YAML (+ overrides) with the data's class names, optional init weights."""
+    mc = build_model_config(cfg)
+    if class_set is not None:
+        mc = mc.replace(seg_classes=list(class_set.seg_classes), activity_classes=list(class_set.activity_classes))
+    if cfg.model.init:
+        model = load_model(cfg.model.init, config=mc)
+        model.train()
+    else:
+        model = build_model(mc)
+    if cfg.freeze == "adapters":
+        freeze_for_adapter_training(model)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def parameter_hash(model: nn.Module) -> str:
+    """SHA-256 over all parameters and buffers (bytes, in name order): equal on ranks in sync."""
+    import hashlib
+
+    h = hashlib.sha256()
+    sd = getattr(model, "module", model).state_dict()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, device: torch.device | str = "cpu",
+             amp: bool = False, ignore_index: int = 255, workers: int = 0,
+             image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False) -> dict:
+    """Metrics (``MetricTracker.result``) plus mean losses over ``dataset``; ``image_fn`` corrupts inputs."""
+    device = torch.device(device)
+    net = getattr(model, "module", model)
+    was_training = net.training
+    net.eval()
+    cs = net.config
+    tracker = MetricTracker(cs.num_seg_classes, cs.num_activity_classes, ignore_index)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc="eval", unit="batch", leave=False)
+    seg_sum = act_sum = 0.0
+    n = 0
+    for batch in loader:
+        images = batch["image"]
+        if image_fn is not None:
+            images = image_fn(images)
+        images, masks, labels = (batch_t.to(device) for batch_t in (images, batch["mask"], batch["activity"]))
+        with _autocast(device, amp):
+            out = net(images)
+        seg = out.segmentation.float()
+        tracker.update(seg, masks, out.activity.float(), labels)
+        b = images.shape[0]
+        seg_sum += float(segmentation_loss(seg, masks, ignore_index=ignore_index)) * b
+        act_sum += float(activity_loss(out.activity, labels)) * b
+        n += b
+    net.train(was_training)
+    result = tracker.result(list(cs.seg_classes), list(cs.activity_classes))
+    result["loss"] = {"segmentation": seg_sum / max(n, 1), "activity": act_sum / max(n, 1)}
+    return result
+
+
+def selection_score(result: dict) -> float:
+    """Validation score for best-model selection: mean of activity accuracy and foreground mIoU."""
+    m = result["segmentation"]["miou_fg"]
+    return 0.5 * (result["activity"]["accuracy"] + (0.0 if math.isnan(m) else m))
+
+
+# -- schedule ---------------------------------------------------------------------------------------
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    o = cfg.optim
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
+        if o.scheduler == "cosine":
+            t = min(1.0, step / total)
+            decay = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        elif o.scheduler == "step":
+            decay = o.gamma ** ((step // steps_per_epoch) // max(1, o.step_size))
+        else:
+            decay = 1.0
+        return warm * decay
+
+    return f
+
+
+# -- training ---------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+          stop_after: int | None = None) -> dict:
+    """Run training as configured; returns the final record (also in ``run_dir/metrics.json``).
+
+    ``resume``: continue from ``run_dir/last.safetensors`` + ``trainer_state.pt`` (bit-identical to an
+    uninterrupted run on the same machine). ``stop_after``: leave after this many epochs of this call, as
+    if interrupted (tests).
+    """
+    rank, world, device = init_distributed()
+    is_main = rank == 0
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    run_dir = cfg.run_dir
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(run_dir / "config.yaml")
+
+    mc0 = build_model_config(cfg)
+    size = cfg.data.size or tuple(mc0.input_size)
+    t0 = time.time()
+    train_set, val_set = build_train_val(cfg.data, size, seed=cfg.seed, progress=cfg.progress and is_main)
+    class_set = dataset_class_set(train_set) or MTLESD
+    if is_main:
+        class_set.save_yaml(run_dir / "classes.yaml")
+        log(f"data: {len(train_set)} train / {len(val_set)} val frames at {size[0]}x{size[1]} "
+            f"({time.time() - t0:.1f} s)")
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_training_model(cfg, class_set).to(device)
+    torch.manual_seed(cfg.seed + rank)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    shared, task = split_parameters(model)
+    params = shared + task
+    opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    w = cfg.weighting
+    weighting = build_weighting(w.method, dbmtl_beta=w.dbmtl_beta, stch_mu=w.stch_mu,
+                                stch_warmup_epochs=w.stch_warmup_epochs)
+
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=len(train_set) >= world * cfg.batch_size)
+    per_rank_batch = cfg.batch_size
+    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=_collate, drop_last=len(train_set) // world >= per_rank_batch,
+                        persistent_workers=cfg.workers > 0)
+    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+
+    history: list[dict] = []
+    best = {"score": -1.0, "epoch": -1}
+    start_epoch = 0
+    state_path = run_dir / STATE_FILE
+    if resume and state_path.is_file():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        weighting.load_state_dict(state["weighting"])
+        history, best, start_epoch = list(state["history"]), dict(state["best"]), int(state["epoch"])
+        torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        if is_main:
+            log(f"resumed from {run_dir} after epoch {start_epoch}")
+    if is_main:
+        n_tr = sum(p.numel() for p in params)
+        log(f"model: {mc0.backbone} backbone, {n_tr:,} trainable parameters ({cfg.freeze}); weighting "
+            f"{w.method}; {world} process(es) on {device}; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs")
+
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        sampler.set_epoch(epoch)
+        weighting.start_epoch(epoch)
+        net.train()
+        sums = {"segmentation": 0.0, "activity": 0.0, "objective": 0.0}
+        n_steps = 0
+        t_epoch = time.time()
+        it = iter(loader)
+        bar = None
+        if is_main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
+        for _ in range(steps_per_epoch):
+            batch = next(it)
+            images, masks, labels = (batch[k].to(device, non_blocking=True) for k in ("image", "mask", "activity"))
+            optimizer.zero_grad(set_to_none=True)
+            sync = net.no_sync() if (world > 1 and weighting.manual_sync) else contextlib.nullcontext()
+            with sync:
+                with _autocast(device, cfg.amp):
+                    out = net(images)
+                l_seg = segmentation_loss(out.segmentation, masks, ignore_index=cfg.ignore_index,
+                                          dice_weight=cfg.seg_dice_weight)
+                l_act = activity_loss(out.activity, labels)
+                info = weighting.backward([l_seg, l_act], shared, task)
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            sums["segmentation"] += float(l_seg.detach())
+            sums["activity"] += float(l_act.detach())
+            sums["objective"] += info.get("objective", 0.0)
+            n_steps += 1
+            if bar is not None:
+                bar.set_postfix(seg=f"{float(l_seg.detach()):.3f}", act=f"{float(l_act.detach()):.3f}")
+                bar.update()
+        if bar is not None:
+            bar.close()
+        weighting.end_epoch(epoch)
+        if world > 1:  # BN statistics: rank 0's, so every rank holds identical weights and buffers
+            for b in model.buffers():
+                dist.broadcast(b, 0)
+        train_time = time.time() - t_epoch
+        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_time_s": round(train_time, 2),
+                  "train": {k: v / max(n_steps, 1) for k, v in sums.items()}}
+        if is_main:
+            val = evaluate(model, val_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp,
+                           ignore_index=cfg.ignore_index, workers=cfg.workers)
+            score = selection_score(val)
+            record["val"] = {**summary(val), "loss": val["loss"], "score": score,
+                             "iou": val["segmentation"]["iou"]}
+            record["time_s"] = round(time.time() - t_epoch, 2)
+            history.append(record)
+            save_model(model, run_dir / "last")
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch + 1, **summary(val)}
+                save_model(model, run_dir / "best")
+                _write_json(run_dir / "best_val_metrics.json", val)
+            torch.save({"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
+                        "history": history, "best": best, "rng": _gather_rng(world)}, state_path)
+            _write_metrics(run_dir, cfg, history, best, world)
+            v = record["val"]
+            log(f"epoch {epoch + 1}/{cfg.epochs}: train seg {record['train']['segmentation']:.4f} "
+                f"act {record['train']['activity']:.4f} | val acc {v['activity_accuracy']:.4f} "
+                f"mIoU fg {v['miou_fg']:.4f} all {v['miou_all']:.4f} | {record['time_s']:.0f} s")
+        else:
+            _gather_rng(world)
+            history.append(record)
+        _barrier()
+
+    if end_epoch < cfg.epochs:
+        return {"run_dir": str(run_dir), "interrupted_after": end_epoch, "param_hash": parameter_hash(model)}
+    final: dict = {"run_dir": str(run_dir), "best": best, "weighting": w.method, "world_size": world,
+                   "param_hash": parameter_hash(model)}
+    if is_main:
+        test_result = None
+        if cfg.evaluate_test and _has_test(cfg):
+            test_set = build_split(cfg.data, cfg.data.test_split, size, class_set=class_set)
+            best_model = load_model(run_dir / "best.safetensors", device=device)
+            test_result = evaluate(best_model, test_set, batch_size=cfg.eval_batch_size, device=device,
+                                   amp=cfg.amp, ignore_index=cfg.ignore_index)
+            _write_json(run_dir / "test_metrics.json", test_result)
+            final["test"] = summary(test_result)
+            log(f"test (best epoch {best['epoch']}): acc {final['test']['activity_accuracy']:.4f} "
+                f"mIoU fg {final['test']['miou_fg']:.4f}")
+        try:
+            from .plots import write_plots
+
+            val_best = json.loads((run_dir / "best_val_metrics.json").read_text())
+            write_plots(run_dir, history, test_result or val_best,
+                        "test" if test_result is not None else "validation")
+        except Exception as e:  # plots are a convenience: never fail a finished run on them
+            log(f"plots skipped: {e}")
+        _write_metrics(run_dir, cfg, history, best, world, final.get("test"))
+    _barrier()
+    return final
+
+
+def _has_test(cfg: TrainConfig) -> bool:
+    if cfg.data.layout == "synthetic":
+        return cfg.data.synthetic.test > 0
+    root = Path(cfg.data.root)
+    return (root / cfg.data.test_split).is_dir()
+
+
+def _gather_rng(world: int) -> list[torch.Tensor]:
+    state = torch.get_rng_state()
+    if world > 1:
+        out = [torch.empty_like(state) for _ in range(world)]
+        dist.all_gather(out, state)
+        return out
+    return [state]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, allow_nan=True))
+
+
+def _write_metrics(run_dir: Path, cfg: TrainConfig, history, best, world, test=None) -> None:
+    record = {"name": cfg.name, "weighting": cfg.weighting.method, "freeze": cfg.freeze, "world_size": world,
+              "selection": "best validation score = (activity accuracy + foreground mIoU) / 2",
+              "best": best, "epochs": history}
+    if test is not None:
+        record["test_best"] = test
+    _write_json(run_dir / "metrics.json", record)

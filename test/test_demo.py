@@ -1,0 +1,94 @@
+"""The one-command demo in --quick mode, as CI runs it: real node, player and listener processes; it checks its
+own summary.json. Uses the committed demo weights when present (a tiny random model otherwise)."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test.conftest import REPO, requires_ros
+
+DEMO_WEIGHTS = REPO / "models" / "demo" / "endoarss_demo.safetensors"
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory):
+    if DEMO_WEIGHTS.is_file():
+        return str(DEMO_WEIGHTS)
+    from endoarss_ros.model import ModelConfig, build_model, save_model
+
+    return str(save_model(build_model(ModelConfig.endoarss_tiny()), tmp_path_factory.mktemp("model") / "tiny"))
+
+
+@pytest.fixture
+def demo_env(child_env):
+    child_env["ROS_DOMAIN_ID"] = str(random.randint(100, 200))  # not disturbed by other ROS processes here
+    return child_env
+
+
+@requires_ros
+@pytest.mark.ros
+def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
+    out = tmp_path / "demo_output"
+    done = subprocess.run([sys.executable, "-m", "endoarss_ros.cli", "demo", "--quick", "--out", str(out),
+                           "--model", demo_model], env=demo_env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "/endoarss/activity  stamp 1700000000." in done.stdout  # the live echo
+    assert "EndoARSS demo summary" in done.stdout
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["ok"] and "error" not in s
+    live = s["live"]
+    assert live["frames_published"] == s["recording"]["frames"] == 30
+    assert live["frames_received_by_node"] > 0 and live["activity_messages_received"] > 0
+    assert live["activity_messages_received"] <= live["frames_published"]
+    assert live["frames_processed_by_node"] + live["frames_dropped_by_node"] <= live["frames_received_by_node"] + 1
+    latency = live["node_latency_ms"]
+    assert latency["p50"] is not None and latency["p95"] >= latency["p50"]
+    assert 0.0 <= live["activity_accuracy"] <= 1.0 and live["miou_foreground"] is not None
+    assert live["frames_evaluated"] == live["activity_messages_received"]
+    off = s["offline"]
+    assert off["frames_in"] == off["frames_out"] == 30 and off["frames_in_equals_out"]
+    assert off["ground_truth"]["activity_accuracy"] is not None and off["ground_truth"]["miou_foreground"] is not None
+    for key in ("output_bag", "timeline", "video", "summary", "node_log"):
+        assert Path(s["files"][key]).exists(), key
+    assert (Path(s["files"]["output_bag"]) / "metadata.yaml").is_file()
+    assert Path(s["files"]["video"]).stat().st_size > 0 and Path(s["files"]["timeline"]).stat().st_size > 1000
+
+
+def test_recording_is_reused_when_parameters_match(tmp_path):
+    from endoarss_ros.ros.demo import ensure_recording
+
+    path, record, reused = ensure_recording(tmp_path, seconds=0.3, fps=10, size=(32, 40), log=lambda *a: None)
+    assert not reused and record["frames"] == 3 and sorted(p.name for p in path.iterdir()) == [
+        "metadata.yaml", "recording.mcap"]
+    assert "recording.mcap" in (path / "metadata.yaml").read_text()
+    mtime = (path / "recording.mcap").stat().st_mtime_ns
+    _, _, reused = ensure_recording(tmp_path, seconds=0.3, fps=10, size=(32, 40), log=lambda *a: None)
+    assert reused and (path / "recording.mcap").stat().st_mtime_ns == mtime
+    _, record, reused = ensure_recording(tmp_path, seconds=0.4, fps=10, size=(32, 40), log=lambda *a: None)
+    assert not reused and record["frames"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recording", "recording.json"]
+    from endoarss_ros.bag.reader import BagReader
+
+    with BagReader(path) as bag:
+        assert bag.message_count(["/endoscope/image_raw"]) == 4
+
+
+@requires_ros
+@pytest.mark.ros
+def test_demo_fails_when_the_node_produces_nothing(tmp_path, demo_env):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    done = subprocess.run([sys.executable, "-m", "endoarss_ros.cli", "demo", "--quick", "--out", str(tmp_path / "o"),
+                           "--model", str(bad), "--no-video"], env=demo_env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1
+    assert "perception node exited" in done.stderr
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert not s["ok"] and "error" in s
