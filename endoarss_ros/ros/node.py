@@ -1,0 +1,422 @@
+"""The EndoARSS perception node: a managed (lifecycle) node around the shared inference pipeline.
+
+* configure: read the parameters, load the model and warm it up, create the (lifecycle) publishers;
+* activate: publish ``segmentation/info``, subscribe to the images, start the inference worker;
+* deactivate: stop the subscriptions and the worker; publishers go quiet;
+* cleanup: free the model (and the GPU memory it held).
+
+Subscription callbacks only validate and park the newest frame per camera; one worker thread runs the shared
+pipeline (``endoarss_ros.inference``) and publishes every result with its input image's header.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+
+from endoarss_ros.ros import conversions, params, qos
+from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
+from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
+
+NODE_NAME = "endoarss_perception"
+LOG_THROTTLE_S = 2.0
+
+
+@dataclass
+class CameraOutputs:
+    activity: Any
+    mask: Any
+    overlay: Any
+    info: Any
+    info_frame_id: str | None = None  # frame_id of the last published SegmentationInfo
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _return_freed_heap_to_os() -> None:
+    """glibc keeps freed heap pages mapped; trimming gives the model's CPU memory back to the system."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _logged(transition):
+    """rclpy turns an exception in a transition callback into ERROR without a word: log it first."""
+    import functools
+    import traceback
+
+    @functools.wraps(transition)
+    def wrapper(self, state):
+        try:
+            return transition(self, state)
+        except Exception as e:
+            self.get_logger().error(f"{transition.__name__} raised {type(e).__name__}: {e}\n"
+                                    + traceback.format_exc())
+            raise
+    return wrapper
+
+
+class PerceptionNode(LifecycleNode):
+    """Images in, masks and activity out; see the module docstring for the lifecycle."""
+
+    def __init__(self, **kwargs):
+        self._engine = None
+        self._outputs: list[CameraOutputs] = []
+        self._subscriptions_in: list = []
+        self._slots = None
+        self._worker = None
+        self._smoothers: list = []
+        self._seg_names: list[str] = []
+        self._activity_names: list[str] = []
+        self._model_label = ""
+        self._state_label = "unconfigured"
+        self._last_log: dict[tuple, float] = {}
+        self._suppressed: dict[tuple, int] = {}
+        super().__init__(NODE_NAME, **kwargs)
+        params.declare_all(self)
+        self.settings = params.Settings.from_node(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = NodeStats()
+        # Not a lifecycle publisher: diagnostics report the node in every state.
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+
+    # ---- parameters ------------------------------------------------------------------------------
+    def _on_set_parameters(self, changed):
+        for p in changed:
+            reason = params.validate(p.name, p.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        values = {s.name: params.current_value(self, s.name) for s in params.SPECS}
+        values.update({p.name: p.value for p in changed})
+        new = params.Settings.from_values(values)
+        smoothing_changed = (new.smoothing_enabled, new.smoothing_alpha, new.smoothing_hysteresis) != (
+            self.settings.smoothing_enabled, self.settings.smoothing_alpha, self.settings.smoothing_hysteresis)
+        self.settings = new
+        if smoothing_changed and self._engine is not None:
+            self._smoothers = self._make_smoothers()
+        for p in changed:
+            self.get_logger().info(f"parameter {p.name} set to {p.value!r}")
+        return SetParametersResult(successful=True)
+
+    def _make_smoothers(self):
+        from endoarss_ros.inference import ActivitySmoother
+
+        s = self.settings
+        return [ActivitySmoother(len(self._activity_names), alpha=s.smoothing_alpha,
+                                 hysteresis=s.smoothing_hysteresis, enabled=s.smoothing_enabled)
+                for _ in s.cameras]
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    @_logged
+    def on_configure(self, state):
+        log = self.get_logger()
+        for spec in params.SPECS:
+            reason = params.validate(spec.name, params.current_value(self, spec.name))
+            if reason is not None:
+                log.error(f"configure failed: invalid parameter: {reason}")
+                return TransitionCallbackReturn.FAILURE
+        self.settings = s = params.Settings.from_node(self)
+        path = params.resolve_model_path(s.model)
+        if not path.is_file():
+            why = "it is a directory" if path.is_dir() else "no such file"
+            log.error(f"configure failed: cannot load the model file {path.absolute()} ({why}; "
+                      f"parameter model={s.model!r}). Set -p model:=/path/to/weights.safetensors")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self._engine = self._create_engine(path, s)
+        except Exception as e:  # noqa: BLE001 - any load failure is reported, the node stays up
+            log.error(f"configure failed: cannot load the model file {path}: {type(e).__name__}: {e}")
+            self._release_engine()
+            return TransitionCallbackReturn.FAILURE
+        engine = self._engine
+        self._seg_names, self._activity_names = list(engine.seg_classes), list(engine.activity_classes)
+        if s.class_names_file:
+            try:
+                seg, act = params.load_class_names(s.class_names_file, len(self._seg_names),
+                                                   len(self._activity_names))
+            except ValueError as e:
+                log.error(f"configure failed: {e}")
+                self._release_engine()
+                return TransitionCallbackReturn.FAILURE
+            self._seg_names = seg or self._seg_names
+            self._activity_names = act or self._activity_names
+        self._model_label = path.name
+        if s.warmup_size:
+            try:
+                t0 = time.monotonic()
+                engine.warmup(sizes=[s.warmup_size], batch=min(len(s.cameras), s.max_batch))
+                log.info(f"warm-up at {s.warmup_size[1]}x{s.warmup_size[0]}: {time.monotonic() - t0:.1f} s")
+            except Exception as e:  # noqa: BLE001
+                log.error(f"configure failed: warm-up of {path} on {engine.device} failed: "
+                          f"{type(e).__name__}: {e}")
+                self._release_engine()
+                return TransitionCallbackReturn.FAILURE
+        from endoarss_ros.msg import Activity, SegmentationInfo
+
+        out_qos = qos.stream_qos(s.output_reliability, s.output_depth)
+
+        def pub(cam, msg_type, name, profile):
+            topic = cam.output_topic(name)
+            return self.create_lifecycle_publisher(msg_type, topic, profile,
+                                                   event_callbacks=qos.publisher_events(log, topic))
+
+        for cam in s.cameras:
+            self._outputs.append(CameraOutputs(
+                activity=pub(cam, Activity, "activity", out_qos),
+                mask=pub(cam, Image, "segmentation/mask", out_qos),
+                overlay=pub(cam, Image, "segmentation/overlay", out_qos),
+                info=pub(cam, SegmentationInfo, "segmentation/info", qos.latched_qos())))
+        log.info(f"configured: model {path} on {engine.device} ({s.precision}, {engine.backend}); "
+                 f"{len(self._seg_names)} segmentation classes, {len(self._activity_names)} activities; "
+                 f"{len(s.cameras)} camera(s), {s.image_transport} input")
+        self._state_label = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_engine(self, path, s):
+        from endoarss_ros.inference import InferenceEngine
+
+        model: Any = str(path)
+        if s.input_size is not None:
+            from endoarss_ros.model import load_model
+
+            model = load_model(path)
+            if tuple(model.config.input_size) != s.input_size:
+                model = load_model(path, config=model.config.replace(input_size=s.input_size))
+        engine = InferenceEngine(model, device=s.device, precision=s.precision, backend=s.backend,
+                                 max_batch=s.max_batch, cache_dir=s.engine_cache_dir or None)
+        for note in engine.notes:
+            self.get_logger().info(f"engine: {note}")
+        return engine
+
+    @_logged
+    def on_activate(self, state):
+        ret = super().on_activate(state)  # enables the lifecycle publishers
+        if ret != TransitionCallbackReturn.SUCCESS:
+            return ret
+        s = self.settings
+        self._smoothers = self._make_smoothers()
+        for out in self._outputs:
+            self._publish_info(out, frame_id="")
+        self._slots = LatestFrameSlots(len(s.cameras), on_replaced=lambda _: self.stats.dropped("replaced"))
+        self._worker = Worker(self._slots, self._process, self._on_worker_error,
+                              batch_window=lambda: self.settings.batch_window_ms / 1000.0)
+        self._worker.start()
+        in_qos = qos.stream_qos(s.input_reliability, s.input_depth)
+        log = self.get_logger()
+        for cam in s.cameras:
+            if s.image_transport == "compressed":
+                topic = cam.input_topic("image/compressed")
+                msg_type, callback = CompressedImage, self._compressed_callback(cam.index)
+            else:
+                topic = cam.input_topic("image")
+                msg_type, callback = Image, self._image_callback(cam.index)
+            self._subscriptions_in.append(self.create_subscription(
+                msg_type, topic, callback, in_qos, event_callbacks=qos.subscription_events(log, topic)))
+        names = ", ".join(sub.topic_name for sub in self._subscriptions_in)
+        log.info(f"active: listening on {names} ({s.input_reliability}, depth {s.input_depth})")
+        self._state_label = "active"
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged
+    def on_deactivate(self, state):
+        self._stop_streaming()
+        self._state_label = "inactive"
+        return super().on_deactivate(state)
+
+    @_logged
+    def on_cleanup(self, state):
+        self._stop_streaming()
+        self._destroy_outputs()
+        self._release_engine()
+        self._state_label = "unconfigured"
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged
+    def on_shutdown(self, state):
+        self._stop_streaming()
+        self._destroy_outputs()
+        self._release_engine()
+        self._state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        self.get_logger().error("error during a transition: releasing everything (back to unconfigured)")
+        return self.on_cleanup(state)
+
+    def _stop_streaming(self):
+        for sub in self._subscriptions_in:
+            self.destroy_subscription(sub)
+        self._subscriptions_in = []
+        if self._worker is not None:
+            if not self._worker.stop():
+                self.get_logger().warning("the inference worker did not stop within 30 s")
+            self._worker = None
+        if self._slots is not None:
+            self._slots = None
+
+    def _destroy_outputs(self):
+        for out in self._outputs:
+            for pub in (out.activity, out.mask, out.overlay, out.info):
+                self.destroy_lifecycle_publisher(pub)
+        self._outputs = []
+
+    def _release_engine(self):
+        engine, self._engine = self._engine, None
+        self._smoothers = []
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception as e:  # noqa: BLE001
+                self.get_logger().warning(f"closing the inference engine: {e}")
+            del engine
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        _return_freed_heap_to_os()
+
+    # ---- input -----------------------------------------------------------------------------------
+    def _image_callback(self, camera: int):
+        def on_image(msg):
+            received = time.monotonic()
+            self.stats.received()
+            try:
+                # Validation only (no copy): a bad frame never displaces a good pending one.
+                frame = conversions.frame_from_image(msg, max_pixels=self.settings.max_input_pixels)
+            except ValueError as e:
+                self._reject(camera, msg, e)
+                return
+            slots = self._slots
+            if slots is not None:
+                slots.put(PendingFrame(camera, msg, frame, received))
+        return on_image
+
+    def _compressed_callback(self, camera: int):
+        def on_compressed(msg):
+            received = time.monotonic()
+            self.stats.received()
+            slots = self._slots
+            if slots is not None:  # decoding costs milliseconds: the worker does it
+                slots.put(PendingFrame(camera, msg, None, received))
+        return on_compressed
+
+    def _reject(self, camera: int, msg, error: Exception):
+        reason = getattr(error, "reason", "invalid")
+        self.stats.rejected(reason)
+        stamp = msg.header.stamp
+        self._log_throttled(("reject", camera, reason), "error",
+                            f"rejected a frame from {self.settings.cameras[camera].label} "
+                            f"(stamp {stamp.sec}.{stamp.nanosec:09d}, {reason}): {error}")
+
+    def _log_throttled(self, key, level: str, text: str):
+        """One log line per key every LOG_THROTTLE_S, saying how many were suppressed in between."""
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) < LOG_THROTTLE_S:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last_log[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            text += f" [{suppressed} more like this since the last message]"
+        getattr(self.get_logger(), level)(text)
+
+    # ---- worker ----------------------------------------------------------------------------------
+    def _process(self, batch):
+        engine = self._engine
+        if engine is None:
+            return
+        s = self.settings
+        items, frames = [], []
+        for item in batch:
+            frame = item.frame
+            if frame is None:
+                try:
+                    frame = conversions.frame_from_compressed_image(item.message, max_pixels=s.max_input_pixels)
+                except ValueError as e:
+                    self._reject(item.camera, item.message, e)
+                    continue
+            items.append(item)
+            frames.append(frame)
+        if not frames:
+            return
+        if len(frames) > 1:
+            self.stats.count("batches.multi_camera")
+        outputs = self._outputs
+        want_overlay = [outputs[i.camera].overlay.get_subscription_count() > 0 for i in items]
+        t0 = time.monotonic()
+        results = engine.infer(frames, overlay_alpha=s.overlay_alpha if any(want_overlay) else None)
+        inference_ms = (time.monotonic() - t0) * 1000.0
+        for item, result, overlay in zip(items, results, want_overlay):
+            out = outputs[item.camera]
+            header = item.message.header
+            smoothed, class_id = self._smoothers[item.camera].update(result.activity_probs)
+            out.mask.publish(conversions.mask_message(result.mask, header))
+            out.activity.publish(conversions.activity_message(
+                header, self._activity_names, smoothed, result.activity_probs, class_id))
+            if overlay and result.overlay is not None:
+                out.overlay.publish(conversions.overlay_message(result.overlay, header))
+            if out.info_frame_id != header.frame_id:
+                self._publish_info(out, header.frame_id)
+            self.stats.published((time.monotonic() - item.received) * 1000.0, inference_ms)
+
+    def _on_worker_error(self, error: BaseException, batch):
+        text = f"{type(error).__name__}: {error}"
+        self.stats.error("inference", text)
+        self._log_throttled(("inference",), "error",
+                            f"inference failed on {len(batch)} frame(s), skipping them: {text}")
+        torch = sys.modules.get("torch")
+        if torch is not None and "out of memory" in str(error).lower() and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _publish_info(self, out: CameraOutputs, frame_id: str):
+        engine = self._engine
+        if engine is None:
+            return
+        out.info.publish(conversions.segmentation_info_message(
+            self._seg_names, engine.colors, self._model_label, stamp=self.get_clock().now().to_msg(),
+            frame_id=frame_id))
+        out.info_frame_id = frame_id
+
+    # ---- diagnostics -----------------------------------------------------------------------------
+    def _publish_diagnostics(self):
+        s, engine = self.settings, self._engine
+        info = {
+            "lifecycle_state": self._state_label,
+            "model": str(params.resolve_model_path(s.model)),
+            "model_loaded": str(engine is not None).lower(),
+            "device": str(engine.device) if engine is not None else s.device,
+            "backend": str(engine.backend) if engine is not None else s.backend,
+            "precision": s.precision,
+            "cameras": ", ".join(c.label for c in s.cameras),
+            "image_transport": s.image_transport,
+            "process_rss_mb": f"{_rss_mb() or 0:.1f}",
+        }
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            info["cuda_memory_allocated_mb"] = f"{torch.cuda.memory_allocated() / 2**20:.1f}"
+            info["cuda_memory_reserved_mb"] = f"{torch.cuda.memory_reserved() / 2**20:.1f}"
+        self._diag_pub.publish(to_diagnostic_array(
+            self.stats, name=f"{NODE_NAME}: {self.get_fully_qualified_name()}", hardware_id=info["device"],
+            stamp=self.get_clock().now().to_msg(), info=info, active=self._state_label == "active"))
+
