@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.no_profile:
+    if args.no_profile:  # Fast DDS defaults, even when the parent process had chosen a profile
+        for name in fastdds.PROFILE_ENV_VARS:
+            os.environ.pop(name, None)
+    else:
         fastdds.apply_profile()
     import rclpy
 
