@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
+
 from .evaluation import GroundTruthEvaluator
 from .reader import ACTIVITY_TYPE, IMAGE_TYPE, BagError, BagFrame, BagReader, GroundTruthCollector
 from .writer import BagOutput
 
 INFO_TYPE = "endoarss_ros/msg/SegmentationInfo"
 DEFAULT_NAMESPACE = "/endoarss"
-DEFAULT_MODEL = "models/demo/endoarss_demo.safetensors"
 
 
 @dataclass
@@ -217,7 +218,7 @@ def _make_engine(opts: ReplayOptions):
         import torch
 
         torch.set_num_threads(opts.threads)
-    model = Path(opts.model)
+    model = resolve_model_path(opts.model)
     if not model.is_file():
         raise FileNotFoundError(f"model {model}: no such file (give --model PATH to a .safetensors file)")
     return InferenceEngine(str(model), device=opts.device, precision=opts.precision, backend=opts.backend,

@@ -15,9 +15,11 @@ from .frames import (
     frame_from_image_fields,
 )
 from .smoother import ActivitySmoother
+from .weights_path import DEFAULT_MODEL, resolve_model_path
 
 __all__ = [
-    "BACKENDS", "ENCODINGS", "FRAME_ERROR_REASONS", "PRECISIONS", "ActivitySmoother", "BackendUnavailable",
+    "BACKENDS", "DEFAULT_MODEL", "ENCODINGS", "FRAME_ERROR_REASONS", "PRECISIONS", "ActivitySmoother",
+    "BackendUnavailable",
     "FrameError", "FrameResult", "InferenceEngine", "RawFrame", "class_colors", "default_cache_dir",
-    "default_colors", "frame_from_array", "frame_from_compressed", "frame_from_image_fields",
+    "default_colors", "frame_from_array", "frame_from_compressed", "frame_from_image_fields", "resolve_model_path",
 ]

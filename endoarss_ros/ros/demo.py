@@ -25,7 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = "models/demo/endoarss_demo.safetensors"
+from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
+
 NAMESPACE = "/endoarss"
 IMAGE_TOPIC = "/endoscope/image_raw"
 SEED = 7
@@ -437,10 +438,7 @@ def run(args) -> int:
     except ValueError as e:
         print(f"endoarss demo: error: {e}", file=sys.stderr)
         return 2
-    model = Path(args.model)
-    source_tree = Path(__file__).resolve().parents[2] / model
-    if not model.is_file() and not model.is_absolute() and source_tree.is_file():
-        model = source_tree  # the committed weights when run from elsewhere
+    model = resolve_model_path(args.model)  # the committed weights also when run from elsewhere
     if not model.is_file():
         print(f"endoarss demo: error: model {model} not found (the demo weights are committed as "
               f"{DEFAULT_MODEL}; give --model PATH)", file=sys.stderr)

@@ -14,7 +14,8 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-DEFAULT_MODEL = "models/demo/endoarss_demo.safetensors"
+from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path  # noqa: F401 (re-export)
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")  # endoarss_ros.inference.BACKENDS (no torch import here)
 RELIABILITIES = ("best_effort", "reliable")
@@ -245,26 +246,6 @@ def current_value(node, name: str) -> Any:
         return node.get_parameter(name).value
     except ParameterUninitializedException:
         return []
-
-
-def resolve_model_path(model: str) -> Path:
-    """The weights file: as given (absolute, or relative to the current directory), else relative to the
-    package share directory (colcon install) or the source tree. Returns the first candidate if none exists,
-    so the error names the path the user asked for."""
-    path = Path(model).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    candidates = [Path(__file__).resolve().parents[2] / path]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.insert(0, Path(get_package_share_directory("endoarss_ros")) / path)
-    except (ImportError, LookupError, ValueError, OSError):  # not in an ament environment
-        pass
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    return path
 
 
 def load_class_names(path: str, seg_count: int, activity_count: int) -> tuple[list[str] | None, list[str] | None]:
