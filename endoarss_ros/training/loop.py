@@ -87,6 +87,9 @@ def build_training_model(cfg: TrainConfig, class_set: ClassSet | None = None) ->
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    for name, p in model.named_parameters():
+        if name.endswith("mask_token"):  # DINOv2's masked-image-modelling token: unused by EndoARSS
+            p.requires_grad_(False)
     return model
 
 
