@@ -54,7 +54,7 @@ def test_a_few_steps_reduce_the_loss(tmp_path):
 
 @pytest.mark.parametrize("method", ["dbmtl", "stch"])
 def test_resume_continues_from_the_saved_epoch_bit_identically(tmp_path, method):
-    extra = ["epochs=3", f"weighting.method={method}", "weighting.stch_warmup_epochs=1", "evaluate_test=false",
+    extra = ["epochs=2", f"weighting.method={method}", "weighting.stch_warmup_epochs=1", "evaluate_test=false",
              "data.synthetic.train=6", "batch_size=3"]
     full = train(tiny_config(tmp_path, "name=full", *extra))
     cfg = tiny_config(tmp_path, "name=parts", *extra)
@@ -64,7 +64,7 @@ def test_resume_continues_from_the_saved_epoch_bit_identically(tmp_path, method)
     assert state["epoch"] == 1
     resumed = train(cfg, resume=True)
     hist = json.loads((cfg.run_dir / "metrics.json").read_text())["epochs"]
-    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert [h["epoch"] for h in hist] == [1, 2]
     assert resumed["param_hash"] == full["param_hash"]
 
 
