@@ -131,3 +131,14 @@ def test_adapter_freezing_leaves_backbone_weights_untouched(tmp_path):
     head = next(k for k in before if k.startswith("activity_head") and k.endswith("weight"))
     assert not torch.equal(before[lora], after[lora])
     assert not torch.equal(before[head], after[head])
+
+
+def test_synthetic_wide_frames_do_not_reveal_the_activity():
+    # 5:4 renders must cover every activity, or the aspect ratio alone would predict the label
+    from endoarss_ros.training.data import SyntheticFrames
+
+    ds = SyntheticFrames(0, "train", 18, (28, 28), render_size=32, wide_every=3)
+    wide = {ds.activities[i] for i, hw in enumerate(ds.rendered_hw) if hw[1] != hw[0]}
+    square = {ds.activities[i] for i, hw in enumerate(ds.rendered_hw) if hw[1] == hw[0]}
+    assert wide == square == {0, 1, 2}
+    assert sum(hw[1] != hw[0] for hw in ds.rendered_hw) == 6
