@@ -87,7 +87,7 @@ def build_report(weights: str | Path, *, seed: int = 1000, count: int = 150, ren
         "weights": Path(weights).name,
         "test_set": {"generator": "endoarss_ros.training.demo_report.synthetic_test_set", "seed": seed,
                      "split": "test", "count": count, "render_size": render_size, "size": list(size),
-                     "note": "seed stream split_seed(seed, 'test'); never used in training (train/val seed streams 0-3)"},
+                     "note": "seed stream split_seed(seed, 'test'); not a train/val stream (those used seeds 0-3)"},
         "background_included": {"miou_fg": False, "miou_all": True},
         "summary": summary(test),
         "metrics": test,
