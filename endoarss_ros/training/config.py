@@ -92,6 +92,7 @@ class OptimConfig:
 @dataclass(kw_only=True)
 class WeightingConfig:
     method: str = "equal"  # equal | dbmtl | stch
+    task_weights: tuple[float, float] = (1.0, 1.0)  # equal: static (segmentation, activity) loss weights
     dbmtl_beta: float = 0.9  # released DB_beta
     stch_mu: float = 1.0
     stch_warmup_epochs: int = 4  # released: 4 (the nadir is the mean loss over the last of them)

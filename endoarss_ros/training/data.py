@@ -24,7 +24,8 @@ class SyntheticFrames(Dataset):
     Frame i uses the i-th child of ``split_seed(seed, split)`` and activity ``i % 3``: the same seed
     streams as ``write_synthetic_dataset`` (``endoarss synth dataset``), so a frame rendered at
     ``render_size`` here equals the one that command writes at that size, before the downscale.
-    Each frame is rendered at ``render_size`` (every ``wide_every``-th at 5:4, W = 1.25 H) and shrunk with
+    Each frame is rendered at ``render_size`` (one scene triple in ``wide_every`` at 5:4, W = 1.25 H; all
+    activities alike) and shrunk with
     INTER_AREA (mask: nearest) to ``size``, as the ROS node shrinks camera frames.
     """
 
@@ -40,6 +41,7 @@ class SyntheticFrames(Dataset):
         self.images = np.empty((count, *self.size, 3), np.uint8)
         self.masks = np.empty((count, *self.size), np.uint8)
         self._activities = [i % n_act for i in range(count)]
+        self.rendered_hw: list[tuple[int, int]] = []
         children = split_seed(seed, split).spawn(count)
         it = enumerate(children)
         if progress:
@@ -48,8 +50,12 @@ class SyntheticFrames(Dataset):
             it = tqdm(it, total=count, desc=f"render {split}", unit="frame", leave=False)
         for i, ss in it:
             h = render_size
-            w = round(render_size * 1.25) if wide_every and i % wide_every == wide_every - 1 else render_size
+            # 5:4 frames cycle through all activities: frame i shows activity i % n_act, so the choice must
+            # not depend on i % n_act alone (aspect ratio would then predict the label)
+            wide = wide_every and (i // n_act) % wide_every == wide_every - 1
+            w = round(render_size * 1.25) if wide else render_size
             rgb, mask = generate_frame(np.random.default_rng(ss), self._activities[i], (h, w))
+            self.rendered_hw.append((h, w))
             self.images[i], self.masks[i] = resize_pair(rgb, mask, self.size)
 
     @property
@@ -98,7 +104,7 @@ def build_split(cfg: DataConfig, split: str, size: tuple[int, int], *, transform
         counts = {"train": s.train, "val": s.val, "test": s.test}
         seed = s.seed if split != "test" else (s.test_seed if s.test_seed is not None else s.seed + 1000)
         return SyntheticFrames(seed, split, counts[split], size, s.render_size,
-                               s.wide_every if split == "train" else 0, transform,
+                               s.wide_every if split != "test" else 0, transform,
                                class_set or MTLESD, progress)
     return _disk_dataset(cfg, split, size, transform, class_set)
 

@@ -87,6 +87,9 @@ def build_training_model(cfg: TrainConfig, class_set: ClassSet | None = None) ->
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    for name, p in model.named_parameters():
+        if name.endswith("mask_token"):  # DINOv2's masked-image-modelling token: unused by EndoARSS
+            p.requires_grad_(False)
     return model
 
 
@@ -206,7 +209,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
     optimizer = opt_cls(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     w = cfg.weighting
     weighting = build_weighting(w.method, dbmtl_beta=w.dbmtl_beta, stch_mu=w.stch_mu,
-                                stch_warmup_epochs=w.stch_warmup_epochs)
+                                stch_warmup_epochs=w.stch_warmup_epochs, task_weights=w.task_weights)
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=len(train_set) >= world * cfg.batch_size)

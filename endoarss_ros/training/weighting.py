@@ -4,7 +4,7 @@ A weighting turns the per-task losses ``L = (L_seg, L_act)`` of one batch into p
 (``.grad``), ready for ``optimizer.step()``. ``shared`` parameters are the trainable ones both tasks
 reach (backbone with its adapters, SMA); ``task`` parameters are the rest (necks and heads).
 
-* ``EqualWeighting``:   minimise Σ_t L_t.
+* ``EqualWeighting``:   minimise Σ_t w_t L_t (static weights, default all 1 = the released loss).
 * ``DBMTL`` (dual-balancing, beta = 0.9):
       per task, g_t = ∇_shared log(L_t + 1e-8)                       (one backward pass per task)
       ĝ_t ← β ĝ_t + (1 - β) g_t                                      (EMA, ĝ_t starts at 0)
@@ -77,12 +77,17 @@ class Weighting:
 
 
 class EqualWeighting(Weighting):
-    """Σ_t L_t."""
+    """Σ_t w_t L_t with static weights (all 1 by default: the released loss)."""
 
     name = "equal"
 
+    def __init__(self, weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.weights = None if weights is None else [float(w) for w in weights]
+
     def backward(self, losses, shared, task):
-        total = torch.stack([l.float() for l in losses]).sum()
+        w = self.weights or [1.0] * len(losses)
+        total = torch.stack([wt * l.float() for wt, l in zip(w, losses)]).sum()
         total.backward()
         return {"objective": float(total.detach())}
 
@@ -201,9 +206,10 @@ class STCH(Weighting):
 
 
 def build_weighting(method: str, *, dbmtl_beta: float = 0.9, stch_mu: float = 1.0,
-                    stch_warmup_epochs: int = 4) -> Weighting:
+                    stch_warmup_epochs: int = 4, task_weights: Sequence[float] | None = None) -> Weighting:
+    """``task_weights`` (segmentation, activity) apply to ``equal`` only."""
     if method == "equal":
-        return EqualWeighting()
+        return EqualWeighting(task_weights)
     if method == "dbmtl":
         return DBMTL(beta=dbmtl_beta)
     if method == "stch":
