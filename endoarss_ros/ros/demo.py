@@ -34,7 +34,8 @@ QUICK = {"seconds": 3.0, "fps": 10.0, "size": "320x256"}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the recording (default 10 s)")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="length of the recording (default 15 s: all three activities)")
     parser.add_argument("--fps", type=float, default=15.0, help="frame rate of the recording (default 15)")
     parser.add_argument("--size", default="640x512", metavar="WxH", help="frame size (default 640x512)")
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
