@@ -8,8 +8,9 @@ resolution and argmax on the CPU) in the same run, so every row carries its spee
 p50). Random-init weights: speed does not depend on the values.
 
 The ROS measurement (publisher -> node -> subscriber, and a no-model image round-trip for the transport's own
-cost) lives in ``endoarss_ros.ros.bench_ros``; when that module is importable its ``measure(args) -> dict`` fills
-the JSON's ``ros`` section, otherwise ``ros`` is null with the reason in ``ros_note``.
+cost) lives in ``endoarss_ros.ros.bench_ros`` (real processes, the node running ``--ros-model``, default the demo
+weights); where rclpy is importable it fills the JSON's ``ros`` section, otherwise ``ros`` is null with the reason
+in ``ros_note``.
 """
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
     p.add_argument("--markdown", nargs="?", const="-", default=None, help="write a markdown table (- = stdout)")
+    p.add_argument("--ros-model", default=None,
+                   help="weights the node runs for the over-ROS measurement (default: the demo weights)")
+    p.add_argument("--ros-frames", type=int, default=60, help="frames published to the node over ROS")
+    p.add_argument("--ros-rate", type=float, default=10.0, help="publishing rate (Hz) for the over-ROS measurement")
+    p.add_argument("--no-ros", action="store_true", help="skip the measurement over ROS")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke run: endoarss-tiny, one small size, ~20 frames, eager + onnxruntime")
 
@@ -221,13 +227,23 @@ def _meta(device: torch.device) -> dict:
     return meta
 
 
-def _ros_section(args) -> tuple[dict | None, str | None]:
+def _ros_section(args, size: tuple[int, int]) -> tuple[dict | None, str | None]:
+    """Node end to end over ROS and the transport alone, for the first input size (real processes)."""
+    from .weights_path import DEFAULT_MODEL, resolve_model_path
+
+    if args.no_ros:
+        return None, "not measured (--no-ros)"
     try:
         mod = importlib.import_module("endoarss_ros.ros.bench_ros")
-    except Exception as e:
-        return None, f"endoarss_ros.ros.bench_ros not importable ({type(e).__name__}: {e})"
+    except ImportError as e:
+        return None, f"not measured: ROS 2 (rclpy) is not available here ({e})"
+    model = resolve_model_path(args.ros_model or DEFAULT_MODEL)
+    if not model.is_file():
+        return None, f"not measured: no weights file {model} for the node (give --ros-model PATH)"
+    width, height = size
     try:
-        return mod.measure(args), None
+        return mod.measure(str(model), frames=args.ros_frames, width=width, height=height, rate=args.ros_rate,
+                           device=args.device, timeout=120.0), None
     except Exception as e:  # the in-process results stay valid
         return None, f"ROS measurement failed: {type(e).__name__}: {e}"
 
@@ -258,6 +274,7 @@ def run(args) -> int:
     if args.quick:
         args.models, args.sizes, args.backends = "endoarss-tiny", "640x360", "eager,onnxruntime"
         args.frames, args.warmup, args.baseline_frames = min(args.frames, 20), min(args.warmup, 2), 3
+        args.ros_frames = min(args.ros_frames, 20)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -277,7 +294,7 @@ def run(args) -> int:
                           f"{row['throughput_fps']:.1f} fps, baseline {row['baseline']['p50_ms']:.2f} ms, "
                           f"speed-up {row['speedup']:.1f}x", flush=True)
         del model
-    ros, ros_note = _ros_section(args)
+    ros, ros_note = _ros_section(args, sizes[0])
     out = {"meta": _meta(device), "results": results, "ros": ros, "ros_note": ros_note}
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(out, indent=2))
