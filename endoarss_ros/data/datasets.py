@@ -34,6 +34,20 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
     return image, mask
 
 
+def make_sample(image: np.ndarray, mask: np.ndarray, activity: int, path: str, transform=None) -> dict:
+    """A training sample from uint8 arrays: augmented (``transform``), then image float (3, H, W) in [0, 1],
+    mask int64 (H, W), activity int64."""
+    if transform is not None:
+        # Draw from torch's RNG so torch.manual_seed and DataLoader worker seeding govern augmentation.
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        image, mask = transform(image, mask, rng)
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+        "activity": torch.tensor(activity, dtype=torch.int64),
+        "path": path,
+    }
+
 class _PairDataset(Dataset):
     """Shared item pipeline: read, resize, augment, to tensors."""
 
@@ -60,16 +74,7 @@ class _PairDataset(Dataset):
             mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
         if self.size is not None:
             image, mask = resize_pair(image, mask, self.size)
-        if self.transform is not None:
-            # Draw from torch's RNG so torch.manual_seed and DataLoader worker seeding govern augmentation.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            image, mask = self.transform(image, mask, rng)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
-            "activity": torch.tensor(activity, dtype=torch.int64),
-            "path": str(img_path),
-        }
+        return make_sample(image, mask, activity, str(img_path), self.transform)
 
 
 class ReleasedLayoutDataset(_PairDataset):

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from endoarss_ros.data.classes import MTLESD, ClassSet
 from endoarss_ros.data.datasets import (
     GenericLayoutDataset,
     ReleasedLayoutDataset,
+    make_sample,
     resize_pair,
     split_train_val,
 )
@@ -66,16 +66,8 @@ class SyntheticFrames(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict:
-        image, mask = self.images[index], self.masks[index]
-        if self.transform is not None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            image, mask = self.transform(image, mask, rng)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
-            "activity": torch.tensor(self._activities[index], dtype=torch.int64),
-            "path": f"synthetic:{self.seed}:{self.split}:{index}",
-        }
+        return make_sample(self.images[index], self.masks[index], self._activities[index],
+                           f"synthetic:{self.seed}:{self.split}:{index}", self.transform)
 
 
 def train_transform(cfg: DataConfig):
