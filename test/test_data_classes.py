@@ -46,3 +46,15 @@ def test_validation():
         ClassSet(("a", "b"), ((0, 0, 0),), ("x",))
     with pytest.raises(ValueError):
         ClassSet(("a",), ((0, 0, 300),), ("x",))
+
+
+def test_released_model_classes_get_the_mtlesd_overlay_colours():
+    """A released checkpoint's classes (model layer) are the data layer's MTLESD names, so overlays use its colours."""
+    import numpy as np
+
+    from endoarss_ros.inference import class_colors
+    from endoarss_ros.model import ModelConfig
+
+    names = ModelConfig.official_mtlesd().seg_classes
+    assert list(names) == list(MTLESD.seg_classes)
+    np.testing.assert_array_equal(class_colors(names), np.asarray(MTLESD.seg_colors, np.uint8))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES, MTLESD_SEG_CLASSES
+
 CLASSES_YAML = "classes.yaml"
 
 # MTLESD segmentation class ids, in the released order after the loader's shift (raw id - 1).
@@ -139,11 +141,10 @@ def generic_class_set(num_seg_classes: int, num_activities: int) -> ClassSet:
 # Colours follow the paper's figure (forceps red, flaps green, FPCW knife blue, electric knife
 # purple, incision magenta, marking yellow-orange), nudged apart so overlays stay distinguishable.
 MTLESD = ClassSet(
-    seg_classes=("Background", "FPCW Forceps", "Mucosal Flaps", "FPCW Knife", "Electric Knife",
-                 "Incision Area", "Marking Area"),
+    seg_classes=tuple(MTLESD_SEG_CLASSES),
     seg_colors=((0, 0, 0), (230, 25, 25), (40, 200, 60), (30, 90, 235), (150, 60, 220),
                 (240, 40, 200), (255, 170, 0)),
-    activity_classes=("Marking", "Circumferential Incision", "Submucosal Dissection"),
+    activity_classes=tuple(MTLESD_ACTIVITY_CLASSES),
     activity_objects=(
         frozenset({MARKING_AREA, ELECTRIC_KNIFE}),
         frozenset({INCISION_AREA, MARKING_AREA, ELECTRIC_KNIFE}),

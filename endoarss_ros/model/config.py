@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Released MTLESD class order (research note sec. 11: raw ids {0, 2..7} shifted down by one).
+# Released MTLESD class order (research note sec. 11: raw ids {0, 2..7} shifted down by one). The one list of
+# these names: the data layer's class set (colours, activity objects) uses it too.
 MTLESD_SEG_CLASSES = [
-    "background", "FPCW Forceps", "Mucosal Flaps", "FPCW Knife", "Electric Knife", "Incision Area",
+    "Background", "FPCW Forceps", "Mucosal Flaps", "FPCW Knife", "Electric Knife", "Incision Area",
     "Marking Area",
 ]
 MTLESD_ACTIVITY_CLASSES = ["Marking", "Circumferential Incision", "Submucosal Dissection"]
