@@ -6,9 +6,6 @@ import py_compile
 import threading
 import time
 
-import numpy as np
-import pytest
-
 from test.conftest import REPO, requires_ros
 
 pytestmark = requires_ros
@@ -122,23 +119,6 @@ def test_diagnostics_report_counters_rates_and_latency():
     assert values["dropped.replaced"] == "3" and values["errors.inference"] == "0"
     assert float(values["latency_p50_ms"]) == 15.0 and float(values["latency_p95_ms"]) == 19.0
     assert values["model"] == "tiny.safetensors" and values["device"] == "cpu"
-
-
-def test_output_messages_carry_the_input_header():
-    from std_msgs.msg import Header
-
-    from endoarss_ros.ros import conversions
-
-    header = Header(frame_id="endoscope_left")
-    header.stamp.sec, header.stamp.nanosec = 42, 7
-    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    msg = conversions.mask_message(mask, header)
-    assert (msg.width, msg.height, msg.step, msg.encoding) == (4, 3, 4, "mono8")
-    assert bytes(msg.data) == mask.tobytes() and msg.header.stamp.sec == 42 and msg.header.frame_id == "endoscope_left"
-    probs = np.array([0.2, 0.7, 0.1], np.float32)
-    act = conversions.activity_message(header, ["a", "b", "c"], probs, np.array([0.3, 0.6, 0.1]), 1)
-    assert act.label == "b" and act.class_id == 1 and act.confidence == pytest.approx(0.7)
-    assert act.header.stamp.nanosec == 7 and list(act.raw_probabilities) == pytest.approx([0.3, 0.6, 0.1])
 
 
 def test_launch_files_parse():

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.message_fields import ACTIVITY_TYPE, IMAGE_TYPE, OUTPUTS
+from ..inference.message_fields import COMPRESSED_IMAGE_TYPE as COMPRESSED_TYPE
 from .msgtypes import typestore
 
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
-ACTIVITY_TYPE = "endoarss_ros/msg/Activity"
 GROUND_TRUTH_MARK = "ground_truth"
 # What our own tools publish/write: never an input to a replay.
-OUTPUT_SUFFIXES = ("segmentation/mask", "segmentation/overlay")
+OUTPUT_SUFFIXES = tuple(o.topic for o in OUTPUTS if o.msgtype == IMAGE_TYPE)
 
 
 class BagError(RuntimeError):

@@ -18,13 +18,22 @@ import cv2
 import numpy as np
 
 from ..data.classes import MTLESD, ClassSet
+from ..inference.message_fields import (
+    ACTIVITY_TYPE,
+    COMPRESSED_IMAGE_TYPE,
+    IMAGE_TYPE,
+    MASK_ENCODING,
+    compressed_image_fields,
+    image_fields,
+    one_hot_activity_fields,
+)
+from .messages import make_header, to_rosbags
 from .msgtypes import typestore
 
 IMAGE_TOPIC = "/endoscope/image_raw"
 COMPRESSED_TOPIC = "/endoscope/image_raw/compressed"
 MASK_TOPIC = "/endoscope/ground_truth/mask"
 ACTIVITY_TOPIC = "/endoscope/ground_truth/activity"
-ACTIVITY_TYPE = "endoarss_ros/msg/Activity"
 FRAME_ID = "endoscope"
 RAW_ENCODINGS = ("rgb8", "bgr8")
 COMPRESSED_FORMATS = ("jpeg", "png")
@@ -48,37 +57,25 @@ def stamp_ns(start_ns: int, index: int, fps: float) -> int:
     return int(start_ns + round(index * 1e9 / fps))
 
 
-def _header(store, ns: int):
-    t = store.types
-    return t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9), frame_id=FRAME_ID)
-
-
-def _image_msg(store, header, pixels: np.ndarray, encoding: str):
-    h, w = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    return store.types["sensor_msgs/msg/Image"](
-        header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=w * channels,
-        data=np.ascontiguousarray(pixels).reshape(-1))
-
-
-def _compressed_msg(store, header, rgb: np.ndarray, fmt: str, jpeg_quality: int):
+def _compressed_fields(header, rgb: np.ndarray, fmt: str, jpeg_quality: int) -> dict:
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
     if not ok:
         raise RuntimeError(f"{fmt} encoding failed")
     # Same format string as compressed_image_transport, so its decoders accept the bag.
-    return store.types["sensor_msgs/msg/CompressedImage"](
-        header=header, format=f"rgb8; {fmt} compressed bgr8", data=buf.reshape(-1))
+    return compressed_image_fields(header, f"rgb8; {fmt} compressed bgr8", buf)
 
 
-def _activity_msg(store, header, activity: int, class_set: ClassSet):
-    probs = np.zeros(class_set.num_activities, np.float32)
-    probs[activity] = 1.0
-    return store.types[ACTIVITY_TYPE](
-        header=header, label=class_set.activity_classes[activity], class_id=activity, confidence=1.0,
-        class_names=list(class_set.activity_classes), probabilities=probs, raw_probabilities=probs.copy())
+def _frame_fields(header, frame, encoding: str, jpeg_quality: int, class_set: ClassSet) -> dict[str, dict]:
+    """The image, ground-truth mask and ground-truth activity of one synthetic frame, keyed by message type."""
+    if encoding in COMPRESSED_FORMATS:
+        image = _compressed_fields(header, frame.rgb, encoding, jpeg_quality)
+    else:
+        pixels = frame.rgb if encoding == "rgb8" else cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+        image = image_fields(header, pixels, encoding)
+    return {"image": image, "mask": image_fields(header, frame.mask, MASK_ENCODING),
+            "activity": one_hot_activity_fields(header, class_set.activity_classes, frame.activity)}
 
 
 def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.0,
@@ -112,27 +109,19 @@ def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.
 
         sequence = tqdm(sequence, total=frames, desc="frames", unit="frame")
     # Version 8 is what Jazzy's rosbag2 writes; newer readers accept it too.
-    image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    image_topic = COMPRESSED_TOPIC if compressed else IMAGE_TOPIC
-    types = {image_topic: image_type, MASK_TOPIC: "sensor_msgs/msg/Image", ACTIVITY_TOPIC: ACTIVITY_TYPE}
+    outputs = {  # key of _frame_fields -> (topic, type)
+        "image": (COMPRESSED_TOPIC, COMPRESSED_IMAGE_TYPE) if compressed else (IMAGE_TOPIC, IMAGE_TYPE),
+        "mask": (MASK_TOPIC, IMAGE_TYPE),
+        "activity": (ACTIVITY_TOPIC, ACTIVITY_TYPE),
+    }
     with Writer(path, version=8, storage_plugin=plugins[storage]) as writer:
-        conns = {topic: writer.add_connection(topic, typ, typestore=store) for topic, typ in types.items()}
-        info.topics = dict.fromkeys(conns, 0)
+        conns = {key: writer.add_connection(topic, typ, typestore=store) for key, (topic, typ) in outputs.items()}
+        info.topics = {topic: 0 for topic, _ in outputs.values()}
         for i, frame in enumerate(sequence):
             ns = stamp_ns(start_ns, i, fps)
-            header = _header(store, ns)
-            if compressed:
-                image = _compressed_msg(store, header, frame.rgb, encoding, jpeg_quality)
-            else:
-                pixels = frame.rgb if encoding == "rgb8" else cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
-                image = _image_msg(store, header, pixels, encoding)
-            msgs = {
-                image_topic: image,
-                MASK_TOPIC: _image_msg(store, header, frame.mask, "mono8"),
-                ACTIVITY_TOPIC: _activity_msg(store, header, frame.activity, class_set),
-            }
-            for topic, msg in msgs.items():
-                writer.write(conns[topic], ns, store.serialize_cdr(msg, types[topic]))
+            fields = _frame_fields(make_header(store, ns, FRAME_ID), frame, encoding, jpeg_quality, class_set)
+            for key, (topic, typ) in outputs.items():
+                writer.write(conns[key], ns, store.serialize_cdr(to_rosbags(store, typ, fields[key]), typ))
                 info.topics[topic] += 1
             info.activities.append(frame.activity)
     return info

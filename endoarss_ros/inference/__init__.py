@@ -1,25 +1,34 @@
 """Frame bytes -> tensors -> model -> masks and activity: the one pipeline shared by node, replay and bench.
 
 No ROS imports here (nor from ``endoarss_ros.ros`` / ``endoarss_ros.bag``): the node wraps this package.
+Names are imported on first use, so the light modules (frames, message fields, smoothing) do not pull in
+torch: a bag player or a message builder starts without loading the model stack.
 """
-from .backends import BACKENDS, PRECISIONS, BackendUnavailable, default_cache_dir
-from .colors import class_colors, default_colors
-from .engine import FrameResult, InferenceEngine
-from .frames import (
-    ENCODINGS,
-    FRAME_ERROR_REASONS,
-    FrameError,
-    RawFrame,
-    frame_from_array,
-    frame_from_compressed,
-    frame_from_image_fields,
-)
-from .smoother import ActivitySmoother
-from .weights_path import DEFAULT_MODEL, resolve_model_path
+from __future__ import annotations
 
-__all__ = [
-    "BACKENDS", "DEFAULT_MODEL", "ENCODINGS", "FRAME_ERROR_REASONS", "PRECISIONS", "ActivitySmoother",
-    "BackendUnavailable",
-    "FrameError", "FrameResult", "InferenceEngine", "RawFrame", "class_colors", "default_cache_dir",
-    "default_colors", "frame_from_array", "frame_from_compressed", "frame_from_image_fields", "resolve_model_path",
-]
+import importlib
+
+_EXPORTS = {
+    "BACKENDS": "backends", "PRECISIONS": "backends", "BackendUnavailable": "backends",
+    "default_cache_dir": "backends",
+    "class_colors": "colors", "default_colors": "colors",
+    "FrameResult": "engine", "InferenceEngine": "engine",
+    "ENCODINGS": "frames", "FRAME_ERROR_REASONS": "frames", "FrameError": "frames", "RawFrame": "frames",
+    "frame_from_array": "frames", "frame_from_compressed": "frames", "frame_from_image_fields": "frames",
+    "ActivitySmoother": "smoother",
+    "DEFAULT_MODEL": "weights_path", "resolve_model_path": "weights_path",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -21,6 +21,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
+from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY, OUTPUTS, frame_fields, segmentation_info_fields
 from endoarss_ros.ros import conversions, params, qos
 from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
 from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
@@ -31,11 +32,11 @@ LOG_THROTTLE_S = 2.0
 
 @dataclass
 class CameraOutputs:
-    activity: Any
-    mask: Any
-    overlay: Any
-    info: Any
+    publishers: dict[str, Any]  # message_fields.OUTPUTS key -> lifecycle publisher
     info_frame_id: str | None = None  # frame_id of the last published SegmentationInfo
+
+    def publish(self, key: str, fields: dict) -> None:
+        self.publishers[key].publish(conversions.to_ros(OUTPUT_BY_KEY[key].msgtype, fields))
 
 
 def _rss_mb() -> float | None:
@@ -171,26 +172,23 @@ class PerceptionNode(LifecycleNode):
                           f"{type(e).__name__}: {e}")
                 self._release_engine()
                 return TransitionCallbackReturn.FAILURE
-        from endoarss_ros.msg import Activity, SegmentationInfo
-
-        out_qos = qos.stream_qos(s.output_reliability, s.output_depth)
-
-        def pub(cam, msg_type, name, profile):
-            topic = cam.output_topic(name)
-            return self.create_lifecycle_publisher(msg_type, topic, profile,
-                                                   event_callbacks=qos.publisher_events(log, topic))
-
-        for cam in s.cameras:
-            self._outputs.append(CameraOutputs(
-                activity=pub(cam, Activity, "activity", out_qos),
-                mask=pub(cam, Image, "segmentation/mask", out_qos),
-                overlay=pub(cam, Image, "segmentation/overlay", out_qos),
-                info=pub(cam, SegmentationInfo, "segmentation/info", qos.latched_qos())))
+        self._outputs = [self._create_outputs(cam) for cam in s.cameras]
         log.info(f"configured: model {path} on {engine.device} ({s.precision}, {engine.backend}); "
                  f"{len(self._seg_names)} segmentation classes, {len(self._activity_names)} activities; "
                  f"{len(s.cameras)} camera(s), {s.image_transport} input")
         self._state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
+
+    def _create_outputs(self, cam) -> CameraOutputs:
+        s, log = self.settings, self.get_logger()
+        stream = qos.stream_qos(s.output_reliability, s.output_depth)
+        publishers = {}
+        for output in OUTPUTS:
+            topic = cam.output_topic(output.topic)
+            publishers[output.key] = self.create_lifecycle_publisher(
+                conversions.message_class(output.msgtype), topic, qos.latched_qos() if output.latched else stream,
+                event_callbacks=qos.publisher_events(log, topic))
+        return CameraOutputs(publishers)
 
     def _create_engine(self, path, s):
         from endoarss_ros.inference import InferenceEngine
@@ -277,7 +275,7 @@ class PerceptionNode(LifecycleNode):
 
     def _destroy_outputs(self):
         for out in self._outputs:
-            for pub in (out.activity, out.mask, out.overlay, out.info):
+            for pub in out.publishers.values():
                 self.destroy_lifecycle_publisher(pub)
         self._outputs = []
 
@@ -363,19 +361,16 @@ class PerceptionNode(LifecycleNode):
         if len(frames) > 1:
             self.stats.count("batches.multi_camera")
         outputs = self._outputs
-        want_overlay = [outputs[i.camera].overlay.get_subscription_count() > 0 for i in items]
+        want_overlay = [outputs[i.camera].publishers["overlay"].get_subscription_count() > 0 for i in items]
         t0 = time.monotonic()
         results = engine.infer(frames, overlay_alpha=s.overlay_alpha if any(want_overlay) else None)
         inference_ms = (time.monotonic() - t0) * 1000.0
         for item, result, overlay in zip(items, results, want_overlay):
             out = outputs[item.camera]
             header = item.message.header
-            smoothed, class_id = self._smoothers[item.camera].update(result.activity_probs)
-            out.mask.publish(conversions.mask_message(result.mask, header))
-            out.activity.publish(conversions.activity_message(
-                header, self._activity_names, smoothed, result.activity_probs, class_id))
-            if overlay and result.overlay is not None:
-                out.overlay.publish(conversions.overlay_message(result.overlay, header))
+            activity = self._smoothers[item.camera].update(result.activity_probs)
+            for key, fields in frame_fields(header, result, activity, self._activity_names, overlay=overlay).items():
+                out.publish(key, fields)
             if out.info_frame_id != header.frame_id:
                 self._publish_info(out, header.frame_id)
             self.stats.published((time.monotonic() - item.received) * 1000.0, inference_ms)
@@ -393,9 +388,8 @@ class PerceptionNode(LifecycleNode):
         engine = self._engine
         if engine is None:
             return
-        out.info.publish(conversions.segmentation_info_message(
-            self._seg_names, engine.colors, self._model_label, stamp=self.get_clock().now().to_msg(),
-            frame_id=frame_id))
+        header = {"stamp": self.get_clock().now().to_msg(), "frame_id": frame_id}
+        out.publish("info", segmentation_info_fields(header, self._seg_names, engine.colors, self._model_label))
         out.info_frame_id = frame_id
 
     # ---- diagnostics -----------------------------------------------------------------------------
