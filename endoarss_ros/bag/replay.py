@@ -9,7 +9,7 @@ Frames that cannot be decoded are listed in the summary with their reason.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,8 +20,9 @@ import numpy as np
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 
 from .evaluation import GroundTruthEvaluator
+from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
 from .reader import ACTIVITY_TYPE, IMAGE_TYPE, BagError, BagFrame, BagReader, GroundTruthCollector
-from .writer import BagOutput
+from .writer import BagOutput, OutputError
 
 INFO_TYPE = "endoarss_ros/msg/SegmentationInfo"
 DEFAULT_NAMESPACE = "/endoarss"
@@ -129,18 +130,9 @@ def activity_segments(timeline: list[tuple[int, int, float]], names: list[str], 
     return segments
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str) -> None:
-    """Activity segments as coloured bars, one row per (label, segments); written via a temp file."""
+def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str,
+                  outputs: OutputSet) -> None:
+    """Activity segments as coloured bars, one row per (label, segments); written as a partial of ``outputs``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,23 +151,23 @@ def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[st
     ax.legend(handles=[Patch(color=colors[i % 10], label=n) for i, n in enumerate(names)],
               loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, bbox_inches="tight")
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(outputs.partial(path), bbox_inches="tight", format="png")
+    except OSError as e:
+        raise write_failure(e, path) from e
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 class _Video:
-    """mp4v video of the overlays, written to a temp name and renamed when complete."""
+    """mp4v video of the overlays, written as a partial of ``outputs`` (checked readable when finished)."""
 
-    def __init__(self, path: Path, fps: float):
+    def __init__(self, path: Path, fps: float, outputs: OutputSet):
         self.path = path
         self.fps = fps
-        self.tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix or '.mp4'}")
+        self.outputs = outputs
+        self.tmp = outputs.partial(path, ext=path.suffix or ".mp4")  # OpenCV picks the container by extension
         self.writer = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -197,10 +189,23 @@ class _Video:
         self.frames += 1
 
     def finish(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-            os.replace(self.tmp, self.path)
+        """Close the file and check that every frame can be read back: OpenCV's writer does not report
+        write errors (a full disk gives warnings and an unplayable file)."""
+        import cv2
+
+        if self.writer is None:  # no frame to show: no video
+            self.outputs.forget(self.tmp)
+            return
+        self.writer.release()
+        self.writer = None
+        cap = cv2.VideoCapture(str(self.tmp))
+        readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if readable != self.frames:
+            full = shutil.disk_usage(self.tmp.parent).free == 0
+            raise OutputError(f"cannot write video {self.path}: {readable} of {self.frames} frames readable ("
+                              + ("no space left on device" if full else "the video writer failed")
+                              + "); nothing was kept")
 
     def discard(self) -> None:
         if self.writer is not None:
@@ -227,7 +232,21 @@ def _make_engine(opts: ReplayOptions):
 
 def replay(opts: ReplayOptions) -> dict:
     """Run the replay; returns the summary (also written as JSON). Raises BagError / OutputError / ...;
-    on any failure no output bag, summary or video is left behind."""
+    on any failure or interrupt no output bag, summary, timeline or video is left behind: all of them are
+    written as partials and put in place together at the end (``partials.OutputSet``)."""
+    with OutputSet(overwrite=opts.overwrite) as outputs:
+        try:
+            summary = _replay(opts, outputs)
+        except OSError as e:  # a full disk anywhere (bag, video, timeline, summary): a clear error, exit 2
+            if e.errno not in NO_SPACE_ERRNOS:
+                raise
+            raise write_failure(e, Path(opts.output).parent) from e
+        pause_point("before_commit")
+        outputs.commit()
+    return summary
+
+
+def _replay(opts: ReplayOptions, outputs: OutputSet) -> dict:
     from ..inference import ActivitySmoother
 
     t_start = time.monotonic()
@@ -248,6 +267,7 @@ def replay(opts: ReplayOptions) -> dict:
         input_types = bag.topics()
         input_conns = {c.topic: c for c in bag.connections}
 
+        pause_point("model_loading")
         engine = _make_engine(opts)
         t_loaded = time.monotonic()
         store = None
@@ -267,7 +287,7 @@ def replay(opts: ReplayOptions) -> dict:
             conn = input_conns[eval_topic]
             duration = bag.duration_ns / 1e9
             fps = (conn.msgcount - 1) / duration if conn.msgcount > 1 and duration > 0 else 15.0
-            video = _Video(Path(opts.video), round(fps, 3))
+            video = _Video(Path(opts.video), round(fps, 3), outputs)
         infer_s = 0.0
         progress = None
         if opts.progress:
@@ -276,7 +296,7 @@ def replay(opts: ReplayOptions) -> dict:
             progress = tqdm(total=total, desc="replay", unit="frame", dynamic_ncols=True)
 
         try:
-            with BagOutput(output, storage=storage, overwrite=opts.overwrite) as out:
+            with BagOutput(output, storage=storage, overwrite=opts.overwrite, outputs=outputs) as out:
                 store = out.store
                 for st in states.values():
                     out.add(st.out("activity"), ACTIVITY_TYPE)
@@ -345,13 +365,14 @@ def replay(opts: ReplayOptions) -> dict:
                         evaluate()
                     if progress is not None:
                         progress.update(len(batch))
+                    pause_point("frames")
 
                 batch: list[BagFrame] = []
                 for bf in bag.frames(topics, max_pixels=opts.max_pixels, keep_raw=opts.copy_input,
                                      extra_topics=collector.topics, on_extra=collector):
                     st = states[bf.topic]
                     st.frames_in += 1
-                    if opts.copy_input:
+                    if opts.copy_input and bf.rawdata is not None:  # None: lost in a damaged chunk
                         out.write_raw(bf.topic, bf.timestamp, bf.rawdata)
                     if bf.frame is None:
                         failed.append({"topic": bf.topic, "index": bf.index, "stamp_ns": bf.stamp,
@@ -377,6 +398,7 @@ def replay(opts: ReplayOptions) -> dict:
             if progress is not None:
                 progress.close()
         start_ns = bag.start_time
+        checksums = bag.checksums()
 
     wall = time.monotonic() - t_start
     frames_in = sum(s.frames_in for s in states.values())
@@ -396,6 +418,7 @@ def replay(opts: ReplayOptions) -> dict:
         "frames_in_equals_out": frames_in == frames_out,
         "failed_frames": failed,
         "failure_reasons": dict(Counter(f["reason"] for f in failed)),
+        "checksums": checksums.report() if checksums is not None else None,
         "output_topics": output_counts,
         "throughput": {
             "wall_s": round(wall, 3),
@@ -431,8 +454,8 @@ def replay(opts: ReplayOptions) -> dict:
         acc = (summary["ground_truth"] or {}).get("activity_accuracy")
         if acc is not None:
             title += f" (accuracy {acc:.1%})"
-        plot_timeline(timeline_path, rows, act_names, title=title)
-    _atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+        plot_timeline(timeline_path, rows, act_names, title=title, outputs=outputs)
+    outputs.write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -94,6 +94,7 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def run(args) -> int:
+    from .partials import InterruptedAfterCommit
     from .reader import BagError
     from .replay import replay
     from .writer import OutputError
@@ -101,11 +102,16 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
     try:
         summary = replay(options_from_args(args))
-    except (BagError, OutputError, FileNotFoundError) as e:
+    except (BagError, OutputError, OSError) as e:
         print(f"endoarss replay: error: {e}", file=sys.stderr)
         return 2
+    except InterruptedAfterCommit as e:  # the signal came while the finished outputs were being put in place
+        print(f"endoarss replay: interrupted after the outputs were complete; kept {', '.join(map(str, e.files))}",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("endoarss replay: interrupted; no output bag was written", file=sys.stderr)
+        print("endoarss replay: interrupted; nothing was written (no output bag, summary, timeline or video)",
+              file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
