@@ -30,6 +30,12 @@ class Chunk:
     stored_crc: int
     problem: str | None = None  # why the chunk cannot be trusted; None: verified or without checksum
     index: list[tuple[int, int]] = field(default_factory=list)  # (channel id, log time) per message
+    listed: list[tuple[int, int]] = field(default_factory=list)  # the same read from a damaged chunk's records
+
+    @property
+    def messages(self) -> list[tuple[int, int]]:
+        """(channel id, log time) in time order: from the message index, else as listed from the records."""
+        return sorted(self.index or self.listed, key=lambda m: m[1])
 
 
 @dataclass
@@ -135,8 +141,6 @@ def scan_file(path: Path) -> tuple[list[Chunk], dict[int, str]]:
                 chunks[-1].index += _message_index(content)
             elif op == OP_CHUNK:
                 chunks.append(_check_chunk(path, offset, content, channels))
-    for chunk in chunks:
-        chunk.index.sort(key=lambda m: m[1])
     return chunks, channels
 
 
@@ -154,7 +158,7 @@ def _check_chunk(path: Path, offset: int, content: bytes, channels: dict[int, st
     if len(raw) != usize or computed != crc:
         chunk.problem = f"CRC-32 {computed:08x} != stored {crc:08x}"
         try:  # listed now in case the file has no message index for it
-            chunk.index = _messages_in(raw)
+            chunk.listed = _messages_in(raw)
         except McapFormatError:
             pass
         return chunk
@@ -194,12 +198,12 @@ class BagChecksums:
         out = []
         for start, end, damaged in spans:
             where = "; ".join(f"MCAP chunk at byte {c.offset} of {c.file.name}: {c.problem}" for c in damaged)
-            lost = [DamagedMessage(self._topic(c, cid), t, where) for c in damaged for cid, t in c.index]
+            lost = [DamagedMessage(self._topic(c, cid), t, where) for c in damaged for cid, t in c.messages]
             for c in self.chunks:
                 if c.problem is None and c.start <= end and c.end >= start:
                     lost += [DamagedMessage(self._topic(c, cid), t, f"in the time span of a damaged chunk, "
                                             f"not readable on its own ({where})")
-                             for cid, t in c.index if start <= t <= end]
+                             for cid, t in c.messages if start <= t <= end]
             out.append(DamagedSpan(start, end, sorted(lost, key=lambda m: m.timestamp)))
         return out
 

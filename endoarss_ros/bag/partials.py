@@ -34,9 +34,9 @@ class OutputError(RuntimeError):
 
 def write_failure(error: BaseException, what: Path) -> OutputError:
     """An OSError (or sqlite3 error) met while writing ``what``, as an OutputError that says it plainly."""
-    if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
-        return OutputError(f"cannot write {what}: no space left on device ({error.strerror}); "
-                           "nothing was kept")
+    full = "database or disk is full" in str(error)  # sqlite3's way of saying ENOSPC
+    if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS or full:
+        return OutputError(f"cannot write {what}: no space left on device; nothing was kept")
     if isinstance(error, OSError):
         return OutputError(f"cannot write {what}: {error.strerror or error}; nothing was kept")
     return OutputError(f"cannot write {what}: {type(error).__name__}: {error}; nothing was kept")

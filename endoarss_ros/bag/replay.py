@@ -181,7 +181,7 @@ class _Video:
             self.size = (w - w % 2, h - h % 2)
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():
-                raise RuntimeError(f"cannot write video {self.path} (OpenCV mp4v writer did not open)")
+                raise self._failure("OpenCV's mp4v writer did not open")
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if (bgr.shape[1], bgr.shape[0]) != self.size:
             bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
@@ -202,10 +202,12 @@ class _Video:
         readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
         cap.release()
         if readable != self.frames:
-            full = shutil.disk_usage(self.tmp.parent).free == 0
-            raise OutputError(f"cannot write video {self.path}: {readable} of {self.frames} frames readable ("
-                              + ("no space left on device" if full else "the video writer failed")
-                              + "); nothing was kept")
+            raise self._failure(f"{readable} of {self.frames} frames readable")
+
+    def _failure(self, what: str) -> OutputError:
+        full = shutil.disk_usage(self.tmp.parent).free == 0
+        return OutputError(f"cannot write video {self.path}: {what}"
+                           + (" (no space left on device)" if full else "") + "; nothing was kept")
 
     def discard(self) -> None:
         if self.writer is not None:

@@ -57,7 +57,8 @@ def options_from_args(args):
         summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
 
 
-def print_summary(summary: dict, file=sys.stdout) -> None:
+def print_summary(summary: dict, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up now: sys.stdout may have been replaced
     p = lambda *a: print(*a, file=file)  # noqa: E731
     tp = summary["throughput"]
     same = "==" if summary["frames_in_equals_out"] else "!="
