@@ -197,7 +197,7 @@ def test_damaged_mcap_chunk_frames_are_reported(tmp_path, engine, tiny_model):
         f.write(bytes([byte[0] ^ 0x04]))
 
     summary = replay(ReplayOptions(input=bag, output=tmp_path / "out", model=tiny_model, engine=engine,
-                                   progress=False, copy_input=True, timeline=""))
+                                   progress=False, copy_input=True))
     failed = summary["failed_frames"]
     assert summary["frames_in"] == 40 and failed
     assert summary["frames_out"] + summary["frames_failed"] == summary["frames_in"]
@@ -205,6 +205,7 @@ def test_damaged_mcap_chunk_frames_are_reported(tmp_path, engine, tiny_model):
     assert [f["index"] for f in failed] == list(range(40 - len(failed), 40))  # the second chunk's frames
     assert "CRC-32" in failed[0]["error"] and "in.mcap" in failed[0]["error"]
     assert summary["checksums"] == {"chunks": 2, "with_checksum": 2, "damaged": 1}
+    assert summary["ground_truth"]["frames_with_activity"] == summary["frames_out"]
     written = _read(tmp_path / "out")
     assert len(written["/endoarss/segmentation/mask"]) == summary["frames_out"]
     assert len(written["/endoscope/image_raw"]) == summary["frames_out"]  # damaged inputs are not copied
@@ -212,3 +213,50 @@ def test_damaged_mcap_chunk_frames_are_reported(tmp_path, engine, tiny_model):
     with BagReader(tmp_path / "out") as out:
         report = out.checksums().report()
     assert report["chunks"] >= 1 and report["with_checksum"] == report["chunks"] and report["damaged"] == 0
+
+
+def test_readers_other_than_replay_do_not_skip_damaged_data_silently(tmp_path):
+    """`endoarss play` and other plain readers get a BagError naming the damaged chunk (as rosbags gives for
+    the first one), not a stream with holes."""
+    from endoarss_ros.bag.reader import BagError
+
+    bag = tmp_path / "in"
+    write_synth_bag(bag, seconds=0.5, fps=10, size=(48, 64), seed=2)
+    data_file = bag / "in.mcap"
+    fill_chunk_checksums(data_file)
+    chunk = BagChecksums([data_file]).chunks[0]
+    with open(data_file, "r+b") as f:
+        f.seek(chunk.offset + 20_000)
+        f.write(b"\x00\xff")
+    with BagReader(bag) as reader, pytest.raises(BagError, match=r"damaged data \(MCAP chunk at byte"):
+        list(reader.messages(reader.image_topics()))
+
+
+def test_overwrite_replaces_the_old_outputs_only_when_the_new_ones_are_complete(tmp_path, small_bag, engine,
+                                                                                tiny_model):
+    class InterruptAfterOneBatch:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def infer(self, frames, **kw):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return self.inner.infer(frames, **kw)
+
+    def opts(eng, namespace):
+        return ReplayOptions(input=small_bag, output=tmp_path / "out", model=tiny_model, engine=eng,
+                             progress=False, overwrite=True, namespace=namespace, batch=2)
+
+    replay(opts(engine, "first"))
+    with pytest.raises(KeyboardInterrupt):
+        replay(opts(InterruptAfterOneBatch(engine), "second"))
+    assert set(_read(tmp_path / "out")) >= {"/first/activity"}  # the old bag, untouched
+    old_summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert [t["output_namespace"] for t in old_summary["image_topics"].values()] == ["/first"]
+    replay(opts(engine, "third"))
+    assert "/third/activity" in _read(tmp_path / "out") and "/first/activity" not in _read(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.summary.json", "out.timeline.png"]

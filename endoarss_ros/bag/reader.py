@@ -193,12 +193,15 @@ class BagReader:
                     pass
         return self._checksums
 
-    def messages(self, topics: Iterable[str], *, with_damaged: bool = False
+    def messages(self, topics: Iterable[str], *, damaged: str = "error"
                  ) -> Iterator[tuple[object, int, bytes | DamagedMessage]]:
         """(connection, bag timestamp ns, raw CDR bytes) in time order; read errors become ``BagError``.
 
-        Messages in MCAP chunks that fail their checksum are read around; ``with_damaged`` yields them too,
-        in their place, with a ``DamagedMessage`` instead of the bytes."""
+        Messages in MCAP chunks that fail their checksum are read around; where one of them comes, ``damaged``
+        says what happens: ``"error"`` a BagError, ``"skip"`` nothing, ``"yield"`` it is yielded in its place
+        with a ``DamagedMessage`` instead of the bytes."""
+        if damaged not in ("error", "skip", "yield"):
+            raise ValueError(f"damaged must be error, skip or yield, got {damaged!r}")
         wanted = set(topics)
         conns = [c for c in self.connections if c.topic in wanted]
         if not conns:
@@ -210,8 +213,11 @@ class BagReader:
         start = None
         for span in spans:
             yield from self._read(conns, start, span.start)
-            if with_damaged:
-                yield from ((by_topic[m.topic], m.timestamp, m) for m in span.messages if m.topic in by_topic)
+            lost = [m for m in span.messages if m.topic in by_topic]
+            if lost and damaged == "error":
+                raise BagError(f"bag {self.path}: {len(lost)} messages are in damaged data ({lost[0].detail})")
+            if damaged == "yield":
+                yield from ((by_topic[m.topic], m.timestamp, m) for m in lost)
             start = span.end + 1
         yield from self._read(conns, start, None)
 
@@ -239,7 +245,7 @@ class BagReader:
 
         image_topics = set(topics)
         counters = dict.fromkeys(topics, 0)
-        for conn, timestamp, rawdata in self.messages(image_topics | set(extra_topics), with_damaged=True):
+        for conn, timestamp, rawdata in self.messages(image_topics | set(extra_topics), damaged="yield"):
             damaged = isinstance(rawdata, DamagedMessage)
             if conn.topic not in image_topics:
                 if on_extra is not None and not damaged:  # lost ground truth: fewer frames evaluated
@@ -321,6 +327,6 @@ def read_ground_truth(path: str | Path) -> GroundTruth:
     with BagReader(path) as bag:
         mask_topic, activity_topic = bag.ground_truth_topics()
         collector = GroundTruthCollector(bag, mask_topic, activity_topic)
-        for conn, timestamp, rawdata in bag.messages(collector.topics):
+        for conn, timestamp, rawdata in bag.messages(collector.topics, damaged="skip"):
             collector(conn, timestamp, rawdata)
         return collector.gt
