@@ -234,29 +234,49 @@ def test_readers_other_than_replay_do_not_skip_damaged_data_silently(tmp_path):
 
 def test_overwrite_replaces_the_old_outputs_only_when_the_new_ones_are_complete(tmp_path, small_bag, engine,
                                                                                 tiny_model):
-    class InterruptAfterOneBatch:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def infer(self, frames, **kw):
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyboardInterrupt
-            return self.inner.infer(frames, **kw)
-
     def opts(eng, namespace):
         return ReplayOptions(input=small_bag, output=tmp_path / "out", model=tiny_model, engine=eng,
                              progress=False, overwrite=True, namespace=namespace, batch=2)
 
     replay(opts(engine, "first"))
     with pytest.raises(KeyboardInterrupt):
-        replay(opts(InterruptAfterOneBatch(engine), "second"))
+        replay(opts(_replay_tests.InterruptOnSecondBatch(engine), "second"))
     assert set(_read(tmp_path / "out")) >= {"/first/activity"}  # the old bag, untouched
     old_summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert [t["output_namespace"] for t in old_summary["image_topics"].values()] == ["/first"]
     replay(opts(engine, "third"))
     assert "/third/activity" in _read(tmp_path / "out") and "/first/activity" not in _read(tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.summary.json", "out.timeline.png"]
+
+
+def test_a_failing_rename_in_the_commit_undoes_the_ones_done(tmp_path, monkeypatch):
+    """Fault injection on the real file system: the second of three renames fails (ENOSPC, as a full
+    directory can give). The first output is taken back, the replaced old bag restored, no partial stays."""
+    import errno
+
+    from endoarss_ros.bag import partials
+    from endoarss_ros.bag.partials import OutputError, OutputSet
+
+    (tmp_path / "bag").mkdir()
+    (tmp_path / "bag" / "old.mcap").write_text("old bag")
+    outputs = OutputSet(overwrite=True)
+    holder = outputs.folder(tmp_path / "bag")
+    (holder / "bag").mkdir()
+    (holder / "bag" / "new.mcap").write_text("new bag")
+    outputs.write_text(tmp_path / "bag.summary.json", "{}")
+    outputs.write_text(tmp_path / "bag.extra.txt", "x")
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(Path(dst).name)
+        if Path(dst).name == "bag.summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(partials.os, "replace", failing_replace)
+    with pytest.raises(OutputError, match=r"cannot write .*bag\.summary\.json: no space left on device"):
+        outputs.commit()
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
+    assert [p.name for p in (tmp_path / "bag").iterdir()] == ["old.mcap"]
+    assert "bag.summary.json" in calls and "bag.extra.txt" not in calls

@@ -186,13 +186,16 @@ class OutputSet:
                 if dst.is_dir() and not dst.is_symlink() and not (self.overwrite and src.is_dir()):
                     raise OutputError(f"output {dst} is a folder that appeared while writing; left the new one out")
             done: list[tuple[Path, Path, Path | None]] = []  # (partial, destination, old destination set aside)
+            dst = None
             try:
                 for src, dst, holder in self._staged:
                     done.append(self._put_in_place(src, dst, holder))
                     pause_point("commit", until=lambda: bool(received))
-            except BaseException:
+            except BaseException as e:
                 self._roll_back(done)
                 self.discard()
+                if isinstance(e, OSError):
+                    raise write_failure(e, dst) from e
                 raise
             self.committed = [dst for _, dst, _ in done]
             self._staged.clear()

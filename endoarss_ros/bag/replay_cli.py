@@ -63,9 +63,9 @@ def print_summary(summary: dict, file=None) -> None:
     tp = summary["throughput"]
     same = "==" if summary["frames_in_equals_out"] else "!="
     p(f"frames in {summary['frames_in']} {same} frames out {summary['frames_out']}"
-      + (f" ({summary['frames_failed']} could not be decoded)" if summary["frames_failed"] else ""))
+      + (f" ({summary['frames_failed']} failed: could not be read or decoded)" if summary["frames_failed"] else ""))
     for f in summary["failed_frames"][:20]:
-        p(f"  undecodable: {f['topic']} #{f['index']} stamp {f['stamp_ns']}: {f['reason']}: {f['error']}")
+        p(f"  failed: {f['topic']} #{f['index']} stamp {f['stamp_ns']}: {f['reason']}: {f['error']}")
     if len(summary["failed_frames"]) > 20:
         p(f"  ... and {len(summary['failed_frames']) - 20} more (see the summary file)")
     p(f"throughput: {tp['frames_per_s']} frames/s overall, {tp['inference_frames_per_s']} frames/s in the model "
