@@ -213,24 +213,28 @@ def test_failure_while_reading_removes_the_partial_output(tmp_path, engine, tiny
     _assert_nothing_written(tmp_path, "out", {"in"})
 
 
+class InterruptOnSecondBatch:
+    """The engine, except that its second batch raises KeyboardInterrupt (a Ctrl-C mid-replay)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def infer(self, frames, **kw):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return self.inner.infer(frames, **kw)
+
+
 def test_interrupted_run_leaves_no_finished_looking_bag(tmp_path, engine, tiny_model):
-    class Interrupting:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def infer(self, frames, **kw):
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyboardInterrupt
-            return self.inner.infer(frames, **kw)
-
     bag = tmp_path / "in"
     write_synth_bag(bag, seconds=1.2, fps=10, size=(48, 64), seed=4)
     with pytest.raises(KeyboardInterrupt):
-        replay(_opts(bag, tmp_path / "out", Interrupting(engine), tiny_model, batch=4, video=tmp_path / "v.mp4"))
+        replay(_opts(bag, tmp_path / "out", InterruptOnSecondBatch(engine), tiny_model, batch=4,
+                     video=tmp_path / "v.mp4"))
     _assert_nothing_written(tmp_path, "out", {"in"})
 
 

@@ -39,8 +39,8 @@ def test_info_prints_counts_and_flops(tmp_path, capsys, info_only):
 def test_info_reports_bad_file(tmp_path, capsys, info_only):
     bad = tmp_path / "x.pth"
     torch.save({"something": torch.zeros(1)}, bad)
-    assert cli.main(["info", str(bad)]) == 1
-    assert "unrecognised weights layout" in capsys.readouterr().out
+    assert cli.main(["info", str(bad)]) == 2
+    assert "unrecognised weights layout" in capsys.readouterr().err
 
 
 def test_estimate_flops_scales_with_input():

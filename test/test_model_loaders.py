@@ -1,6 +1,7 @@
 """Every weights layout load_model reads, with synthetic state dicts built here (no downloads)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -8,6 +9,7 @@ from safetensors.torch import save_file
 from endoarss_ros.model import (
     KeyMismatchError,
     ModelConfig,
+    WeightsError,
     build_model,
     load_model,
     save_model,
@@ -234,3 +236,119 @@ def test_missing_backbone_key_is_an_error(tmp_path):
     torch.save(sd, tmp_path / "w.pth")
     with pytest.raises(KeyMismatchError, match=r"backbone\.blocks\.2\.attn\.qkv\.weight"):
         load_model(tmp_path / "w.pth", config=_tiny_cfg())
+
+
+# -- position-embedding interpolation conventions (DINOv2 hub, registers, Hugging Face transformers) -----
+def _bicubic_resample(grid: np.ndarray, out: tuple[int, int], coord_scale: tuple[float, float]) -> np.ndarray:
+    """Bicubic resampling of a (C, M, M) grid written out from its definition (independent of torch): output
+    index i samples the source at (i + 0.5) * coord_scale - 0.5 with Keys' cubic kernel (a = -0.75), source
+    indices clamped at the border, one axis after the other (align_corners=False, no antialias)."""
+
+    def kernel(t):
+        t = np.abs(t)
+        a = -0.75
+        return np.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
+                        np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0))
+
+    def along(x, axis, n_out, scale):
+        n_in = x.shape[axis]
+        src = (np.arange(n_out) + 0.5) * scale - 0.5
+        base = np.floor(src).astype(int)
+        weights = np.zeros((n_out, n_in))
+        for tap in range(-1, 3):
+            idx = base + tap
+            np.add.at(weights, (np.arange(n_out), np.clip(idx, 0, n_in - 1)), kernel(src - idx))
+        return np.moveaxis(np.tensordot(weights, np.moveaxis(x, axis, 0), axes=1), 0, axis)
+
+    return along(along(grid.astype(np.float64), 1, out[0], coord_scale[0]), 2, out[1], coord_scale[1])
+
+
+def _reference_pos(vit, h, w, offset: float) -> np.ndarray:
+    """Patch position embeddings for an h x w input. offset 0.1: facebookresearch/dinov2's hub models, which
+    pass scale factor (g + 0.1) / M, so positions step by M / (g + 0.1). offset 0: transformers >= 4.45
+    Dinov2Model, which resizes the grid to (h // 14, w // 14), so positions step by M / g."""
+    pos = vit.pos_embed.detach()[0, 1:].double().numpy()
+    m = int(round(pos.shape[0] ** 0.5))
+    grid = pos.reshape(m, m, -1).transpose(2, 0, 1)
+    gh, gw = h // 14, w // 14
+    out = _bicubic_resample(grid, (gh, gw), (m / (gh + offset), m / (gw + offset)))
+    return out.transpose(1, 2, 0).reshape(gh * gw, -1)
+
+
+def test_hf_file_with_transformers_interpolation(tmp_path):
+    """A model fine-tuned with transformers keeps transformers' position embeddings at other input sizes
+    (pos_interpolation="transformers"); the default stays facebookresearch/dinov2's."""
+    sd = _dinov2_state()
+    save_file(_to_hf(sd), str(tmp_path / "model.safetensors"))
+    default = load_model(tmp_path / "model.safetensors", config=_tiny_cfg())
+    hf = load_model(tmp_path / "model.safetensors", config=_tiny_cfg(), pos_interpolation="transformers")
+    assert (hf.config.pos_interpolate_offset, hf.config.pos_interpolate_antialias) == (0.0, False)
+    _backbone_equal(hf, sd)
+    h, w = 224, 280
+    with torch.no_grad():
+        got_hf = hf.backbone.interpolate_pos_encoding(16 * 20, h, w)[0, 1:].double().numpy()
+        got_default = default.backbone.interpolate_pos_encoding(16 * 20, h, w)[0, 1:].double().numpy()
+    np.testing.assert_allclose(got_hf, _reference_pos(hf.backbone, h, w, 0.0), atol=1e-5)
+    np.testing.assert_allclose(got_default, _reference_pos(default.backbone, h, w, 0.1), atol=1e-5)
+    assert np.abs(got_hf - got_default).max() > 1e-3  # the two conventions really differ here
+    # At the native 518 x 518 no resampling happens: both give the same tokens.
+    x = torch.rand(1, 3, 518, 518)
+    with torch.no_grad():
+        a = hf.backbone.get_intermediate_layers(x, (-1,))[0][0]
+        b = default.backbone.get_intermediate_layers(x, (-1,))[0][0]
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="pos_interpolation must be one of"):
+        load_model(tmp_path / "model.safetensors", pos_interpolation="timm")
+
+
+def test_the_interpolation_survives_save_and_reload(tmp_path):
+    """What the node and replay load (our format) carries the chosen convention."""
+    save_file(_to_hf(_dinov2_state()), str(tmp_path / "model.safetensors"))
+    hf = load_model(tmp_path / "model.safetensors", config=_tiny_cfg(), pos_interpolation="transformers")
+    reloaded = load_model(save_model(hf, tmp_path / "ours"))
+    assert (reloaded.config.pos_interpolate_offset, reloaded.config.pos_interpolate_antialias) == (0.0, False)
+
+
+def test_registers_file_with_explicit_config_keeps_its_interpolation(tmp_path):
+    """docs/weights.md loads backbones with config=...: a registers checkpoint still gets the registers'
+    interpolation (size-based, antialiased), the same features as without config."""
+    sd = _dinov2_state(num_register_tokens=4)
+    torch.save(sd, tmp_path / "dinov2_vitt14_reg4_pretrain.pth")
+    with_cfg = load_model(tmp_path / "dinov2_vitt14_reg4_pretrain.pth", config=_tiny_cfg())
+    without = load_model(tmp_path / "dinov2_vitt14_reg4_pretrain.pth")
+    assert (with_cfg.config.pos_interpolate_offset, with_cfg.config.pos_interpolate_antialias) == (0.0, True)
+    x = torch.rand(1, 3, 224, 252)
+    with torch.no_grad():
+        a = with_cfg.backbone.get_intermediate_layers(x, (-1,))[0][0]
+        b = without.backbone.get_intermediate_layers(x, (-1,))[0][0]
+    assert torch.equal(a, b)
+
+
+def test_config_contradicting_the_files_interpolation_is_an_error(tmp_path):
+    torch.save(_dinov2_state(), tmp_path / "dinov2_vitt14_pretrain.pth")
+    cfg = _tiny_cfg().replace(pos_interpolate_offset=0.0, pos_interpolate_antialias=True)
+    with pytest.raises(WeightsError, match="the config asks for position interpolation offset=0.0"):
+        load_model(tmp_path / "dinov2_vitt14_pretrain.pth", config=cfg)
+
+
+# -- Hugging Face keys: missing q/k/v named, mask token optional ------------------------------------------
+def test_hf_missing_key_projection_is_named_as_missing(tmp_path):
+    hf = _to_hf(_dinov2_state())
+    del hf["encoder.layer.1.attention.attention.key.weight"]
+    save_file(hf, str(tmp_path / "model.safetensors"))
+    with pytest.raises(KeyMismatchError) as err:
+        load_model(tmp_path / "model.safetensors", config=_tiny_cfg())
+    assert err.value.missing == ["encoder.layer.1.attention.attention.key.weight"]
+    assert err.value.unexpected == []  # query and value of that layer are not "unexpected"
+
+
+def test_hf_file_without_mask_token_loads(tmp_path):
+    """transformers' Dinov2Config(use_mask_token=False) saves no mask token (used only for masked-image
+    training): the model keeps a fresh one, and the report says so."""
+    sd = _dinov2_state()
+    hf = _to_hf(sd)
+    del hf["embeddings.mask_token"]
+    save_file(hf, str(tmp_path / "model.safetensors"))
+    model, report = load_model(tmp_path / "model.safetensors", config=_tiny_cfg(), return_report=True)
+    assert "backbone.mask_token" in report.fresh
+    _backbone_equal(model, {k: v for k, v in sd.items() if k != "mask_token"})

@@ -1,25 +1,19 @@
-"""Files a replay writes besides the bag: the activity timeline plot and the overlay video, each written
-under a temporary name and renamed into place when complete."""
+"""Files a replay writes besides the bag: the activity timeline plot and the overlay video, each written as
+a partial of the run's ``partials.OutputSet`` and put in place with the bag when everything is complete."""
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from .partials import OutputSet, write_failure
+from .writer import OutputError
 
 
-def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str) -> None:
-    """Activity segments as coloured bars, one row per (label, segments); written via a temp file."""
+def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str,
+                  outputs: OutputSet) -> None:
+    """Activity segments as coloured bars, one row per (label, segments); written as a partial of ``outputs``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,23 +32,23 @@ def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[st
     ax.legend(handles=[Patch(color=colors[i % 10], label=n) for i, n in enumerate(names)],
               loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, bbox_inches="tight")
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(outputs.partial(path), bbox_inches="tight", format="png")
+    except OSError as e:
+        raise write_failure(e, path) from e
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 class OverlayVideo:
-    """mp4v video of the overlays, written to a temp name and renamed when complete."""
+    """mp4v video of the overlays, written as a partial of ``outputs`` (checked readable when finished)."""
 
-    def __init__(self, path: Path, fps: float):
+    def __init__(self, path: Path, fps: float, outputs: OutputSet):
         self.path = path
         self.fps = fps
-        self.tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix or '.mp4'}")
+        self.outputs = outputs
+        self.tmp = outputs.partial(path, ext=path.suffix or ".mp4")  # OpenCV picks the container by extension
         self.writer = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -68,7 +62,7 @@ class OverlayVideo:
             self.size = (w - w % 2, h - h % 2)
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():
-                raise RuntimeError(f"cannot write video {self.path} (OpenCV mp4v writer did not open)")
+                raise self._failure("OpenCV's mp4v writer did not open")
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if (bgr.shape[1], bgr.shape[0]) != self.size:
             bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
@@ -76,10 +70,25 @@ class OverlayVideo:
         self.frames += 1
 
     def finish(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-            os.replace(self.tmp, self.path)
+        """Close the file and check that every frame can be read back: OpenCV's writer does not report
+        write errors (a full disk gives warnings and an unplayable file)."""
+        import cv2
+
+        if self.writer is None:  # no frame to show: no video
+            self.outputs.forget(self.tmp)
+            return
+        self.writer.release()
+        self.writer = None
+        cap = cv2.VideoCapture(str(self.tmp))
+        readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if readable != self.frames:
+            raise self._failure(f"{readable} of {self.frames} frames readable")
+
+    def _failure(self, what: str) -> OutputError:
+        full = shutil.disk_usage(self.tmp.parent).free == 0
+        return OutputError(f"cannot write video {self.path}: {what}"
+                           + (" (no space left on device)" if full else "") + "; nothing was kept")
 
     def discard(self) -> None:
         if self.writer is not None:

@@ -2,7 +2,8 @@
 
 No ROS needed. Every failure to open or read a bag becomes a ``BagError`` that names the file and the cause.
 Frames that cannot be decoded do not stop a replay: they come out as ``BagFrame`` with ``frame=None`` and a
-reason (``FrameError`` reasons, or ``undecodable_message`` when the CDR itself is broken).
+reason (``FrameError`` reasons, or one of ``BAG_REASONS``: the CDR itself is broken, or the MCAP chunk that
+holds the message fails its checksum; see ``mcap_checksums``).
 """
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import numpy as np
 
 from ..inference.message_fields import ACTIVITY_TYPE, IMAGE_TYPE, OUTPUTS
 from ..inference.message_fields import COMPRESSED_IMAGE_TYPE as COMPRESSED_TYPE
+from .mcap_checksums import BagChecksums, DamagedMessage, McapFormatError
 from .msgtypes import typestore
 
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 GROUND_TRUTH_MARK = "ground_truth"
 # What our own tools publish/write: never an input to a replay.
 OUTPUT_SUFFIXES = tuple(o.topic for o in OUTPUTS if o.msgtype == IMAGE_TYPE)
+UNDECODABLE, CHECKSUM_MISMATCH = "undecodable_message", "checksum_mismatch"
+BAG_REASONS = (UNDECODABLE, CHECKSUM_MISMATCH)  # the reader's own reasons, beside the decoders' FrameError ones
 
 
 class BagError(RuntimeError):
@@ -84,6 +88,8 @@ class BagReader:
     def __init__(self, path: str | Path):
         self.path = resolve_bag_path(path)
         self._reader = None
+        self._checksums: BagChecksums | None | bool = False  # False: not scanned yet
+        self._read_count = 0
 
     def __enter__(self) -> BagReader:
         from rosbags.highlevel import AnyReader
@@ -173,23 +179,58 @@ class BagReader:
                       and not t.endswith(OUTPUT_SUFFIXES))
 
     # ---- messages -------------------------------------------------------------------------------------
-    def messages(self, topics: Iterable[str]) -> Iterator[tuple[object, int, bytes]]:
-        """(connection, bag timestamp ns, raw CDR bytes) in time order; read errors become ``BagError``."""
+    def checksums(self) -> BagChecksums | None:
+        """The MCAP chunk checksums, verified (scanned once); None for sqlite3 bags or an unparsable file
+        (reading it then fails with its own error)."""
+        if self._checksums is False:
+            self._checksums = None
+            files = sorted(self.path.glob("*.mcap"))
+            if files:
+                try:
+                    self._checksums = BagChecksums(files)
+                except (McapFormatError, OSError):
+                    pass
+        return self._checksums
+
+    def messages(self, topics: Iterable[str], *, damaged: str = "error"
+                 ) -> Iterator[tuple[object, int, bytes | DamagedMessage]]:
+        """(connection, bag timestamp ns, raw CDR bytes) in time order; read errors become ``BagError``.
+
+        Messages in MCAP chunks that fail their checksum are read around; where one of them comes, ``damaged``
+        says what happens: ``"error"`` a BagError, ``"skip"`` nothing, ``"yield"`` it is yielded in its place
+        with a ``DamagedMessage`` instead of the bytes."""
+        if damaged not in ("error", "skip", "yield"):
+            raise ValueError(f"damaged must be error, skip or yield, got {damaged!r}")
         wanted = set(topics)
         conns = [c for c in self.connections if c.topic in wanted]
         if not conns:
             return
-        it = self.reader.messages(connections=conns)
-        count = 0
+        by_topic = {c.topic: c for c in conns}
+        checksums = self.checksums()
+        spans = checksums.damaged_spans() if checksums is not None else []
+        self._read_count = 0
+        start = None
+        for span in spans:
+            yield from self._read(conns, start, span.start)
+            lost = [m for m in span.messages if m.topic in by_topic]
+            if lost and damaged == "error":
+                raise BagError(f"bag {self.path}: {len(lost)} messages are in damaged data ({lost[0].detail})")
+            if damaged == "yield":
+                yield from ((by_topic[m.topic], m.timestamp, m) for m in lost)
+            start = span.end + 1
+        yield from self._read(conns, start, None)
+
+    def _read(self, conns, start: int | None, stop: int | None) -> Iterator[tuple[object, int, bytes]]:
+        it = self.reader.messages(connections=conns, start=start, stop=stop)
         while True:
             try:
                 conn, timestamp, rawdata = next(it)
             except StopIteration:
                 return
             except Exception as e:  # noqa: BLE001
-                raise BagError(f"bag {self.path}: reading failed after {count} messages ({_cause(e)}); "
+                raise BagError(f"bag {self.path}: reading failed after {self._read_count} messages ({_cause(e)}); "
                                "the file is truncated or corrupt") from e
-            count += 1
+            self._read_count += 1
             yield conn, int(timestamp), rawdata
 
     def deserialize(self, rawdata, msgtype: str):
@@ -203,18 +244,23 @@ class BagReader:
 
         image_topics = set(topics)
         counters = dict.fromkeys(topics, 0)
-        for conn, timestamp, rawdata in self.messages(image_topics | set(extra_topics)):
+        for conn, timestamp, rawdata in self.messages(image_topics | set(extra_topics), damaged="yield"):
+            damaged = isinstance(rawdata, DamagedMessage)
             if conn.topic not in image_topics:
-                if on_extra is not None:
+                if on_extra is not None and not damaged:  # lost ground truth: fewer frames evaluated
                     on_extra(conn, timestamp, rawdata)
                 continue
             index = counters[conn.topic]
             counters[conn.topic] += 1
+            if damaged:
+                yield BagFrame(conn.topic, index, timestamp, timestamp, None, None, CHECKSUM_MISMATCH,
+                               rawdata.detail, None, conn.msgtype)
+                continue
             raw = bytes(rawdata) if keep_raw else None
             try:
                 msg = self.deserialize(rawdata, conn.msgtype)
             except Exception as e:  # noqa: BLE001
-                yield BagFrame(conn.topic, index, timestamp, timestamp, None, None, "undecodable_message",
+                yield BagFrame(conn.topic, index, timestamp, timestamp, None, None, UNDECODABLE,
                                f"CDR deserialization failed: {_cause(e)}", raw, conn.msgtype)
                 continue
             stamp = stamp_to_ns(msg.header.stamp)
@@ -280,6 +326,6 @@ def read_ground_truth(path: str | Path) -> GroundTruth:
     with BagReader(path) as bag:
         mask_topic, activity_topic = bag.ground_truth_topics()
         collector = GroundTruthCollector(bag, mask_topic, activity_topic)
-        for conn, timestamp, rawdata in bag.messages(collector.topics):
+        for conn, timestamp, rawdata in bag.messages(collector.topics, damaged="skip"):
             collector(conn, timestamp, rawdata)
         return collector.gt

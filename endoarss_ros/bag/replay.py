@@ -22,8 +22,9 @@ from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_pat
 
 from . import replay_report as report
 from .evaluation import GroundTruthEvaluator
-from .media import OverlayVideo, atomic_write_text, plot_timeline
+from .media import OverlayVideo, plot_timeline
 from .messages import to_rosbags
+from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
 from .reader import BagError, BagFrame, BagReader, GroundTruthCollector
 from .writer import BagOutput
 
@@ -126,9 +127,10 @@ def _make_engine(opts: ReplayOptions):
 class _ReplayRun:
     """One replay's state: the input bag's topics, the engine, per-topic state and the ground-truth scoring."""
 
-    def __init__(self, opts: ReplayOptions, bag: BagReader):
-        self.opts, self.bag = opts, bag
+    def __init__(self, opts: ReplayOptions, bag: BagReader, outputs: OutputSet):
+        self.opts, self.bag, self.outputs = opts, bag, outputs
         self.topics = bag.image_topics(opts.topics)  # before the model loads: a wrong topic fails fast
+        pause_point("model_loading")
         self.engine = engine = _make_engine(opts)
         self.input_types = bag.topics()
         self.input_conns = {c.topic: c for c in bag.connections}
@@ -145,7 +147,8 @@ class _ReplayRun:
             len(self.act_names), opts.smoothing_settings)) for t in self.topics}
         self.failed: list[dict] = []
         self.want_overlay = opts.overlay or opts.video is not None
-        self.video = OverlayVideo(Path(opts.video), self._video_fps()) if opts.video is not None else None
+        self.video = (OverlayVideo(Path(opts.video), self._video_fps(), outputs) if opts.video is not None
+                      else None)
         self.inference_s = 0.0
         self.progress = None
         self.out: BagOutput | None = None
@@ -174,7 +177,7 @@ class _ReplayRun:
         for bf in self.bag.frames(self.topics, max_pixels=opts.max_pixels, keep_raw=opts.copy_input,
                                   extra_topics=self.collector.topics, on_extra=self.collector):
             self.states[bf.topic].frames_in += 1
-            if opts.copy_input:
+            if opts.copy_input and bf.rawdata is not None:  # None: lost in a damaged chunk
                 self.out.write_raw(bf.topic, bf.timestamp, bf.rawdata)
             if bf.frame is None:
                 self.failed.append({"topic": bf.topic, "index": bf.index, "stamp_ns": bf.stamp,
@@ -205,6 +208,7 @@ class _ReplayRun:
         if self.evaluator is not None:
             self._evaluate()
         self._advance(len(batch))
+        pause_point("frames")
 
     def _write_results(self, frame: BagFrame, result) -> None:
         st, out, store = self.states[frame.topic], self.out, self.out.store
@@ -244,7 +248,7 @@ class _ReplayRun:
         if final:
             self.truth_activities.update(gt.activities)
 
-    def summary(self, storage: str, wall_s: float, load_s: float, output_counts: dict) -> dict:
+    def summary(self, storage: str, wall_s: float, load_s: float, output_counts: dict, checksums) -> dict:
         opts, states = self.opts, self.states
         start_ns = self.bag.start_time
         summary: dict = {
@@ -253,6 +257,7 @@ class _ReplayRun:
             "image_topics": {t: {"type": self.input_types[t], "output_namespace": s.namespace,
                                  "frames_in": s.frames_in, "frames_out": s.frames_out} for t, s in states.items()},
             **report.frame_accounting(states, self.failed),
+            "checksums": checksums.report() if checksums is not None else None,
             "output_topics": output_counts,
             "throughput": report.throughput(wall_s, load_s, self.inference_s, sum(s.frames_out for s in
                                                                                    states.values())),
@@ -279,15 +284,30 @@ class _ReplayRun:
             return
         with_truth = self.evaluator is not None and self.collector.gt.activity_topic is not None
         rows = report.timeline_rows(summary, self.truth_activities, self.act_names, self.bag.start_time, with_truth)
-        plot_timeline(path, rows, self.act_names, title=report.timeline_title(self.opts.input, summary))
+        plot_timeline(path, rows, self.act_names, title=report.timeline_title(self.opts.input, summary),
+                      outputs=self.outputs)
 
 
 def replay(opts: ReplayOptions) -> dict:
     """Run the replay; returns the summary (also written as JSON). Raises BagError / OutputError / ...;
-    on any failure no output bag, summary or video is left behind."""
+    on any failure or interrupt no output bag, summary, timeline or video is left behind: all of them are
+    written as partials and put in place together at the end (``partials.OutputSet``)."""
+    with OutputSet(overwrite=opts.overwrite) as outputs:
+        try:
+            summary = _replay(opts, outputs)
+        except OSError as e:  # a full disk anywhere (bag, video, timeline, summary): a clear error, exit 2
+            if e.errno not in NO_SPACE_ERRNOS:
+                raise
+            raise write_failure(e, Path(opts.output).parent) from e
+        pause_point("before_commit")
+        outputs.commit()
+    return summary
+
+
+def _replay(opts: ReplayOptions, outputs: OutputSet) -> dict:
     t_start = time.monotonic()
     with BagReader(opts.input) as bag:
-        run = _ReplayRun(opts, bag)
+        run = _ReplayRun(opts, bag, outputs)
         load_s = time.monotonic() - t_start
         storage = opts.storage or bag.storage
         if opts.progress:
@@ -296,7 +316,7 @@ def replay(opts: ReplayOptions) -> dict:
             run.progress = tqdm(total=bag.message_count(run.topics), desc="replay", unit="frame",
                                 dynamic_ncols=True)
         try:
-            with BagOutput(opts.output, storage=storage, overwrite=opts.overwrite) as out:
+            with BagOutput(opts.output, storage=storage, overwrite=opts.overwrite, outputs=outputs) as out:
                 run.out = out
                 run.declare_outputs()
                 run.run()
@@ -310,9 +330,9 @@ def replay(opts: ReplayOptions) -> dict:
         finally:
             if run.progress is not None:
                 run.progress.close()
-        summary = run.summary(storage, time.monotonic() - t_start, load_s, output_counts)
+        summary = run.summary(storage, time.monotonic() - t_start, load_s, output_counts, bag.checksums())
         run.plot(summary)
-    atomic_write_text(opts.summary_path, json.dumps(summary, indent=2) + "\n")
+    outputs.write_text(opts.summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -57,14 +57,15 @@ def options_from_args(args):
         summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
 
 
-def print_summary(summary: dict, file=sys.stdout) -> None:
+def print_summary(summary: dict, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up now: sys.stdout may have been replaced
     p = lambda *a: print(*a, file=file)  # noqa: E731
     tp = summary["throughput"]
     same = "==" if summary["frames_in_equals_out"] else "!="
     p(f"frames in {summary['frames_in']} {same} frames out {summary['frames_out']}"
-      + (f" ({summary['frames_failed']} could not be decoded)" if summary["frames_failed"] else ""))
+      + (f" ({summary['frames_failed']} failed: could not be read or decoded)" if summary["frames_failed"] else ""))
     for f in summary["failed_frames"][:20]:
-        p(f"  undecodable: {f['topic']} #{f['index']} stamp {f['stamp_ns']}: {f['reason']}: {f['error']}")
+        p(f"  failed: {f['topic']} #{f['index']} stamp {f['stamp_ns']}: {f['reason']}: {f['error']}")
     if len(summary["failed_frames"]) > 20:
         p(f"  ... and {len(summary['failed_frames']) - 20} more (see the summary file)")
     p(f"throughput: {tp['frames_per_s']} frames/s overall, {tp['inference_frames_per_s']} frames/s in the model "
@@ -94,6 +95,7 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def run(args) -> int:
+    from .partials import InterruptedAfterCommit
     from .reader import BagError
     from .replay import replay
     from .writer import OutputError
@@ -101,11 +103,16 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
     try:
         summary = replay(options_from_args(args))
-    except (BagError, OutputError, FileNotFoundError) as e:
+    except (BagError, OutputError, OSError) as e:
         print(f"endoarss replay: error: {e}", file=sys.stderr)
         return 2
+    except InterruptedAfterCommit as e:  # the signal came while the finished outputs were being put in place
+        print(f"endoarss replay: interrupted after the outputs were complete; kept {', '.join(map(str, e.files))}",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("endoarss replay: interrupted; no output bag was written", file=sys.stderr)
+        print("endoarss replay: interrupted; nothing was written (no output bag, summary, timeline or video)",
+              file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

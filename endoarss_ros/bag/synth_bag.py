@@ -27,6 +27,7 @@ from ..inference.message_fields import (
     image_fields,
     one_hot_activity_fields,
 )
+from .mcap_checksums import fill_chunk_checksums
 from .messages import make_header, to_rosbags
 from .msgtypes import typestore
 
@@ -124,4 +125,6 @@ def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.
                 writer.write(conns[key], ns, store.serialize_cdr(to_rosbags(store, typ, fields[key]), typ))
                 info.topics[topic] += 1
             info.activities.append(frame.activity)
+    for mcap in path.glob("*.mcap"):  # rosbags writes no chunk CRCs: add them, so damage is detected
+        fill_chunk_checksums(mcap)
     return info

@@ -1,24 +1,23 @@
 """Write an output rosbag2 so that it only ever appears complete.
 
-The bag is written inside a hidden temporary folder next to the destination (same file system) and renamed
-into place after ``rosbags`` has closed it (its metadata.yaml is written at close). On any exception,
-KeyboardInterrupt included, the temporary folder is removed: an interrupted or failed run leaves no bag
-that looks finished, and an existing bag at the destination is only replaced (``overwrite``) at the end.
+The bag is written inside a hidden partial folder next to the destination (same file system; named as in
+``partials``) and renamed into place after ``rosbags`` has closed it (its metadata.yaml is written at close)
+and its MCAP chunk checksums are filled in. On any exception, KeyboardInterrupt included, the partial is
+removed: an interrupted or failed run leaves no bag that looks finished, and an existing bag at the
+destination is only replaced (``overwrite``) at the end. Given an ``OutputSet``, the bag is only registered
+there and goes into place with the run's other outputs, at its commit.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import sqlite3
 from pathlib import Path
 
+from .mcap_checksums import fill_chunk_checksums
 from .msgtypes import typestore
+from .partials import OutputError, OutputSet, write_failure
 
-PARTIAL_PREFIX = ".partial-"
-
-
-class OutputError(RuntimeError):
-    """The output bag cannot be written where asked (exists, parent is not a writable folder...)."""
+__all__ = ["BagOutput", "OutputError", "check_output_path"]
 
 
 def _qos(*, reliable: bool = True, transient_local: bool = False, depth: int = 10):
@@ -64,28 +63,26 @@ def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
 class BagOutput:
     """``with BagOutput(path) as out: out.add(topic, type); out.write(topic, t, msg)`` -> complete bag or none."""
 
-    def __init__(self, path: str | Path, *, storage: str = "mcap", overwrite: bool = False):
+    def __init__(self, path: str | Path, *, storage: str = "mcap", overwrite: bool = False,
+                 outputs: OutputSet | None = None):
         if storage not in ("mcap", "sqlite3"):
             raise OutputError(f"storage must be mcap or sqlite3, got {storage!r}")
         self.path = check_output_path(path, overwrite=overwrite)
         self.storage = storage
         self.overwrite = overwrite
+        self._own_outputs = outputs is None
+        self.outputs = OutputSet(overwrite=overwrite) if outputs is None else outputs
         self.store = typestore()
-        self._tmpdir: Path | None = None
+        self.temp_path: Path | None = None
         self._writer = None
         self._conns: dict[str, tuple[object, str]] = {}
         self.counts: dict[str, int] = {}
 
-    @property
-    def temp_path(self) -> Path | None:
-        return None if self._tmpdir is None else self._tmpdir / self.path.name
-
     def __enter__(self) -> BagOutput:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        parent = self.path.absolute().parent
         try:
-            self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}{PARTIAL_PREFIX}", dir=parent))
+            self.temp_path = self.outputs.folder(self.path) / self.path.name
         except OSError as e:
             raise OutputError(f"cannot write output {self.path}: {e.strerror or e}") from e
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
@@ -112,13 +109,15 @@ class BagOutput:
         self.counts[topic] = 0
 
     def write(self, topic: str, timestamp: int, msg) -> None:
-        conn, msgtype = self._conns[topic]
-        self._writer.write(conn, int(timestamp), self.store.serialize_cdr(msg, msgtype))
-        self.counts[topic] += 1
+        _, msgtype = self._conns[topic]
+        self.write_raw(topic, timestamp, self.store.serialize_cdr(msg, msgtype))
 
     def write_raw(self, topic: str, timestamp: int, rawdata: bytes) -> None:
         conn, _ = self._conns[topic]
-        self._writer.write(conn, int(timestamp), rawdata)
+        try:
+            self._writer.write(conn, int(timestamp), rawdata)
+        except (OSError, sqlite3.Error) as e:  # a full disk, mostly
+            raise write_failure(e, self.path) from e
         self.counts[topic] += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -128,16 +127,16 @@ class BagOutput:
         try:
             self._writer.close()
             self._writer = None
-            if self.path.exists():
-                if not self.overwrite:
-                    raise OutputError(f"output {self.path} appeared while writing; left the new bag out")
-                shutil.rmtree(self.path)
-            os.replace(self.temp_path, self.path)
+            for mcap in self.temp_path.glob("*.mcap"):
+                fill_chunk_checksums(mcap)
+            if self._own_outputs:
+                self.outputs.commit()
+        except (OSError, sqlite3.Error) as e:
+            self._discard()
+            raise write_failure(e, self.path) from e
         except BaseException:
             self._discard()
             raise
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
-        self._tmpdir = None
 
     def _discard(self) -> None:
         writer, self._writer = self._writer, None
@@ -146,6 +145,4 @@ class BagOutput:
                 writer.close()
             except BaseException:  # noqa: BLE001 - we are throwing it away anyway
                 pass
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        self.outputs.discard()

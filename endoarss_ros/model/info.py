@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -31,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     try:
         model, report = load_model(args.weights, ignore_keys=tuple(args.ignore_key), return_report=True)
-    except (WeightsError, FileNotFoundError) as e:
-        print(f"error: {e}")
-        return 1
+    except (WeightsError, FileNotFoundError) as e:  # damaged, foreign or missing: the reason, no traceback
+        print(f"endoarss info: error: {e}", file=sys.stderr)
+        return 2
     cfg = model.config
     a, s, h = cfg.adapter, cfg.sma, cfg.head
     print(describe_report(report))

@@ -9,22 +9,27 @@ Formats read:
 * ``depth_anything``: Depth-Anything V1 (encoder under ``pretrained.``, DPT decoder under ``depth_head.``);
 * ``hf_dinov2``: Hugging Face ``Dinov2Model`` / ``Dinov2WithRegistersModel`` safetensors.
 
-Backbone-only formats become the backbone of a new ``endoarss`` model (adapters, SMA and heads fresh).
+Backbone-only formats become the backbone of a new ``endoarss`` model (adapters, SMA and heads fresh). Their
+position embeddings are resampled by the file's own convention (``POS_INTERPOLATIONS``); ``pos_interpolation=``
+picks another one, and a ``config`` that asks for a different one is an error.
 
 Every key is accounted for: a source key that nothing reads, or a model key that nothing fills, is an error
 listing them, unless the caller ignores it (``ignore_keys``) or the format documents it as known-unused
 (the released SMA's never-called Transformer, Depth-Anything's depth decoder).
 
 Files are data: safetensors, or ``torch.load(weights_only=True)``. A pickle that wants to run code is
-refused with ``UnsafeCheckpointError``.
+refused with ``UnsafeCheckpointError``. A truncated or damaged file is a ``WeightsError`` that names the file
+and the cause in one line.
 """
 from __future__ import annotations
 
 import fnmatch
 import pickle
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -82,22 +87,62 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         from safetensors import safe_open
 
         tensors, meta = {}, {}
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            for k in f.keys():
-                tensors[k] = f.get_tensor(k)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                for k in f.keys():
+                    tensors[k] = f.get_tensor(k)
+        except Exception as e:  # noqa: BLE001 - SafetensorError and friends: all mean "damaged file"
+            raise WeightsError(f"cannot read weights file {path}: not a valid safetensors file "
+                               f"({_one_line(e)}); it is truncated or damaged") from e
         return tensors, meta
+    _check_zip_checksums(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = _unpickler_detail(e)
+        if "operand" in detail.lower():  # not a pickle opcode at all: damaged bytes, not foreign code
+            raise WeightsError(f"cannot read weights file {path}: not a valid pickle ({detail}); it is "
+                               "truncated, damaged or not a weights file") from e
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it is a pickle that needs code or objects beyond plain tensors to "
-            f"unpickle (torch.load weights_only=True said: {str(e).splitlines()[0]}). Weights files are "
+            f"unpickle (torch.load weights_only=True said: {detail}). Weights files are "
             f"treated as data; convert it to safetensors in a trusted environment."
         ) from e
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise WeightsError(f"cannot read weights file {path}: {e}") from e
+        raise WeightsError(f"cannot read weights file {path}: {_one_line(e)}; it is truncated, damaged or "
+                           "not a weights file") from e
     return _unwrap(obj, path), {}
+
+
+def _check_zip_checksums(path: Path) -> None:
+    """``torch.save`` files are zip archives with a CRC-32 per entry, which torch.load does not verify:
+    check them, so that bit flips in tensor data are an error instead of silently wrong weights."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) format: no checksums
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as e:  # noqa: BLE001 - zipfile raises several kinds for a damaged archive
+        raise WeightsError(f"cannot read weights file {path}: damaged zip archive ({_one_line(e)})") from e
+    if bad is not None:
+        raise WeightsError(f"cannot read weights file {path}: its data is damaged (CRC-32 mismatch in {bad})")
+
+
+def _unpickler_detail(error: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what failed (the rest is boilerplate)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    specific = [line for line in lines if not line.startswith(boilerplate)]
+    return (specific or lines or ["no message"])[-1]
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (torch and safetensors messages can span many lines)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -147,8 +192,16 @@ _RELEASED_PREFIXES = (
 _RELEASED_UNUSED = ("encoder.encoder.mob.trans.*",)
 
 
-def convert_released(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Released checkpoint -> (our keys, known-unused source keys, unmapped source keys)."""
+class Converted(NamedTuple):
+    """A foreign state dict in our key names, and what of it could not be used."""
+
+    tensors: dict[str, torch.Tensor]
+    known_unused: Sequence[str] = ()  # documented dead source keys of the format
+    unmapped: Sequence[str] = ()  # source keys nothing reads
+    missing: Sequence[str] = ()  # source keys the layout needs but the file lacks (named in the source's terms)
+
+
+def convert_released(sd: dict[str, torch.Tensor]) -> Converted:
     out, unused, unmapped = {}, [], []
     for k, v in sd.items():
         if any(fnmatch.fnmatchcase(k, p) for p in _RELEASED_UNUSED):
@@ -160,20 +213,20 @@ def convert_released(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
                 break
         else:
             unmapped.append(k)
-    return out, unused, unmapped
+    return Converted(out, unused, unmapped)
 
 
-def convert_dinov2(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+def convert_dinov2(sd: dict[str, torch.Tensor]) -> Converted:
     out = {}
     for k, v in sd.items():
         k = k.removeprefix("backbone.")
         # chunked-FSDP checkpoints name blocks blocks.<chunk>.<i>.
         k = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k)
         out["backbone." + k] = v
-    return out, [], []
+    return Converted(out)
 
 
-def convert_depth_anything(sd):
+def convert_depth_anything(sd: dict[str, torch.Tensor]) -> Converted:
     out, unused, unmapped = {}, [], []
     for k, v in sd.items():
         if k.startswith("pretrained."):
@@ -182,7 +235,7 @@ def convert_depth_anything(sd):
             unused.append(k)  # the DPT depth decoder: not part of an encoder
         else:
             unmapped.append(k)
-    return out, unused, unmapped
+    return Converted(out, unused, unmapped)
 
 
 _HF_LAYER = {
@@ -192,9 +245,22 @@ _HF_LAYER = {
     "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
     "mlp.weights_in": "mlp.w12", "mlp.weights_out": "mlp.w3",
 }
+_HF_EMBEDDINGS = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.mask_token": "mask_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.register_tokens": "register_tokens",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+}
+_HF_QKV = ("query", "key", "value")
+# transformers' Dinov2Config(use_mask_token=False) saves no mask token; it only serves masked-image training.
+HF_OPTIONAL = ("backbone.mask_token",)
 
 
-def convert_hf_dinov2(sd):
+def convert_hf_dinov2(sd: dict[str, torch.Tensor]) -> Converted:
     out, unmapped, qkv = {}, [], {}
     for k, v in sd.items():
         name = k.removeprefix("dinov2.")
@@ -203,7 +269,8 @@ def convert_hf_dinov2(sd):
             i, rest = m.group(1), m.group(2)
             qm = re.match(r"^attention\.attention\.(query|key|value)\.(weight|bias)$", rest)
             if qm:
-                qkv.setdefault((i, qm.group(2)), {})[qm.group(1)] = v
+                prefix = k[: len(k) - len(name)]
+                qkv.setdefault((prefix, i, qm.group(2)), {})[qm.group(1)] = v
                 continue
             for src, dst in _HF_LAYER.items():
                 if rest == src or rest.startswith(src + "."):
@@ -211,30 +278,20 @@ def convert_hf_dinov2(sd):
                     break
             else:
                 unmapped.append(k)
-            continue
-        simple = {
-            "embeddings.cls_token": "cls_token",
-            "embeddings.mask_token": "mask_token",
-            "embeddings.position_embeddings": "pos_embed",
-            "embeddings.register_tokens": "register_tokens",
-            "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-            "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-            "layernorm.weight": "norm.weight",
-            "layernorm.bias": "norm.bias",
-        }
-        if name in simple:
-            out["backbone." + simple[name]] = v
+        elif name in _HF_EMBEDDINGS:
+            out["backbone." + _HF_EMBEDDINGS[name]] = v
         else:
             unmapped.append(k)
-    for (i, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            unmapped += [f"encoder.layer.{i}.attention.attention.{p}.{kind}" for p in parts]
+    missing = []
+    for (prefix, i, kind), parts in qkv.items():
+        absent = [p for p in _HF_QKV if p not in parts]
+        if absent:  # q, k and v are fused into one tensor: without all three there is nothing to load
+            missing += [f"{prefix}encoder.layer.{i}.attention.attention.{p}.{kind}" for p in absent]
             continue
-        q, k_, v = parts["query"], parts["key"], parts["value"]
-        out[f"backbone.blocks.{i}.attn.qkv.{kind}"] = torch.cat([q, k_, v], 0)
+        out[f"backbone.blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts[p] for p in _HF_QKV], 0)
     if "backbone.mask_token" in out and out["backbone.mask_token"].dim() == 3:
         out["backbone.mask_token"] = out["backbone.mask_token"].reshape(1, -1)
-    return out, [], unmapped
+    return Converted(out, [], unmapped, sorted(missing))
 
 
 CONVERTERS = {
@@ -244,12 +301,50 @@ CONVERTERS = {
     "hf_dinov2": convert_hf_dinov2,
 }
 
+# -- position-embedding interpolation ----------------------------------------------------------------
+# Name -> {has registers: (pos_interpolate_offset, pos_interpolate_antialias)}; see docs/weights.md.
+POS_INTERPOLATIONS: dict[str, dict[bool, tuple[float, bool]]] = {
+    # facebookresearch/dinov2 (and transformers before 4.45): hub models pass a scale factor
+    # (grid + 0.1) / M to bicubic; the register models resize to the grid size, antialiased.
+    "dinov2": {False: (0.1, False), True: (0.0, True)},
+    # transformers >= 4.45: Dinov2Model resizes to the grid size, bicubic, no antialias;
+    # Dinov2WithRegistersModel the same with antialias (as facebookresearch/dinov2's register models).
+    "transformers": {False: (0.0, False), True: (0.0, True)},
+}
+_DEFAULT_POS = tuple(ModelConfig.__dataclass_fields__[f].default
+                     for f in ("pos_interpolate_offset", "pos_interpolate_antialias"))
+
+
+def _pos_interpolation(own: tuple[float, bool], registers: int, config: ModelConfig | None,
+                       requested: str | None, path) -> dict:
+    """The position-interpolation fields for a model built from a file whose own convention is ``own``.
+
+    The file's convention wins over a ``config`` left at the defaults; ``requested`` (a POS_INTERPOLATIONS
+    name) replaces it; a config that explicitly asks for a third one is an error, not a silent choice."""
+    want = own
+    if requested is not None:
+        if requested not in POS_INTERPOLATIONS:
+            raise ValueError(f"pos_interpolation must be one of {sorted(POS_INTERPOLATIONS)}, got {requested!r}")
+        want = POS_INTERPOLATIONS[requested][registers > 0]
+    if config is not None:
+        asked = (config.pos_interpolate_offset, config.pos_interpolate_antialias)
+        if asked not in (_DEFAULT_POS, want):
+            raise WeightsError(
+                f"weights {path}: the config asks for position interpolation offset={asked[0]} "
+                f"antialias={asked[1]}, but the file's convention is offset={want[0]} antialias={want[1]}; "
+                f"leave those config fields at their defaults, or pass pos_interpolation= "
+                f"({' or '.join(sorted(POS_INTERPOLATIONS))})")
+    return dict(pos_interpolate_offset=want[0], pos_interpolate_antialias=want[1])
+
 
 # -- configs inferred from foreign weights -------------------------------------------------------
 def _backbone_shape(sd: dict[str, torch.Tensor]) -> tuple[str, int, int]:
     """(preset, register tokens, pos grid side) of a converted ``backbone.*`` state dict."""
     embed_dim = sd["backbone.cls_token"].shape[-1]
-    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"^backbone\.blocks\.(\d+)\.", k)))
+    blocks = [int(m.group(1)) for k in sd if (m := re.match(r"^backbone\.blocks\.(\d+)\.", k))]
+    if not blocks:
+        raise KeyError("no transformer blocks (backbone.blocks.N.*)")
+    depth = 1 + max(blocks)
     regs = sd["backbone.register_tokens"].shape[1] if "backbone.register_tokens" in sd else 0
     grid = int(round((sd["backbone.pos_embed"].shape[1] - 1) ** 0.5))
     return preset_for(embed_dim, depth), regs, grid
@@ -275,16 +370,16 @@ def config_for_released(sd: dict[str, torch.Tensor]) -> ModelConfig:
     return cfg.replace(adapter=adapter, num_register_tokens=regs)
 
 
-def config_for_backbone(sd: dict[str, torch.Tensor], fmt: str, base: ModelConfig | None) -> ModelConfig:
+def config_for_backbone(sd: dict[str, torch.Tensor], base: ModelConfig | None, *, path="",
+                        pos_interpolation: str | None = None) -> ModelConfig:
+    """A new ``endoarss`` model config around a converted backbone-only state dict (``base``: heads etc.)."""
     preset, regs, grid = _backbone_shape(sd)
     cfg = base if base is not None else ModelConfig.endoarss(backbone=preset)
     if cfg.backbone != preset:
         raise WeightsError(f"the file holds a '{preset}' backbone but the config asks for '{cfg.backbone}'")
-    changes = dict(num_register_tokens=regs, pos_grid=grid)
-    if regs and base is None:
-        # DINOv2's register models were trained with size-based, antialiased position interpolation.
-        changes.update(pos_interpolate_offset=0.0, pos_interpolate_antialias=True)
-    return cfg.replace(**changes)
+    own = POS_INTERPOLATIONS["dinov2"][regs > 0]  # these layouts all carry DINOv2's published weights
+    return cfg.replace(num_register_tokens=regs, pos_grid=grid,
+                       **_pos_interpolation(own, regs, base, pos_interpolation, path))
 
 
 # -- loading into a model ------------------------------------------------------------------------
@@ -323,6 +418,7 @@ def load_model(
     ignore_keys=(),
     config: ModelConfig | None = None,
     dtype: torch.dtype | None = None,
+    pos_interpolation: str | None = None,
     return_report: bool = False,
 ):
     """Load any supported weights file into a ready ``EndoARSS`` in eval mode.
@@ -333,6 +429,8 @@ def load_model(
       heads/adapters; default ``ModelConfig.endoarss`` with the file's backbone), fresh adapters, SMA, heads.
 
     ``ignore_keys``: file keys (exact, or fnmatch patterns like ``"head.*"``) to drop on purpose.
+    ``pos_interpolation``: a ``POS_INTERPOLATIONS`` name (``"transformers"`` for a backbone fine-tuned with
+    Hugging Face transformers); default: the file's own convention.
     """
     path = _resolve(path)
     sd, meta = read_state_dict(path)
@@ -340,35 +438,61 @@ def load_model(
     ignored = sorted(k for k in sd if _match_ignored(k, ignore_keys))
     sd = {k: v for k, v in sd.items() if k not in set(ignored)}
     report = LoadReport(path=str(path), format=fmt, ignored=ignored)
-
-    if fmt == "endoarss":
-        stored = ModelConfig.from_json(meta[CONFIG_METADATA_KEY])
-        cfg = stored if config is None else config
-        model = build_model(cfg)
-        report.loaded, _ = load_state_dict_strict(model, sd, path=path)
-    else:
-        conv, unused, unmapped = CONVERTERS[fmt](sd)
-        report.known_unused = sorted(unused)
-        if unmapped:
-            raise KeyMismatchError(path, [], sorted(unmapped), [])
-        if fmt == "released":
-            cfg = config_for_released(conv) if config is None else config
-            model = build_model(cfg)
-            report.loaded, _ = load_state_dict_strict(model, conv, path=path)
-        else:
-            cfg = config_for_backbone(conv, fmt, config)
-            model = build_model(cfg)
-            # The file fills the backbone's base weights; adapters, SMA, necks and heads start fresh.
-            report.loaded, report.fresh = load_state_dict_strict(
-                model, conv, path=path,
-                allow_missing=lambda k: not k.startswith("backbone.") or is_adapter_param(k),
-            )
+    try:
+        model, report.loaded, report.known_unused, report.fresh = _build_and_fill(
+            fmt, sd, meta, path, config, pos_interpolation)
+    except (KeyError, IndexError) as e:  # a file that claims a layout it does not hold
+        raise WeightsError(f"weights {path}: not a consistent {fmt} file ({_one_line(e)})") from e
     model = model.to(device=device)
     if dtype is not None:
         model = model.to(dtype=dtype)
     model.eval()
     model.load_report = report
     return (model, report) if return_report else model
+
+
+def _build_and_fill(fmt: str, sd: dict, meta: dict, path: Path, config: ModelConfig | None,
+                    pos_interpolation: str | None) -> tuple[EndoARSS, int, list[str], list[str]]:
+    """(model, tensors loaded, known-unused file keys, freshly initialised model keys)."""
+    if fmt in ("endoarss", "released"):
+        if fmt == "endoarss":
+            conv = Converted(sd)
+            stored = _stored_config(meta, path)
+            own = (stored.pos_interpolate_offset, stored.pos_interpolate_antialias)
+        else:
+            conv = CONVERTERS[fmt](sd)
+            _check_converted(conv, path)
+            stored = config_for_released(conv.tensors) if config is None else None
+            own = POS_INTERPOLATIONS["dinov2"][False]  # the released code: DINOv2 hub ViT-B, no registers
+        cfg = stored if config is None else config
+        cfg = cfg.replace(**_pos_interpolation(own, cfg.num_register_tokens, config, pos_interpolation, path))
+        model = build_model(cfg)
+        loaded, _ = load_state_dict_strict(model, conv.tensors, path=path)
+        return model, loaded, sorted(conv.known_unused), []
+    conv = CONVERTERS[fmt](sd)
+    _check_converted(conv, path)
+    cfg = config_for_backbone(conv.tensors, config, path=path, pos_interpolation=pos_interpolation)
+    model = build_model(cfg)
+    optional = HF_OPTIONAL if fmt == "hf_dinov2" else ()
+    # The file fills the backbone's base weights; adapters, SMA, necks and heads start fresh.
+    loaded, fresh = load_state_dict_strict(
+        model, conv.tensors, path=path,
+        allow_missing=lambda k: not k.startswith("backbone.") or is_adapter_param(k) or k in optional,
+    )
+    return model, loaded, sorted(conv.known_unused), fresh
+
+
+def _check_converted(conv: Converted, path) -> None:
+    if conv.unmapped or conv.missing:
+        raise KeyMismatchError(path, sorted(conv.missing), sorted(conv.unmapped), [])
+
+
+def _stored_config(meta: dict[str, str], path) -> ModelConfig:
+    try:
+        return ModelConfig.from_json(meta[CONFIG_METADATA_KEY])
+    except (ValueError, TypeError) as e:  # JSON damage, or fields a config cannot hold
+        raise WeightsError(f"weights {path}: the model config stored in the file cannot be read "
+                           f"({_one_line(e)}); the file is damaged") from e
 
 
 def _resolve(path: str | Path) -> Path:
@@ -413,6 +537,7 @@ def describe_report(report: LoadReport) -> str:
 
 
 __all__ = [
-    "KeyMismatchError", "LoadReport", "UnsafeCheckpointError", "WeightsError", "describe_report",
+    "POS_INTERPOLATIONS", "KeyMismatchError", "LoadReport", "UnsafeCheckpointError", "WeightsError",
+    "describe_report",
     "detect_format", "load_model", "read_state_dict", "save_model",
 ]
