@@ -8,8 +8,8 @@ import collections
 import threading
 import time
 
-REJECT_REASONS = ("unsupported_encoding", "truncated_data", "zero_size", "bad_step", "corrupt_compressed",
-                  "too_large")
+from endoarss_ros.inference.frames import FRAME_ERROR_REASONS
+from endoarss_ros.inference.stats import percentile
 
 
 class RateMeter:
@@ -34,13 +34,6 @@ class RateMeter:
     def _trim(self, now: float) -> None:
         while self._times and now - self._times[0] > self.window_s:
             self._times.popleft()
-
-
-def percentile(values, q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class NodeStats:
@@ -118,7 +111,7 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
         values[key] = fmt(snap[key])
     for key in ("frames.received", "frames.published", "dropped.replaced", "errors.inference"):
         values[key] = str(counters.get(key, 0))
-    for reason in REJECT_REASONS:
+    for reason in FRAME_ERROR_REASONS:
         values[f"rejected.{reason}"] = str(counters.get(f"rejected.{reason}", 0))
     for key, count in sorted(counters.items()):
         values.setdefault(key, str(count))

@@ -1,0 +1,58 @@
+"""The demo's synthetic recording: generated once with ground truth, reused while its parameters match."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .partials import partial_name, remove_stale_partials
+
+SEED = 7
+
+
+def ensure_recording(out: Path, *, seconds: float, fps: float, size: tuple[int, int], seed: int = SEED,
+                     log=print) -> tuple[Path, dict, bool]:
+    """``out/recording`` with these parameters: reused when its ``recording.json`` matches, else regenerated
+    (into a temporary folder renamed into place)."""
+    from .synth_bag import write_synth_bag
+
+    path = out / "recording"
+    params_path = out / "recording.json"
+    params = {"seconds": seconds, "fps": fps, "size": list(size), "encoding": "rgb8", "storage": "mcap",
+              "seed": seed, "format": 1}
+    if (path / "metadata.yaml").is_file() and params_path.is_file():
+        try:
+            if json.loads(params_path.read_text()).get("params") == params:
+                return path, json.loads(params_path.read_text()), True
+        except (OSError, ValueError):
+            pass
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"generating the synthetic recording {path} ({seconds:g} s at {fps:g} fps, {size[1]}x{size[0]}) ...")
+    remove_stale_partials(out)  # of a demo killed while generating
+    tmp = partial_name(path)
+    try:
+        info = write_synth_bag(tmp, seconds=seconds, fps=fps, size=size, encoding="rgb8", storage="mcap",
+                               seed=seed)
+        # rosbags names the storage file after the folder: rename it so the finished bag is self-consistent.
+        _rename_bag(tmp, "recording")
+        shutil.rmtree(path, ignore_errors=True)
+        params_path.unlink(missing_ok=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    record = {"params": params, "frames": info.frames, "start_ns": info.start_ns, "topics": info.topics}
+    params_path.write_text(json.dumps(record, indent=2) + "\n")
+    return path, record, False
+
+
+def _rename_bag(folder: Path, name: str) -> None:
+    """Rename a rosbags-written bag's storage file to ``name.<ext>`` and fix its metadata.yaml."""
+    meta_path = folder / "metadata.yaml"
+    text = meta_path.read_text()
+    for f in folder.iterdir():
+        if f.suffix in (".mcap", ".db3") and f.stem != name:
+            f.rename(folder / f"{name}{f.suffix}")
+            text = text.replace(f.name, f"{name}{f.suffix}")
+    meta_path.write_text(text)
