@@ -48,20 +48,33 @@ def _fields_of_every_output():
 
     from endoarss_ros.inference import message_fields as mf
     from endoarss_ros.inference.engine import FrameResult
-    from endoarss_ros.inference.smoother import ActivityEstimate
+    from endoarss_ros.inference.frames import frame_from_array
+    from endoarss_ros.inference.stream import CameraStream
 
     header = {"stamp": {"sec": 42, "nanosec": 7}, "frame_id": "endoscope_left"}
-    mask = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
-    overlay = np.arange(36, dtype=np.uint8).reshape(3, 4, 3)
-    result = FrameResult(mask=mask, activity_probs=np.array([0.3, 0.6, 0.1], np.float32), overlay=overlay)
-    activity = ActivityEstimate(np.array([0.2, 0.7, 0.1], np.float32), 1)
-    per_frame = mf.frame_fields(header, result, activity, ["a", "b", "c"], overlay=True)
-    out = [(mf.OUTPUT_BY_KEY[k].msgtype, f) for k, f in per_frame.items()]
+    seg_names = ["Background", "FPCW Forceps", "Mucosal Flaps"]
+    mask = np.zeros((64, 80), np.uint8)
+    mask[20:60, 10:22] = 1  # an instrument
+    overlay = np.zeros((64, 80, 3), np.uint8)
+    result = FrameResult(mask=mask, activity_probs=np.array([0.3, 0.6, 0.1], np.float32), overlay=overlay,
+                         confidence=np.full((16, 20), 0.9, np.float32))
     colors = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
-    out.append((mf.SEGMENTATION_INFO_TYPE, mf.segmentation_info_fields(header, ["bg", "x", "y"], colors, "m")))
-    out.append((mf.COMPRESSED_IMAGE_TYPE, mf.compressed_image_fields(header, "png", np.arange(5, dtype=np.uint8))))
-    out.append((mf.ACTIVITY_TYPE, mf.one_hot_activity_fields(header, ["a", "b", "c"], 2)))
-    return out
+    stream = CameraStream(seg_names, ["a", "b", "c"], colors)
+    frame = frame_from_array(np.full((64, 80, 3), 120, np.uint8), "rgb8")
+    out = stream.update(frame, result)
+    assert len(out.instruments) == 1
+    per_frame = mf.frame_fields(header, result, out, ["a", "b", "c"], seg_names, overlay=True)
+    assert set(per_frame) == {"activity", "mask", "overlay", "instruments"}
+    fields = [(mf.OUTPUT_BY_KEY[k].msgtype, f) for k, f in per_frame.items()]
+    from endoarss_ros.inference.status import lost_frame_status
+
+    for status in (out.status.with_timing(12.5, 30.0, stream.settings.thresholds),
+                   lost_frame_status("INPUT_REJECTED", "bad_step: data has 3 bytes")):
+        fields.append((mf.STATUS_TYPE, mf.status_fields(header, status)))
+    fields.append((mf.SEGMENTATION_INFO_TYPE, mf.segmentation_info_fields(header, seg_names, colors, "m")))
+    fields.append((mf.COMPRESSED_IMAGE_TYPE, mf.compressed_image_fields(header, "png", np.arange(5, dtype=np.uint8))))
+    fields.append((mf.ACTIVITY_TYPE, mf.one_hot_activity_fields(header, ["a", "b", "c"], 2)))
+    return fields
 
 
 def test_every_output_type_is_built_the_same_for_rclpy_and_rosbags():
@@ -74,13 +87,28 @@ def test_every_output_type_is_built_the_same_for_rclpy_and_rosbags():
 
     store = typestore()
     outputs = _fields_of_every_output()
-    assert {t for t, _ in outputs} >= {"endoarss_ros/msg/Activity", "endoarss_ros/msg/SegmentationInfo",
-                                       "sensor_msgs/msg/Image"}
+    from endoarss_ros.inference.message_fields import OUTPUTS
+
+    assert {t for t, _ in outputs} >= {o.msgtype for o in OUTPUTS}
     for msgtype, fields in outputs:
         assert set(fields) == set(message_class(msgtype).get_fields_and_field_types()), msgtype
         ros_msg = to_ros(msgtype, fields)
         bag_bytes = bytes(store.serialize_cdr(to_rosbags(store, msgtype, fields), msgtype))
-        assert rclpy_serialization.deserialize_message(bag_bytes, type(ros_msg)) == ros_msg, msgtype
+        assert _same(rclpy_serialization.deserialize_message(bag_bytes, type(ros_msg)), ros_msg), msgtype
+
+
+def _same(a, b) -> bool:
+    """Message equality where NaN equals NaN (PerceptionStatus marks what was not measured with NaN)."""
+    import math
+
+    if hasattr(a, "get_fields_and_field_types"):
+        return type(a) is type(b) and all(_same(getattr(a, f), getattr(b, f)) for f in a.get_fields_and_field_types())
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, (list, tuple)) or hasattr(a, "tolist"):
+        a, b = list(a), list(b)
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def test_output_messages_carry_the_input_header():
@@ -101,3 +129,17 @@ def test_output_messages_carry_the_input_header():
                                                               [0.3, 0.6, 0.1], 1))
     assert act.label == "b" and act.class_id == 1 and act.confidence == pytest.approx(0.7)
     assert act.header.stamp.nanosec == 7 and list(act.raw_probabilities) == pytest.approx([0.3, 0.6, 0.1])
+
+
+def test_status_flags_in_the_msg_file_are_the_inference_layers():
+    """The bit constants of PerceptionStatus.msg are exactly inference.status.FLAGS (bit i = 1 << i), and
+    DEGRADED_IMAGE is the union of its image-quality flags."""
+    from endoarss_ros.msg import PerceptionStatus
+
+    from endoarss_ros.inference import status
+
+    for name, bit in status.FLAG.items():
+        assert getattr(PerceptionStatus, name) == bit, name
+    assert PerceptionStatus.DEGRADED_IMAGE == status.DEGRADED_IMAGE
+    constants = [n for n in dir(PerceptionStatus) if n.isupper() and isinstance(getattr(PerceptionStatus, n), int)]
+    assert set(constants) == set(status.FLAGS) | {"DEGRADED_IMAGE"}

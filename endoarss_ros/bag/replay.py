@@ -2,10 +2,11 @@
 
 Every image of the chosen topic(s) goes through the shared pipeline (``endoarss_ros.inference``) in batches;
 nothing is dropped. The output bag holds, per image topic, the node's outputs (``message_fields.OUTPUTS``:
-``<ns>/activity``, ``<ns>/segmentation/mask``, optionally ``<ns>/segmentation/overlay``, and
-``<ns>/segmentation/info``, latched), each stamped with its source image's header and written at the source
-image's bag time, so ``ros2 bag play`` reproduces the timing. Frames that cannot be decoded are listed in the
-summary with their reason.
+``<ns>/activity``, ``<ns>/segmentation/mask``, optionally ``<ns>/segmentation/overlay``,
+``<ns>/segmentation/info`` (latched), ``<ns>/instruments`` and ``<ns>/status``), each stamped with its source
+image's header and written at the source image's bag time, so ``ros2 bag play`` reproduces the timing. Frames
+that cannot be decoded are listed in the summary with their reason and get a status with INPUT_REJECTED.
+Offline there is no live clock: a status's ``age_ms`` is NaN and STALE is never set.
 """
 from __future__ import annotations
 
@@ -16,14 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY, frame_fields, segmentation_info_fields
-from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
+from endoarss_ros.inference.instruments import InstrumentSettings
+from endoarss_ros.inference.message_fields import (
+    OUTPUT_BY_KEY,
+    frame_fields,
+    segmentation_info_fields,
+    status_fields,
+)
+from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
+from endoarss_ros.inference.status import StatusThresholds, lost_frame_status
+from endoarss_ros.inference.stream import CameraStream, StreamSettings
+from endoarss_ros.inference.tallies import StatusTally, TrackTally
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 
 from . import replay_report as report
 from .evaluation import GroundTruthEvaluator
 from .media import OverlayVideo, plot_timeline
-from .messages import to_rosbags
+from .messages import make_header, to_rosbags
 from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
 from .reader import BagError, BagFrame, BagReader, GroundTruthCollector
 from .writer import BagOutput
@@ -49,6 +59,8 @@ class ReplayOptions:
     smoothing_alpha: float = DEFAULT_SMOOTHING.alpha
     smoothing_hysteresis: float = DEFAULT_SMOOTHING.hysteresis
     overlay_alpha: float = 0.5
+    thresholds: StatusThresholds = field(default_factory=StatusThresholds)
+    instruments: InstrumentSettings = field(default_factory=InstrumentSettings)
     storage: str | None = None  # None: the input's
     overwrite: bool = False
     video: Path | None = None
@@ -60,8 +72,9 @@ class ReplayOptions:
     engine: object | None = None  # an InferenceEngine to reuse (tests, demo)
 
     @property
-    def smoothing_settings(self) -> Smoothing:
-        return Smoothing(self.smoothing, self.smoothing_alpha, self.smoothing_hysteresis)
+    def stream_settings(self) -> StreamSettings:
+        return StreamSettings(Smoothing(self.smoothing, self.smoothing_alpha, self.smoothing_hysteresis),
+                              self.thresholds, self.instruments)
 
     @property
     def summary_path(self) -> Path:
@@ -78,7 +91,9 @@ class ReplayOptions:
 class _TopicState:
     topic: str
     namespace: str
-    smoother: ActivitySmoother
+    stream: CameraStream
+    statuses: StatusTally
+    tracks: TrackTally
     frames_in: int = 0
     frames_out: int = 0
     info_frame_id: str | None = None
@@ -137,14 +152,15 @@ class _ReplayRun:
         mask_topic, activity_topic = bag.ground_truth_topics()
         self.collector = GroundTruthCollector(bag, mask_topic, activity_topic)
         self.seg_names, self.act_names = list(engine.seg_classes), list(engine.activity_classes)
-        self.evaluator = GroundTruthEvaluator(len(self.seg_names), len(self.act_names), seg_names=self.seg_names,
-                                              activity_names=self.act_names) if self.collector.topics else None
+        self.evaluator = self._evaluator() if self.collector.topics else None
+        self.by_status = {True: self._evaluator(), False: self._evaluator()} if self.evaluator else {}
         self.eval_topic = self.topics[0]
         self.pending_eval: dict[int, tuple[np.ndarray, int]] = {}
         self.truth_activities: dict[int, int] = {}
         namespaces = output_namespaces(self.topics, opts.namespace)
-        self.states = {t: _TopicState(t, namespaces[t], ActivitySmoother.from_settings(
-            len(self.act_names), opts.smoothing_settings)) for t in self.topics}
+        self.states = {t: _TopicState(t, namespaces[t], CameraStream(self.seg_names, self.act_names, engine.colors,
+                                                                     opts.stream_settings),
+                                      StatusTally(), TrackTally(self.seg_names)) for t in self.topics}
         self.failed: list[dict] = []
         self.want_overlay = opts.overlay or opts.video is not None
         self.video = (OverlayVideo(Path(opts.video), self._video_fps(), outputs) if opts.video is not None
@@ -153,6 +169,10 @@ class _ReplayRun:
         self.progress = None
         self.out: BagOutput | None = None
 
+    def _evaluator(self) -> GroundTruthEvaluator:
+        return GroundTruthEvaluator(len(self.seg_names), len(self.act_names), seg_names=self.seg_names,
+                                    activity_names=self.act_names)
+
     def _video_fps(self) -> float:
         conn = self.input_conns[self.eval_topic]
         duration = self.bag.duration_ns / 1e9
@@ -160,7 +180,8 @@ class _ReplayRun:
 
     def declare_outputs(self) -> None:
         out, opts = self.out, self.opts
-        wanted = ["activity", "mask"] + (["overlay"] if opts.overlay else []) + (["info"] if opts.info else [])
+        wanted = (["activity", "mask"] + (["overlay"] if opts.overlay else []) + (["info"] if opts.info else [])
+                  + ["instruments", "status"])
         for st in self.states.values():
             for key in wanted:
                 output = OUTPUT_BY_KEY[key]
@@ -182,6 +203,7 @@ class _ReplayRun:
             if bf.frame is None:
                 self.failed.append({"topic": bf.topic, "index": bf.index, "stamp_ns": bf.stamp,
                                     "reason": bf.reason, "error": bf.error})
+                self._write_status(bf, lost_frame_status("INPUT_REJECTED", f"{bf.reason}: {bf.error}"), 0.0)
                 self._advance(1)
                 continue
             if batch and (len(batch) >= max(1, opts.batch) or batch[0].frame.size != bf.frame.size):
@@ -202,48 +224,67 @@ class _ReplayRun:
         t0 = time.monotonic()
         results = self.engine.infer([b.frame for b in batch],
                                     overlay_alpha=self.opts.overlay_alpha if self.want_overlay else None)
-        self.inference_s += time.monotonic() - t0
+        inference_s = time.monotonic() - t0
+        self.inference_s += inference_s
         for frame, result in zip(batch, results):
-            self._write_results(frame, result)
+            self._write_results(frame, result, inference_s / len(batch))
         if self.evaluator is not None:
             self._evaluate()
         self._advance(len(batch))
         pause_point("frames")
 
-    def _write_results(self, frame: BagFrame, result) -> None:
+    def _write_results(self, frame: BagFrame, result, inference_s: float) -> None:
         st, out, store = self.states[frame.topic], self.out, self.out.store
-        activity = st.smoother.update(result.activity_probs)
+        stream = st.stream.update(frame.frame, result)
+        activity = stream.activity
         header = frame.header
         frame_id = str(getattr(header, "frame_id", ""))
         if self.opts.info and st.info_frame_id != frame_id:
             info = segmentation_info_fields(header, self.seg_names, self.engine.colors, Path(str(self.opts.model)).name)
             out.write(st.out("info"), frame.timestamp, to_rosbags(store, OUTPUT_BY_KEY["info"].msgtype, info))
             st.info_frame_id = frame_id
-        for key, fields in frame_fields(header, result, activity, self.act_names, overlay=self.opts.overlay).items():
+        for key, fields in frame_fields(header, result, stream, self.act_names, self.seg_names,
+                                        overlay=self.opts.overlay).items():
             out.write(st.out(key), frame.timestamp, to_rosbags(store, OUTPUT_BY_KEY[key].msgtype, fields))
-        if self.video is not None and frame.topic == self.eval_topic and result.overlay is not None:
-            self.video.add(result.overlay)
+        status = self._write_status(frame, stream.status, (inference_s + stream.compute_s) * 1000.0)
+        st.tracks.add(frame.stamp, [(i.id, i.class_id) for i in stream.instruments])
+        if self.video is not None and frame.topic == self.eval_topic and stream.overlay is not None:
+            self.video.add(stream.overlay)
         counts = np.bincount(result.mask.reshape(-1), minlength=len(self.seg_names))
         st.pixels = counts if st.pixels is None else st.pixels + counts[: len(st.pixels)]
         st.timeline.append((frame.stamp, activity.class_id, float(activity.probabilities[activity.class_id])))
         st.frames_out += 1
         if self.evaluator is not None and frame.topic == self.eval_topic:
-            self.pending_eval[frame.stamp] = (result.mask, activity.class_id)
+            self.pending_eval[frame.stamp] = (result.mask, activity.class_id, status.usable)
+
+    def _write_status(self, frame: BagFrame, status, processing_ms: float):
+        """A frame's PerceptionStatus (offline: no age), written and counted; returns it."""
+        st, out = self.states[frame.topic], self.out
+        status = status.with_timing(None, processing_ms, self.opts.thresholds)
+        header = frame.header if frame.header is not None else make_header(out.store, frame.stamp, "")
+        out.write(st.out("status"), frame.timestamp,
+                  to_rosbags(out.store, OUTPUT_BY_KEY["status"].msgtype, status_fields(header, status)))
+        st.statuses.add(status.usable, status.flag_names, status.processed)
+        return status
 
     def _evaluate(self, final: bool = False) -> None:
         """Score the predictions whose ground truth has arrived (all of them when final)."""
         gt = self.collector.gt
         for s in list(self.pending_eval):
-            mask, cls = self.pending_eval[s]
+            mask, cls, usable = self.pending_eval[s]
             complete = ((gt.mask_topic is None or s in gt.masks)
                         and (gt.activity_topic is None or s in gt.activities))
             if not (complete or final):
                 continue
+            by_status = self.by_status[usable]
             if s in gt.masks:
-                self.evaluator.add_mask(mask, gt.masks.pop(s))
+                truth_mask = gt.masks.pop(s)
+                self.evaluator.add_mask(mask, truth_mask)
+                by_status.add_mask(mask, truth_mask)
             if s in gt.activities:
                 self.truth_activities[s] = gt.activities.pop(s)
                 self.evaluator.add_activity(cls, self.truth_activities[s])
+                by_status.add_activity(cls, self.truth_activities[s])
             del self.pending_eval[s]
         if final:
             self.truth_activities.update(gt.activities)
@@ -265,6 +306,8 @@ class _ReplayRun:
             "activity_timeline": {t: report.activity_segments(s.timeline, self.act_names, start_ns)
                                   for t, s in states.items()},
             "pixel_fractions": {t: report.pixel_fractions(s.pixels, self.seg_names) for t, s in states.items()},
+            "status": {t: s.statuses.summary() for t, s in states.items()},
+            "instruments": {t: s.tracks.summary() for t, s in states.items()},
             "ground_truth": None,
             "files": {"bag": str(opts.output), "summary": str(opts.summary_path),
                       "timeline": str(opts.timeline_path) if opts.timeline_path else None,
@@ -275,7 +318,8 @@ class _ReplayRun:
         if self.evaluator is not None:
             gt = self.collector.gt
             summary["ground_truth"] = dict(self.evaluator.result(), topic=self.eval_topic,
-                                           mask_topic=gt.mask_topic, activity_topic=gt.activity_topic)
+                                           mask_topic=gt.mask_topic, activity_topic=gt.activity_topic,
+                                           by_status=report.by_status(self.by_status))
         return summary
 
     def plot(self, summary: dict) -> None:

@@ -76,6 +76,15 @@ def print_summary(summary: dict, file=None) -> None:
             p(f"  {s['start_s']:8.2f} - {s['end_s']:8.2f} s  {s['label']} ({s['frames']} frames)")
         if len(segments) > 12:
             p(f"  ... {len(segments) - 12} more segments")
+    for topic, st in summary.get("status", {}).items():
+        flags = ", ".join(f"{name.lower()} {n}" for name, n in st["flags"].items() if n)
+        p(f"status of {topic}: {st['usable']} of {st['frames']} frames usable"
+          + (f" ({st['usable_fraction']:.1%})" if st["usable_fraction"] is not None else "")
+          + (f"; flags: {flags}" if flags else ""))
+    for topic, tr in summary.get("instruments", {}).items():
+        per_class = ", ".join(f"{label} {c['tracks']}" for label, c in tr["per_class"].items())
+        p(f"instruments of {topic}: {tr['tracks']} tracks" + (f" ({per_class})" if per_class else "")
+          + f", {tr['instances_per_frame']} per frame")
     gt = summary.get("ground_truth")
     if gt:
         parts = []
@@ -84,6 +93,11 @@ def print_summary(summary: dict, file=None) -> None:
         if gt.get("miou_foreground") is not None:
             parts.append(f"foreground mIoU {gt['miou_foreground']:.1%} ({gt['frames_with_mask']} masks)")
         p("against ground truth: " + ", ".join(parts))
+        for key, r in (gt.get("by_status") or {}).items():
+            if r.get("frames_with_activity"):
+                miou = r.get("miou_foreground")
+                p(f"  {key} frames: activity accuracy {r['activity_accuracy']:.1%} ({r['frames_with_activity']} frames)"
+                  + (f", foreground mIoU {miou:.1%}" if miou is not None else ""))
     files = summary["files"]
     p(f"wrote {files['bag']} ({summary['storage']}), summary {files['summary']}"
       + (f", timeline {files['timeline']}" if files.get("timeline") else "")

@@ -84,3 +84,13 @@ def timeline_title(input_path, summary: dict) -> str:
     if accuracy is not None:
         title += f" (accuracy {accuracy:.1%})"
     return title
+
+
+def by_status(evaluators: dict) -> dict:
+    """Activity accuracy and foreground mIoU of the frames their status called usable, and of the others."""
+    out = {}
+    for usable, ev in evaluators.items():
+        r = ev.result()
+        out["usable" if usable else "unusable"] = {
+            k: r.get(k) for k in ("frames_with_activity", "activity_accuracy", "frames_with_mask", "miou_foreground")}
+    return out

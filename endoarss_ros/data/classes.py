@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES, MTLESD_SEG_CLASSES
+from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES, MTLESD_SEG_CLASSES, instrument_class_ids
 
 CLASSES_YAML = "classes.yaml"
 
@@ -29,7 +29,7 @@ MARKING = 0
 CIRCUMFERENTIAL_INCISION = 1
 SUBMUCOSAL_DISSECTION = 2
 
-INSTRUMENT_CLASSES = frozenset({FPCW_FORCEPS, FPCW_KNIFE, ELECTRIC_KNIFE})
+INSTRUMENT_CLASSES = frozenset(instrument_class_ids(MTLESD_SEG_CLASSES))  # forceps and the two knives
 TISSUE_CLASSES = frozenset({MUCOSAL_FLAPS, INCISION_AREA, MARKING_AREA})
 
 Color = tuple[int, int, int]

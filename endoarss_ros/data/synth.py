@@ -498,12 +498,101 @@ def _light_map(scene: Scene, fr: _Frame) -> tuple[np.ndarray, np.ndarray]:
     return (light * edge)[..., None], r <= fr.fov_r
 
 
+class InstrumentPose(NamedTuple):
+    """Where the renderer puts one instrument, in pixels of the frame: the shaft is drawn from ``entry``
+    (outside the field of view) to ``tip``; ``opening`` is the forceps' jaw angle (rad)."""
+
+    class_id: int
+    entry: np.ndarray
+    tip: np.ndarray
+    opening: float = 0.0
+
+
+def _instrument_poses(scene: Scene, state: FrameState, fr: _Frame) -> list[InstrumentPose]:
+    """The instruments of ``state`` in drawing order (a later one occludes an earlier one)."""
+    a, t = state.activity, state.t
+    if a == SUBMUCOSAL_DISSECTION:
+        outer, inner, _ = _flap_geometry(scene, state.progress)
+        po, pi = fr.px(outer), fr.px(inner)
+        k = len(po)
+        stroke = 0.5 + 0.35 * math.sin(2 * math.pi * 0.25 * t + scene.phase)  # knife sweeps along the base
+        knife_tip = po[int(stroke * (k - 1))] + 0.3 * (pi[int(stroke * (k - 1))] - po[int(stroke * (k - 1))])
+        grip = pi[k // 2 + int(0.15 * k * math.sin(2 * math.pi * 0.1 * t + scene.phase))]
+        opening = 0.12 + 0.16 * (0.5 + 0.5 * math.sin(2 * math.pi * 0.35 * t + scene.phase))
+        e_forceps, e_knife = (_entry_px(fr, ang) for ang in scene.dual_entries)
+        return [InstrumentPose(FPCW_KNIFE, e_knife, knife_tip + _tremor(scene, t, 1, fr)),
+                InstrumentPose(FPCW_FORCEPS, e_forceps, grip + _tremor(scene, t, 0, fr), opening)]
+    if a == MARKING:
+        # The knife travels from the last mark to the next one.
+        n, n_dots = len(scene.dot_params), _dots_placed(scene, state)
+        frac = state.progress * (n - 2) - int(state.progress * (n - 2)) if n_dots < n else 0.0
+        frac = frac * frac * (3 - 2 * frac)
+        p0 = _dot_scene(scene, n_dots - 1)
+        p1 = _dot_scene(scene, min(n_dots, n - 1))
+        tip = fr.px(p0 + frac * (p1 - p0)) + 0.006 * fr.scale * np.array([1.0, -1.0])
+    elif a == CIRCUMFERENTIAL_INCISION:
+        tip = fr.px(scene.ring_point(_incision_theta(scene, state.progress), INCISION_SCALE))[-1]  # the cut's end
+    else:
+        raise ValueError(f"unknown activity {a}")
+    return [InstrumentPose(ELECTRIC_KNIFE, _entry_px(fr, scene.single_entry), tip + _tremor(scene, t, 0, fr))]
+
+
+_DRAW_INSTRUMENT = {FPCW_KNIFE: lambda img, mask, scene, fr, p: _draw_hook_knife(img, mask, scene, fr, p.entry, p.tip),
+                    FPCW_FORCEPS: lambda img, mask, scene, fr, p: _draw_forceps(img, mask, scene, fr, p.entry, p.tip,
+                                                                                p.opening),
+                    ELECTRIC_KNIFE: lambda img, mask, scene, fr, p: _draw_electric_knife(img, mask, scene, fr,
+                                                                                         p.entry, p.tip)}
+
+
+class InstrumentTruth(NamedTuple):
+    """Ground truth of one rendered instrument, in pixels (x, y) of the frame.
+
+    ``tip``: the instrument's working end (electrode ball or hook, or the point between the forceps' jaw tips);
+    ``entry``: where its axis crosses into the visible view (the field-of-view circle, cropped by the frame
+    border); ``tip_visible``: the tip lies inside the view.
+    """
+
+    class_id: int
+    tip: tuple[float, float]
+    entry: tuple[float, float]
+    tip_visible: bool
+
+
+def _view_exit(fr: _Frame, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """The point where the segment from ``inside`` (in the view) towards ``outside`` leaves the view (the FOV
+    disc intersected with the frame rectangle)."""
+    d = outside - inside
+    f = inside - fr.center
+    a, b, c = d @ d, 2 * f @ d, f @ f - fr.fov_r ** 2
+    s = (-b + math.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)  # the disc: the larger root
+    for k, size in ((0, fr.w), (1, fr.h)):  # the frame border
+        if d[k] > 0:
+            s = min(s, (size - inside[k]) / d[k])
+        elif d[k] < 0:
+            s = min(s, -inside[k] / d[k])
+    return inside + max(0.0, min(1.0, s)) * d
+
+
+def instrument_truth(scene: Scene, state: FrameState, size: int | tuple[int, int]) -> list[InstrumentTruth]:
+    """Tip and entry point of every instrument ``render`` draws for ``state`` at ``size``."""
+    h, w = _size(size)
+    fr = _Frame(scene, state.camera, h, w)
+    out = []
+    for pose in _instrument_poses(scene, state, fr):
+        visible = bool(np.hypot(*(pose.tip - fr.center)) <= fr.fov_r and 0 <= pose.tip[0] < w and 0 <= pose.tip[1] < h)
+        entry = _view_exit(fr, pose.tip, pose.entry)
+        out.append(InstrumentTruth(int(pose.class_id), (float(pose.tip[0]), float(pose.tip[1])),
+                                   (float(entry[0]), float(entry[1])), visible))
+    return out
+
+
 def render(scene: Scene, state: FrameState, size: int | tuple[int, int], rng: Rng | None = None, *,
            sensor_noise: float = 1.5, light: tuple[np.ndarray, np.ndarray] | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``state`` of ``scene``: (rgb uint8 HxWx3, mask uint8 HxW of class ids).
 
-    ``light`` is a cached ``_light_map`` (it only depends on the scene's optics and the size).
+    ``light`` is a cached ``_light_map`` (it only depends on the scene's optics and the size). Where the
+    instruments are: ``instrument_truth``.
     """
     h, w = _size(size)
     fr = _Frame(scene, state.camera, h, w)
@@ -511,34 +600,14 @@ def render(scene: Scene, state: FrameState, size: int | tuple[int, int], rng: Rn
                          borderMode=cv2.BORDER_REFLECT)
     mask = np.zeros((h, w), np.uint8)
     a, t = state.activity, state.t
-
     if a == SUBMUCOSAL_DISSECTION:
-        po, pi = _draw_flap(img, mask, scene, fr, state.progress)
-        k = len(po)
-        stroke = 0.5 + 0.35 * math.sin(2 * math.pi * 0.25 * t + scene.phase)  # knife sweeps along the base
-        knife_tip = po[int(stroke * (k - 1))] + 0.3 * (pi[int(stroke * (k - 1))] - po[int(stroke * (k - 1))])
-        grip = pi[k // 2 + int(0.15 * k * math.sin(2 * math.pi * 0.1 * t + scene.phase))]
-        opening = 0.12 + 0.16 * (0.5 + 0.5 * math.sin(2 * math.pi * 0.35 * t + scene.phase))
-        e_forceps, e_knife = (_entry_px(fr, ang) for ang in scene.dual_entries)
-        _draw_hook_knife(img, mask, scene, fr, e_knife, knife_tip + _tremor(scene, t, 1, fr))
-        _draw_forceps(img, mask, scene, fr, e_forceps, grip + _tremor(scene, t, 0, fr), opening)
+        _draw_flap(img, mask, scene, fr, state.progress)
     else:
-        n_dots = _dots_placed(scene, state)
-        _draw_marks(img, mask, scene, fr, n_dots)
-        if a == MARKING:
-            # The knife travels from the last mark to the next one.
-            n = len(scene.dot_params)
-            frac = state.progress * (n - 2) - int(state.progress * (n - 2)) if n_dots < n else 0.0
-            frac = frac * frac * (3 - 2 * frac)
-            p0 = _dot_scene(scene, n_dots - 1)
-            p1 = _dot_scene(scene, min(n_dots, n - 1))
-            tip = fr.px(p0 + frac * (p1 - p0)) + 0.006 * fr.scale * np.array([1.0, -1.0])
-        elif a == CIRCUMFERENTIAL_INCISION:
-            tip = _draw_incision(img, mask, scene, fr, state.progress)
-        else:
-            raise ValueError(f"unknown activity {a}")
-        entry = _entry_px(fr, scene.single_entry)
-        _draw_electric_knife(img, mask, scene, fr, entry, tip + _tremor(scene, t, 0, fr))
+        _draw_marks(img, mask, scene, fr, _dots_placed(scene, state))
+        if a == CIRCUMFERENTIAL_INCISION:
+            _draw_incision(img, mask, scene, fr, state.progress)
+    for pose in _instrument_poses(scene, state, fr):
+        _DRAW_INSTRUMENT[pose.class_id](img, mask, scene, fr, pose)
 
     if scene.smoke_level > 0:
         # Haze: a slowly changing low-frequency field blended towards grey-white.
@@ -565,18 +634,20 @@ def render(scene: Scene, state: FrameState, size: int | tuple[int, int], rng: Rn
 
 def generate_frame(rng_or_seed: Rng | int | None, activity: int, size: int | tuple[int, int] = (224, 224), *,
                    progress: float | None = None, smoke: bool | None = None, blood: bool | None = None,
-                   smoke_prob: float = 0.3, blood_prob: float = 0.3, sensor_noise: float = 1.5
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   smoke_prob: float = 0.3, blood_prob: float = 0.3, sensor_noise: float = 1.5,
+                   with_truth: bool = False) -> tuple:
     """One random frame of ``activity`` (0 Marking, 1 Circumferential Incision, 2 Submucosal Dissection).
 
-    Returns (rgb uint8 HxWx3, mask uint8 HxW with MTLESD class ids 0..6). Same seed -> same bytes.
+    Returns (rgb uint8 HxWx3, mask uint8 HxW with MTLESD class ids 0..6), and with ``with_truth`` a third
+    element, the instruments' ``InstrumentTruth`` list. Same seed -> same bytes.
     """
     if activity not in ACTIVITIES:
         raise ValueError(f"activity must be one of {ACTIVITIES}, got {activity}")
     rng = _rng(rng_or_seed)
     scene = make_scene(rng, size, smoke=smoke, blood=blood, smoke_prob=smoke_prob, blood_prob=blood_prob)
     state = random_state(rng, scene, activity, progress)
-    return render(scene, state, size, rng, sensor_noise=sensor_noise)
+    rgb, mask = render(scene, state, size, rng, sensor_noise=sensor_noise)
+    return (rgb, mask, instrument_truth(scene, state, size)) if with_truth else (rgb, mask)
 
 
 class SequenceFrame(NamedTuple):
@@ -584,6 +655,7 @@ class SequenceFrame(NamedTuple):
     rgb: np.ndarray
     mask: np.ndarray
     activity: int
+    instruments: tuple[InstrumentTruth, ...] = ()  # where each instrument's tip and entry point are
 
 
 @dataclass(frozen=True)
@@ -642,4 +714,4 @@ def generate_sequence(seed: int, num_frames: int, fps: float = 30.0,
         progress = min(1.0, (t - seg.start) / (seg.end - seg.start))
         state = FrameState(seg.activity, progress, camera_at(scene, t), t)
         rgb, mask = render(scene, state, (h, w), noise_rng, sensor_noise=sensor_noise, light=light)
-        yield SequenceFrame(t, rgb, mask, seg.activity)
+        yield SequenceFrame(t, rgb, mask, seg.activity, tuple(instrument_truth(scene, state, (h, w))))

@@ -56,6 +56,9 @@ class FrameResult:
     activity_probs: np.ndarray  # float32 (K,) softmax
     overlay: np.ndarray | None = None  # uint8 (H, W, 3) RGB, only when overlay_alpha was given
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (shared by a batch's frames)
+    # float32 (h, w) top-class probability of each pixel at the segmentation head's resolution (the whole
+    # frame, resized to the model's input): the model's per-pixel confidence, for PerceptionStatus
+    confidence: np.ndarray | None = None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -306,6 +309,7 @@ class InferenceEngine:
         if prof:
             self._sync()
         times["forward"] = time.perf_counter() - t
+        confidence = top_class_probability(seg)  # enqueued now, on the host after the batch's one wait
 
         # 4. postprocess (+ 5. download, interleaved per size group)
         t = time.perf_counter()
@@ -351,6 +355,7 @@ class InferenceEngine:
         times["postprocess"] = (t1 - t) - t_down
         times["total"] = t_end - t_start
         probs_np = self._probs_host[:b].numpy()
+        confidence_np = confidence.numpy()
         out = []
         fresh = self._pre == "cv2"  # cv2 masks are new arrays already; device-path masks live in reused buffers
         slot_of = {i: j for j, i in enumerate(order)}
@@ -361,6 +366,7 @@ class InferenceEngine:
                 activity_probs=probs_np[slot_of[i]].copy(),
                 overlay=overlays.get(i),
                 timings=dict(times),
+                confidence=confidence_np[slot_of[i]],
             ))
         return out
 
@@ -397,6 +403,16 @@ class InferenceEngine:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def top_class_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w)`` segmentation logits -> ``(B, h, w)`` float32 softmax maximum, on the host: computed on the
+    logits' device, copied without waiting (valid after the next device synchronisation)."""
+    top = torch.softmax(logits.float(), dim=1).amax(dim=1)
+    if top.device.type == "cpu":
+        return top
+    host = torch.empty(top.shape, dtype=torch.float32, pin_memory=True)
+    return host.copy_(top, non_blocking=True)
 
 
 def cpu_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = False) -> np.ndarray:

@@ -19,6 +19,8 @@ import numpy as np
 
 ACTIVITY_TYPE = "endoarss_ros/msg/Activity"
 SEGMENTATION_INFO_TYPE = "endoarss_ros/msg/SegmentationInfo"
+STATUS_TYPE = "endoarss_ros/msg/PerceptionStatus"
+INSTRUMENTS_TYPE = "endoarss_ros/msg/InstrumentArray"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 MASK_ENCODING = "mono8"  # one class id per pixel, at the input image's resolution
@@ -39,6 +41,8 @@ OUTPUTS: tuple[Output, ...] = (
     Output("mask", "segmentation/mask", IMAGE_TYPE),
     Output("overlay", "segmentation/overlay", IMAGE_TYPE),
     Output("info", "segmentation/info", SEGMENTATION_INFO_TYPE, latched=True),
+    Output("instruments", "instruments", INSTRUMENTS_TYPE),
+    Output("status", "status", STATUS_TYPE),  # last: a frame's status follows its other outputs
 )
 OUTPUT_BY_KEY = {o.key: o for o in OUTPUTS}
 
@@ -80,14 +84,55 @@ def segmentation_info_fields(header, class_names: Sequence[str], colors: np.ndar
             "has_ignore_id": False, "ignore_id": 0, "model": model}
 
 
-def frame_fields(header, result, activity, class_names: Sequence[str], *, overlay: bool) -> dict[str, dict]:
-    """The per-frame outputs of one engine ``result`` (``FrameResult``) and its smoothed ``activity``
-    (``ActivityEstimate``), keyed like ``OUTPUTS``; the overlay only when asked for and computed."""
+def _f32(value) -> float:
+    """A float32 field's value as the message stores it (rclpy keeps a Python float as given)."""
+    return float(np.float32(value))
+
+
+def status_fields(header, status) -> dict:
+    """``endoarss_ros/PerceptionStatus`` of a ``status.FrameStatus`` (with its timing)."""
+    return {"header": header, "usable": status.usable, "flags": int(status.flags), "reasons": list(status.reasons),
+            "processed": bool(status.processed), **{k: _f32(v) for k, v in status.measures.items()},
+            "age_ms": _f32(status.age_ms), "processing_ms": _f32(status.processing_ms)}
+
+
+def _point(xy) -> dict:
+    return {"x": float(xy[0]), "y": float(xy[1]), "z": 0.0}
+
+
+def instrument_fields(instrument, class_names: Sequence[str]) -> dict:
+    """``endoarss_ros/Instrument`` of an ``instruments.Instrument``."""
+    x, y, w, h = instrument.bbox
+    c = instrument.class_id
+    return {"id": int(instrument.id), "seen_frames": int(instrument.seen_frames), "class_id": int(c),
+            "label": class_names[c] if c < len(class_names) else str(c), "confidence": _f32(instrument.confidence),
+            "area_px": int(instrument.area_px), "area_fraction": _f32(instrument.area_fraction),
+            "centroid": _point(instrument.centroid),
+            "bbox": {"x_offset": int(x), "y_offset": int(y), "width": int(w), "height": int(h), "do_rectify": False},
+            "orientation": _f32(instrument.orientation), "elongation": _f32(instrument.elongation),
+            "tip": _point(instrument.tip), "entry_point": _point(instrument.entry),
+            "entry_at_view_edge": bool(instrument.entry_at_view_edge)}
+
+
+def instrument_array_fields(header, width: int, height: int, instruments, class_names: Sequence[str]) -> dict:
+    """``endoarss_ros/InstrumentArray`` of one frame's instruments."""
+    return {"header": header, "width": int(width), "height": int(height),
+            "instruments": [instrument_fields(i, class_names) for i in instruments]}
+
+
+def frame_fields(header, result, stream, activity_names: Sequence[str], seg_names: Sequence[str], *,
+                 overlay: bool) -> dict[str, dict]:
+    """The per-frame outputs of one engine ``result`` (``FrameResult``) and its ``stream.StreamOutput``, keyed
+    like ``OUTPUTS``, but the status (published last, with its timing: ``status_fields``); the overlay only
+    when asked for and computed."""
+    activity = stream.activity
+    h, w = result.mask.shape[:2]
     fields = {
-        "activity": activity_fields(header, class_names, activity.probabilities, result.activity_probs,
+        "activity": activity_fields(header, activity_names, activity.probabilities, result.activity_probs,
                                     activity.class_id),
         "mask": image_fields(header, result.mask, MASK_ENCODING),
+        "instruments": instrument_array_fields(header, w, h, stream.instruments, seg_names),
     }
-    if overlay and result.overlay is not None:
-        fields["overlay"] = image_fields(header, result.overlay, "rgb8")
+    if overlay and stream.overlay is not None:
+        fields["overlay"] = image_fields(header, stream.overlay, "rgb8")
     return fields

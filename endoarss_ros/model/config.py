@@ -21,6 +21,9 @@ MTLESD_SEG_CLASSES = [
     "Marking Area",
 ]
 MTLESD_ACTIVITY_CLASSES = ["Marking", "Circumferential Incision", "Submucosal Dissection"]
+# The segmentation classes that are instruments (the synthetic data uses the MTLESD classes). A model's instruments
+# are its classes with these names (``instrument_class_ids``); the node's ``instruments.classes`` overrides it.
+MTLESD_INSTRUMENT_CLASSES = ["FPCW Forceps", "FPCW Knife", "Electric Knife"]
 
 FAMILIES = ("official", "endoarss")
 ADAPTER_KINDS = ("none", "lora", "dvlora", "tesla")
@@ -211,6 +214,13 @@ class ModelConfig:
     @classmethod
     def endoarss_base(cls, **kwargs: Any) -> ModelConfig:
         return cls(family="endoarss", backbone="base", **kwargs)
+
+
+def instrument_class_ids(seg_classes: list[str], names: list[str] | None = None) -> list[int]:
+    """Ids of the segmentation classes that are instruments: those named in ``names`` (default
+    ``MTLESD_INSTRUMENT_CLASSES``; case and surrounding spaces ignored)."""
+    wanted = {n.strip().lower() for n in (MTLESD_INSTRUMENT_CLASSES if names is None else names)}
+    return [i for i, n in enumerate(seg_classes) if n.strip().lower() in wanted]
 
 
 def _tuples(d: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,9 @@ import time
 
 from endoarss_ros.inference.frames import FRAME_ERROR_REASONS
 from endoarss_ros.inference.stats import percentile
+from endoarss_ros.inference.status import FLAGS
+
+LOW_USABLE_FRACTION = 0.5  # WARN when fewer of the recent frames than this were usable
 
 
 class RateMeter:
@@ -46,6 +49,7 @@ class NodeStats:
         self._out = RateMeter()
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self._usable: collections.deque[bool] = collections.deque(maxlen=latency_window)
         self.last_error = ""
 
     def received(self) -> None:
@@ -78,17 +82,28 @@ class NodeStats:
             if inference_ms is not None:
                 self._inference_ms.append(inference_ms)
 
+    def status(self, usable: bool, flags: list[str]) -> None:
+        """One PerceptionStatus published: usable or not, and which flags it carried."""
+        with self._lock:
+            self.counters["status.published"] += 1
+            self.counters["status.usable"] += usable
+            for flag in flags:
+                self.counters[f"status.flag.{flag}"] += 1
+            self._usable.append(usable)
+
     def snapshot(self) -> dict:
         now = time.monotonic()
         with self._lock:
             lat = list(self._latency_ms)
             inf = list(self._inference_ms)
+            usable = list(self._usable)
             snap = {
                 "input_rate_hz": self._in.rate(now),
                 "output_rate_hz": self._out.rate(now),
                 "latency_p50_ms": percentile(lat, 0.5),
                 "latency_p95_ms": percentile(lat, 0.95),
                 "inference_p50_ms": percentile(inf, 0.5),
+                "usable_fraction_recent": sum(usable) / len(usable) if usable else None,
                 "counters": dict(self.counters),
                 "last_error": self.last_error,
             }
@@ -107,8 +122,13 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
     def fmt(v):
         return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
-    for key in ("input_rate_hz", "output_rate_hz", "latency_p50_ms", "latency_p95_ms", "inference_p50_ms"):
+    for key in ("input_rate_hz", "output_rate_hz", "latency_p50_ms", "latency_p95_ms", "inference_p50_ms",
+                "usable_fraction_recent"):
         values[key] = fmt(snap[key])
+    published = counters.get("status.published", 0)
+    values["status.usable_fraction"] = fmt(counters.get("status.usable", 0) / published if published else None)
+    for key in ("status.published", "status.usable", *(f"status.flag.{f}" for f in FLAGS)):
+        values[key] = str(counters.get(key, 0))
     for key in ("frames.received", "frames.published", "dropped.replaced", "errors.inference"):
         values[key] = str(counters.get(key, 0))
     for reason in FRAME_ERROR_REASONS:
@@ -128,6 +148,10 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
     else:
         status.level = DiagnosticStatus.OK
         status.message = f"{snap['output_rate_hz']:.1f} Hz out of {snap['input_rate_hz']:.1f} Hz in"
+        recent = snap["usable_fraction_recent"]
+        if recent is not None and recent < LOW_USABLE_FRACTION:
+            status.level = DiagnosticStatus.WARN
+            status.message += f"; only {recent:.0%} of the recent frames usable (see <ns>/status)"
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp

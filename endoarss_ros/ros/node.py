@@ -21,7 +21,14 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
-from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY, OUTPUTS, frame_fields, segmentation_info_fields
+from endoarss_ros.inference.message_fields import (
+    OUTPUT_BY_KEY,
+    OUTPUTS,
+    frame_fields,
+    segmentation_info_fields,
+    status_fields,
+)
+from endoarss_ros.inference.status import lost_frame_status
 from endoarss_ros.ros import conversions, params, qos
 from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
 from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
@@ -85,7 +92,7 @@ class PerceptionNode(LifecycleNode):
         self._subscriptions_in: list = []
         self._slots = None
         self._worker = None
-        self._smoothers: list = []
+        self._streams: list = []  # one inference.stream.CameraStream per camera while active
         self._seg_names: list[str] = []
         self._activity_names: list[str] = []
         self._model_label = ""
@@ -110,21 +117,25 @@ class PerceptionNode(LifecycleNode):
         values = {s.name: params.current_value(self, s.name) for s in params.SPECS}
         values.update({p.name: p.value for p in changed})
         new = params.Settings.from_values(values)
-        smoothing_changed = (new.smoothing_enabled, new.smoothing_alpha, new.smoothing_hysteresis) != (
-            self.settings.smoothing_enabled, self.settings.smoothing_alpha, self.settings.smoothing_hysteresis)
+        if self._engine is not None:
+            from endoarss_ros.inference.instruments import resolve_classes
+
+            try:
+                resolve_classes(new.instruments.classes, self._seg_names)
+            except ValueError as e:
+                return SetParametersResult(successful=False, reason=str(e))
         self.settings = new
-        if smoothing_changed and self._engine is not None:
-            self._smoothers = self._make_smoothers()
+        for stream in self._streams:
+            stream.reconfigure(new.stream)  # smoothing, thresholds, tracking: from the next frame on
         for p in changed:
             self.get_logger().info(f"parameter {p.name} set to {p.value!r}")
         return SetParametersResult(successful=True)
 
-    def _make_smoothers(self):
-        from endoarss_ros.inference import ActivitySmoother
+    def _make_streams(self):
+        from endoarss_ros.inference.stream import CameraStream
 
         s = self.settings
-        return [ActivitySmoother(len(self._activity_names), alpha=s.smoothing_alpha,
-                                 hysteresis=s.smoothing_hysteresis, enabled=s.smoothing_enabled)
+        return [CameraStream(self._seg_names, self._activity_names, self._engine.colors, s.stream)
                 for _ in s.cameras]
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -212,10 +223,14 @@ class PerceptionNode(LifecycleNode):
         if ret != TransitionCallbackReturn.SUCCESS:
             return ret
         s = self.settings
-        self._smoothers = self._make_smoothers()
+        try:
+            self._streams = self._make_streams()
+        except ValueError as e:  # instruments.classes names a class the model does not have
+            self.get_logger().error(f"activate failed: {e}")
+            return TransitionCallbackReturn.FAILURE
         for out in self._outputs:
             self._publish_info(out, frame_id="")
-        self._slots = LatestFrameSlots(len(s.cameras), on_replaced=lambda _: self.stats.dropped("replaced"))
+        self._slots = LatestFrameSlots(len(s.cameras), on_replaced=self._on_replaced)
         self._worker = Worker(self._slots, self._process, self._on_worker_error,
                               batch_window=lambda: self.settings.batch_window_ms / 1000.0)
         self._worker.start()
@@ -281,7 +296,7 @@ class PerceptionNode(LifecycleNode):
 
     def _release_engine(self):
         engine, self._engine = self._engine, None
-        self._smoothers = []
+        self._streams = []
         if engine is not None:
             try:
                 engine.close()
@@ -322,6 +337,7 @@ class PerceptionNode(LifecycleNode):
     def _reject(self, camera: int, msg, error: Exception):
         reason = getattr(error, "reason", "invalid")
         self.stats.rejected(reason)
+        self._publish_lost(camera, msg.header, "INPUT_REJECTED", f"{reason}: {error}", time.monotonic())
         stamp = msg.header.stamp
         self._log_throttled(("reject", camera, reason), "error",
                             f"rejected a frame from {self.settings.cameras[camera].label} "
@@ -365,24 +381,49 @@ class PerceptionNode(LifecycleNode):
         t0 = time.monotonic()
         results = engine.infer(frames, overlay_alpha=s.overlay_alpha if any(want_overlay) else None)
         inference_ms = (time.monotonic() - t0) * 1000.0
-        for item, result, overlay in zip(items, results, want_overlay):
+        for item, frame, result, overlay in zip(items, frames, results, want_overlay):
             out = outputs[item.camera]
             header = item.message.header
-            activity = self._smoothers[item.camera].update(result.activity_probs)
-            for key, fields in frame_fields(header, result, activity, self._activity_names, overlay=overlay).items():
+            stream = self._streams[item.camera].update(frame, result)
+            for key, fields in frame_fields(header, result, stream, self._activity_names, self._seg_names,
+                                            overlay=overlay).items():
                 out.publish(key, fields)
             if out.info_frame_id != header.frame_id:
                 self._publish_info(out, header.frame_id)
+            self._publish_status(item.camera, header, stream.status, item.received)
             self.stats.published((time.monotonic() - item.received) * 1000.0, inference_ms)
 
     def _on_worker_error(self, error: BaseException, batch):
         text = f"{type(error).__name__}: {error}"
         self.stats.error("inference", text)
+        for item in batch:
+            self._publish_lost(item.camera, item.message.header, "INFERENCE_FAILED", text, item.received)
         self._log_throttled(("inference",), "error",
                             f"inference failed on {len(batch)} frame(s), skipping them: {text}")
         torch = sys.modules.get("torch")
         if torch is not None and "out of memory" in str(error).lower() and torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    # ---- status ----------------------------------------------------------------------------------
+    def _on_replaced(self, item) -> None:
+        """A frame replaced by a newer one before the worker took it: counted, and its status says so."""
+        self.stats.dropped("replaced")
+        self._publish_lost(item.camera, item.message.header, "DROPPED", "replaced by a newer frame before it was "
+                           "processed (the node keeps the newest frame per camera)", item.received)
+
+    def _publish_lost(self, camera: int, header, flag: str, reason: str, received: float) -> None:
+        self._publish_status(camera, header, lost_frame_status(flag, reason), received)
+
+    def _publish_status(self, camera: int, header, status, received: float) -> None:
+        """The frame's PerceptionStatus with its timing (age = the node's clock - the image stamp), counted."""
+        outputs = self._outputs
+        if camera >= len(outputs):
+            return
+        stamp = header.stamp
+        age_ms = (self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        status = status.with_timing(age_ms, (time.monotonic() - received) * 1000.0, self.settings.thresholds)
+        outputs[camera].publish("status", status_fields(header, status))
+        self.stats.status(status.usable, status.flag_names)
 
     def _publish_info(self, out: CameraOutputs, frame_id: str):
         engine = self._engine

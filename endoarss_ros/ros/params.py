@@ -14,6 +14,10 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from endoarss_ros.inference.instruments import InstrumentSettings
+from endoarss_ros.inference.smoother import Smoothing
+from endoarss_ros.inference.status import StatusThresholds
+from endoarss_ros.inference.stream import StreamSettings
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path  # noqa: F401 (re-export)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -86,6 +90,22 @@ SPECS: tuple[Spec, ...] = (
          "outputs in the node's namespace.", read_only=True, array_type=ParameterType.PARAMETER_STRING_ARRAY),
     Spec("image_transport", "raw", "raw: sensor_msgs/Image on <in>/image; compressed: "
          "sensor_msgs/CompressedImage (jpeg, png) on <in>/image/compressed.", read_only=True, choices=TRANSPORTS),
+)
+_INSTRUMENTS = InstrumentSettings()
+SPECS += tuple(
+    Spec(f"status.{name}", default, description, float_range=float_range)
+    for name in StatusThresholds.names() for default, float_range, description in [StatusThresholds.spec(name)]
+) + (
+    Spec("instruments.classes", [], "Segmentation classes (names or ids) reported on `instruments`; [] takes "
+         "them from the model's class names (MTLESD: FPCW Forceps, FPCW Knife, Electric Knife).",
+         array_type=ParameterType.PARAMETER_STRING_ARRAY),
+    Spec("instruments.min_area_fraction", _INSTRUMENTS.min_area_fraction, "Smallest instrument region, as a "
+         "fraction of the frame.", float_range=(0.0, 1.0)),
+    Spec("instruments.max_match_distance", _INSTRUMENTS.max_match_distance, "An instrument keeps its id when "
+         "its centroid moved less than this fraction of the image diagonal since it was last seen.",
+         float_range=(0.0, 1.0)),
+    Spec("instruments.max_missed_frames", _INSTRUMENTS.max_missed_frames, "Frames an instrument may go unseen "
+         "and keep its id.", int_range=(0, 1000)),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -211,6 +231,14 @@ class Settings:
     output_depth: int = 5
     cameras: list[Camera] = field(default_factory=lambda: [Camera(0, "", "")])
     image_transport: str = "raw"
+    thresholds: StatusThresholds = field(default_factory=StatusThresholds)
+    instruments: InstrumentSettings = field(default_factory=InstrumentSettings)
+
+    @property
+    def stream(self) -> StreamSettings:
+        """What each camera's ``CameraStream`` runs with."""
+        return StreamSettings(Smoothing(self.smoothing_enabled, self.smoothing_alpha, self.smoothing_hysteresis),
+                              self.thresholds, self.instruments)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:
@@ -231,6 +259,12 @@ class Settings:
             input_reliability=values["input_qos.reliability"], input_depth=int(values["input_qos.depth"]),
             output_reliability=values["output_qos.reliability"], output_depth=int(values["output_qos.depth"]),
             cameras=parse_cameras(list(values["cameras"] or [])), image_transport=values["image_transport"],
+            thresholds=StatusThresholds().updated(**{n: values[f"status.{n}"] for n in StatusThresholds.names()}),
+            instruments=InstrumentSettings(
+                classes=tuple(values["instruments.classes"] or ()),
+                min_area_fraction=float(values["instruments.min_area_fraction"]),
+                max_match_distance=float(values["instruments.max_match_distance"]),
+                max_missed_frames=int(values["instruments.max_missed_frames"])),
         )
 
     @classmethod

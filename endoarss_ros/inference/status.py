@@ -1,0 +1,153 @@
+"""Whether a frame's result can be acted on: the flags of ``msg/PerceptionStatus.msg``, their thresholds and the
+rules that set them from the image-quality measures (``quality``), the model's uncertainty and the timing.
+
+The thresholds' defaults come from the measurements in docs/perception_status.md (``endoarss eval-status``).
+No ROS and no torch here: the node's parameters are declared from ``StatusThresholds``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+# The bits of PerceptionStatus.flags, in bit order (bit i = 1 << i); test_messages checks the .msg agrees.
+FLAGS = ("LOW_CONFIDENCE", "BLUR", "TOO_DARK", "OVER_EXPOSED", "SMOKE_OR_HAZE", "BLOOD_OR_SOILING", "NOISE",
+         "COMPRESSION_ARTIFACTS", "NO_TISSUE", "STALE", "INPUT_REJECTED", "DROPPED", "INFERENCE_FAILED")
+FLAG = {name: 1 << i for i, name in enumerate(FLAGS)}
+IMAGE_FLAGS = ("BLUR", "TOO_DARK", "OVER_EXPOSED", "SMOKE_OR_HAZE", "BLOOD_OR_SOILING", "NOISE",
+               "COMPRESSION_ARTIFACTS")
+DEGRADED_IMAGE = sum(FLAG[n] for n in IMAGE_FLAGS)
+NAN = float("nan")
+MEASURES = ("activity_confidence", "activity_entropy", "mean_top_class_probability", "low_confidence_fraction",
+            "brightness", "dark_fraction", "overexposed_fraction", "sharpness", "haze", "blood_fraction",
+            "tissue_fraction", "noise_sigma", "blockiness")
+
+
+def _threshold(default: float, low: float, high: float, text: str):
+    return field(default=default, metadata={"range": (low, high), "description": text})
+
+
+@dataclass(frozen=True)
+class StatusThresholds:
+    """When a flag is set. Each field is a node parameter ``status.<name>``, live (``ros2 param set``)."""
+
+    pixel_confidence_threshold: float = _threshold(
+        0.6, 0.0, 1.0, "A mask pixel whose top-class probability is under this counts as low-confidence.")
+    max_low_confidence_fraction: float = _threshold(
+        0.15, 0.0, 1.0, "LOW_CONFIDENCE when more of the mask than this is low-confidence.")
+    min_activity_confidence: float = _threshold(
+        0.5, 0.0, 1.0, "LOW_CONFIDENCE when the frame's own top activity probability is under this.")
+    min_sharpness: float = _threshold(1.5, 0.0, 1000.0, "BLUR when the sharpness ratio is under this.")
+    min_brightness: float = _threshold(0.12, 0.0, 1.0, "TOO_DARK when the mean luma is under this.")
+    max_dark_fraction: float = _threshold(0.5, 0.0, 1.0, "TOO_DARK when more of the view than this is dark.")
+    max_overexposed_fraction: float = _threshold(
+        0.2, 0.0, 1.0, "OVER_EXPOSED when more of the view than this is blown out.")
+    max_haze: float = _threshold(0.40, 0.0, 1.0, "SMOKE_OR_HAZE when the dark-channel median is over this.")
+    max_blood_fraction: float = _threshold(
+        0.035, 0.0, 1.0, "BLOOD_OR_SOILING when more of the view than this is dark saturated red.")
+    max_noise_sigma: float = _threshold(12.0, 0.0, 255.0, "NOISE when the noise estimate (grey levels) is over this.")
+    max_blockiness: float = _threshold(
+        1.3, 1.0, 100.0, "COMPRESSION_ARTIFACTS when the 8x8 block-edge ratio is over this.")
+    min_tissue_fraction: float = _threshold(
+        0.2, 0.0, 1.0, "NO_TISSUE when less of the view than this has tissue colour.")
+    max_result_age_ms: float = _threshold(
+        500.0, 0.0, 1e6, "STALE when the result is older than this (now - image stamp) at publication.")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def spec(cls, name: str) -> tuple[float, tuple[float, float], str]:
+        """(default, range, description) of threshold ``name``."""
+        f = next(f for f in fields(cls) if f.name == name)
+        return f.default, f.metadata["range"], f.metadata["description"]
+
+    def updated(self, **values: float) -> StatusThresholds:
+        return replace(self, **{k: float(v) for k, v in values.items()})
+
+
+# (flag, measure, "<" or ">", threshold): the flag is set when the measure is past the threshold.
+RULES = (
+    ("LOW_CONFIDENCE", "low_confidence_fraction", ">", "max_low_confidence_fraction"),
+    ("LOW_CONFIDENCE", "activity_confidence", "<", "min_activity_confidence"),
+    ("BLUR", "sharpness", "<", "min_sharpness"),
+    ("TOO_DARK", "brightness", "<", "min_brightness"),
+    ("TOO_DARK", "dark_fraction", ">", "max_dark_fraction"),
+    ("OVER_EXPOSED", "overexposed_fraction", ">", "max_overexposed_fraction"),
+    ("SMOKE_OR_HAZE", "haze", ">", "max_haze"),
+    ("BLOOD_OR_SOILING", "blood_fraction", ">", "max_blood_fraction"),
+    ("NOISE", "noise_sigma", ">", "max_noise_sigma"),
+    ("COMPRESSION_ARTIFACTS", "blockiness", ">", "max_blockiness"),
+    ("NO_TISSUE", "tissue_fraction", "<", "min_tissue_fraction"),
+)
+STALE_RULE = ("STALE", "age_ms", ">", "max_result_age_ms")
+
+
+@dataclass(frozen=True)
+class FrameStatus:
+    """One frame's status (the ``PerceptionStatus`` fields but the header). ``measures``: ``MEASURES`` -> value
+    (NaN: not measured)."""
+
+    flags: int
+    reasons: tuple[str, ...]
+    processed: bool
+    measures: dict[str, float]
+    age_ms: float = NAN
+    processing_ms: float = NAN
+
+    @property
+    def usable(self) -> bool:
+        return self.flags == 0
+
+    @property
+    def flag_names(self) -> list[str]:
+        return [n for n in FLAGS if self.flags & FLAG[n]]
+
+    def with_timing(self, age_ms: float | None, processing_ms: float, thresholds: StatusThresholds) -> FrameStatus:
+        """The status as published: its age (None: no live clock, e.g. offline) checked against the limit."""
+        flags, reasons = self.flags, self.reasons
+        if age_ms is not None:
+            hit = _check(STALE_RULE, age_ms, thresholds)
+            if hit:
+                flags, reasons = flags | FLAG["STALE"], reasons + (hit,)
+        return replace(self, flags=flags, reasons=reasons, age_ms=NAN if age_ms is None else float(age_ms),
+                       processing_ms=float(processing_ms))
+
+
+def _check(rule, value: float, thresholds: StatusThresholds) -> str | None:
+    flag, measure, op, name = rule
+    limit = getattr(thresholds, name)
+    if math.isnan(value) or not (value < limit if op == "<" else value > limit):
+        return None
+    return f"{flag.lower()}: {measure} {value:.3g} {op} {name} {limit:.3g}"
+
+
+def model_uncertainty(activity_probs, confidence: np.ndarray | None, pixel_threshold: float) -> dict[str, float]:
+    """The model-uncertainty measures of one frame: raw activity probabilities, top-class probability map."""
+    p = np.asarray(activity_probs, np.float64).reshape(-1)
+    k = len(p)
+    entropy = float(-(p * np.log(np.clip(p, 1e-12, 1.0))).sum() / math.log(k)) if k > 1 else 0.0
+    out = {"activity_confidence": float(p.max()), "activity_entropy": entropy,
+           "mean_top_class_probability": NAN, "low_confidence_fraction": NAN}
+    if confidence is not None and confidence.size:
+        out["mean_top_class_probability"] = float(confidence.mean())
+        out["low_confidence_fraction"] = float(np.count_nonzero(confidence < pixel_threshold)) / confidence.size
+    return out
+
+
+def frame_status(measures: dict[str, float], thresholds: StatusThresholds) -> FrameStatus:
+    """The status of a processed frame from its measures (``MEASURES``); timing is added at publication."""
+    flags, reasons = 0, []
+    for rule in RULES:
+        hit = _check(rule, measures.get(rule[1], NAN), thresholds)
+        if hit:
+            flags |= FLAG[rule[0]]
+            reasons.append(hit)
+    return FrameStatus(flags, tuple(reasons), True, {m: float(measures.get(m, NAN)) for m in MEASURES})
+
+
+def lost_frame_status(flag: str, reason: str) -> FrameStatus:
+    """The status of a frame that produced no results: INPUT_REJECTED, DROPPED or INFERENCE_FAILED."""
+    return FrameStatus(FLAG[flag], (f"{flag.lower()}: {reason}",), False, dict.fromkeys(MEASURES, NAN))
