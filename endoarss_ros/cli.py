@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Train EndoARSS (config file + overrides; DB-MTL/STCH/equal weighting; torchrun for many GPUs)"),
     "eval": ("endoarss_ros.training.cli_eval",
              "Evaluate weights: activity accuracy/F1, segmentation IoU/Dice, optional robustness to corruptions"),
+    "eval-status": ("endoarss_ros.training.status_eval",
+                    "Measure the status and instrument outputs on held-out synthetic frames (see docs/)"),
     "bench": ("endoarss_ros.inference.bench",
               "Benchmark the inference engine (per stage, end to end) against the naive released pipeline"),
 }

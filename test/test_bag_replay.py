@@ -119,7 +119,8 @@ def test_copy_input_video_topic_and_namespace(tmp_path, engine, tiny_model):
     summary = replay(_opts(bag, tmp_path / "out", engine, tiny_model, copy_input=True, namespace="perception",
                            topics=["/endoscope/image_raw"], video=tmp_path / "v.mp4", info=False))
     written = _read(tmp_path / "out")
-    assert set(written) == {"/endoscope/image_raw", "/perception/activity", "/perception/segmentation/mask"}
+    assert set(written) == {"/endoscope/image_raw", "/perception/activity", "/perception/segmentation/mask",
+                            "/perception/instruments", "/perception/status"}
     original = _read(bag)["/endoscope/image_raw"]
     copied = written["/endoscope/image_raw"]
     assert [t for t, _ in copied] == [t for t, _ in original]

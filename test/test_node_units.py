@@ -47,6 +47,28 @@ def test_every_parameter_is_documented_in_the_params_file():
         assert f"{leaf}:" in text, f"{spec.name} is not documented in config/perception.yaml"
 
 
+def test_the_params_file_shows_the_declared_defaults():
+    """config/perception.yaml documents the defaults: its values are the declared ones (the status thresholds'
+    defaults live in inference.status.StatusThresholds, the file must follow them)."""
+    import yaml
+
+    from endoarss_ros.ros import params
+
+    (node,) = yaml.safe_load((REPO / "config" / "perception.yaml").read_text()).values()
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key, value
+
+    values = dict(flat(node["ros__parameters"]))
+    assert {n for n in params.SPEC_BY_NAME if n.startswith(("status.", "instruments."))} <= set(values)
+    for name, value in values.items():
+        assert value == params.SPEC_BY_NAME[name].default, name
+
+
 def test_slots_keep_the_newest_frame_and_count_replaced_ones():
     from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame
 

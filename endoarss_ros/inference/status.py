@@ -35,20 +35,20 @@ class StatusThresholds:
     pixel_confidence_threshold: float = _threshold(
         0.6, 0.0, 1.0, "A mask pixel whose top-class probability is under this counts as low-confidence.")
     max_low_confidence_fraction: float = _threshold(
-        0.15, 0.0, 1.0, "LOW_CONFIDENCE when more of the mask than this is low-confidence.")
+        0.025, 0.0, 1.0, "LOW_CONFIDENCE when more of the mask than this is low-confidence.")
     min_activity_confidence: float = _threshold(
-        0.5, 0.0, 1.0, "LOW_CONFIDENCE when the frame's own top activity probability is under this.")
-    min_sharpness: float = _threshold(1.5, 0.0, 1000.0, "BLUR when the sharpness ratio is under this.")
+        0.4, 0.0, 1.0, "LOW_CONFIDENCE when the frame's own top activity probability is under this.")
+    min_sharpness: float = _threshold(1.2, 0.0, 1000.0, "BLUR when the sharpness ratio is under this.")
     min_brightness: float = _threshold(0.12, 0.0, 1.0, "TOO_DARK when the mean luma is under this.")
     max_dark_fraction: float = _threshold(0.5, 0.0, 1.0, "TOO_DARK when more of the view than this is dark.")
     max_overexposed_fraction: float = _threshold(
         0.2, 0.0, 1.0, "OVER_EXPOSED when more of the view than this is blown out.")
     max_haze: float = _threshold(0.40, 0.0, 1.0, "SMOKE_OR_HAZE when the dark-channel median is over this.")
     max_blood_fraction: float = _threshold(
-        0.035, 0.0, 1.0, "BLOOD_OR_SOILING when more of the view than this is dark saturated red.")
-    max_noise_sigma: float = _threshold(12.0, 0.0, 255.0, "NOISE when the noise estimate (grey levels) is over this.")
+        0.025, 0.0, 1.0, "BLOOD_OR_SOILING when more of the view than this is dark saturated red.")
+    max_noise_sigma: float = _threshold(14.0, 0.0, 255.0, "NOISE when the noise estimate (grey levels) is over this.")
     max_blockiness: float = _threshold(
-        1.3, 1.0, 100.0, "COMPRESSION_ARTIFACTS when the 8x8 block-edge ratio is over this.")
+        1.6, 1.0, 100.0, "COMPRESSION_ARTIFACTS when the 8x8 block-edge ratio is over this.")
     min_tissue_fraction: float = _threshold(
         0.2, 0.0, 1.0, "NO_TISSUE when less of the view than this has tissue colour.")
     max_result_age_ms: float = _threshold(
