@@ -52,7 +52,15 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     assert latency["p50"] is not None and latency["p95"] >= latency["p50"]
     assert 0.0 <= live["activity_accuracy"] <= 1.0 and live["miou_foreground"] is not None
     assert live["frames_evaluated"] == live["activity_messages_received"]
+    status = live["status"]  # every frame the node received has a PerceptionStatus, and the demo counted them
+    assert status["frames"] == live["frames_received_by_node"]
+    assert status["processed"] == live["frames_processed_by_node"]
+    assert 0 <= status["usable"] <= status["processed"] and live["result_age_ms"]["p50"] > 0
+    assert live["instruments"]["frames"] == live["frames_processed_by_node"] and live["instruments"]["tracks"] >= 1
     off = s["offline"]
+    assert off["status"]["frames"] == 30 and off["instruments"]["frames"] == 30 and off["instruments"]["tracks"] >= 1
+    assert set(off["ground_truth"]["by_status"]) == {"usable", "unusable"}
+    assert "live status" in done.stdout and "offline instrum." in done.stdout
     assert off["frames_in"] == off["frames_out"] == 30 and off["frames_in_equals_out"]
     assert off["ground_truth"]["activity_accuracy"] is not None and off["ground_truth"]["miou_foreground"] is not None
     for key in ("output_bag", "timeline", "video", "summary", "node_log"):

@@ -248,6 +248,41 @@ def _ros_section(args, size: tuple[int, int]) -> tuple[dict | None, str | None]:
         return None, f"ROS measurement failed: {type(e).__name__}: {e}"
 
 
+def robot_outputs_stage(sizes: list[tuple[int, int]], frames: int = 100) -> list[dict]:
+    """Cost of the per-frame status and instrument computations (``stream.CameraStream.update``: image quality,
+    model uncertainty, flags, instrument regions and tracking; no overlay) on a synthetic endoscope frame and its
+    true mask, per size (W, H); ms p50 / p95, with the image-quality and instrument parts timed alone."""
+    from endoarss_ros.data.synth import generate_frame
+
+    from . import instruments, quality
+    from .engine import FrameResult
+    from .frames import frame_from_array
+    from .stream import CameraStream
+
+    rows = []
+    for W, H in sizes:
+        rgb, mask = generate_frame(np.random.default_rng(7), 2, (H, W))  # dissection: two instruments
+        frame = frame_from_array(rgb, "rgb8")
+        result = FrameResult(mask=mask, activity_probs=np.array([0.1, 0.2, 0.7], np.float32),
+                             confidence=np.random.default_rng(0).uniform(0.5, 1.0, (42, 42)).astype(np.float32))
+        stream = CameraStream(["Background", "FPCW Forceps", "Mucosal Flaps", "FPCW Knife", "Electric Knife",
+                               "Incision Area", "Marking Area"], ["a", "b", "c"], np.zeros((7, 3), np.uint8))
+        parts = {"total": (stream.update, frame, result), "image_quality": (quality.measure, frame),
+                 "instruments": (instruments.extract, mask, stream.instrument_classes)}
+        row = {"input": f"{W}x{H}", "frames": frames}
+        for name, (fn, *fn_args) in parts.items():
+            for _ in range(5):
+                fn(*fn_args)
+            times = []
+            for _ in range(frames):
+                t = time.perf_counter()
+                fn(*fn_args)
+                times.append(time.perf_counter() - t)
+            row[f"{name}_ms"] = {"p50": _pct(times, 50), "p95": _pct(times, 95)}
+        rows.append(row)
+    return rows
+
+
 def markdown_table(results: list[dict]) -> str:
     head = ("| model | input | backend | prec | batch | e2e p50 | p95 | p99 | fps | decode | upload | pre | "
             "forward | post | download | msg | baseline p50 | speed-up | agree | peak MiB |")
@@ -295,7 +330,11 @@ def run(args) -> int:
                           f"speed-up {row['speedup']:.1f}x", flush=True)
         del model
     ros, ros_note = _ros_section(args, sizes[0])
-    out = {"meta": _meta(device), "results": results, "ros": ros, "ros_note": ros_note}
+    out = {"meta": _meta(device), "results": results, "ros": ros, "ros_note": ros_note,
+           "robot_outputs": robot_outputs_stage(sizes, frames=max(10, args.frames // 2))}
+    for row in out["robot_outputs"]:
+        print(f"status + instruments {row['input']}: p50 {row['total_ms']['p50']:.2f} ms "
+              f"(image quality {row['image_quality_ms']['p50']:.2f}, instruments {row['instruments_ms']['p50']:.2f})")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(out, indent=2))
     if args.markdown:

@@ -118,10 +118,10 @@ def extract(mask: np.ndarray, class_ids, *, confidence: np.ndarray | None = None
         conf = cv2.resize(np.asarray(confidence, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     out = []
     for c in present:
-        n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-            (small == c).view(np.uint8), 8, cv2.CV_32S, cv2.CCL_GRANA)
+        binary = (small == c).view(np.uint8)
+        n, labels = cv2.connectedComponents(binary, connectivity=8)
         is_instrument = np.isin(small, list(class_ids)) if n > 2 else None  # only needed to join parts
-        for part in _join_occluded(labels, stats, n, is_instrument):
+        for part in _join_occluded(_components(binary, labels, n), is_instrument):
             if len(part.xs) < min_area:
                 continue
             score = float(conf[part.ys, part.xs].mean()) if conf is not None else float("nan")
@@ -139,19 +139,24 @@ class _Part:
     first_size: int
 
 
-def _points(labels, stats, k) -> tuple[np.ndarray, np.ndarray]:
-    x, y, bw, bh, _ = (int(v) for v in stats[k])
-    ys, xs = np.nonzero(labels[y:y + bh, x:x + bw] == k)
-    return xs + x, ys + y
+def _components(binary, labels, n) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(label, xs, ys) of each component, largest first."""
+    pts = cv2.findNonZero(binary).reshape(-1, 2)
+    xs, ys = pts[:, 0], pts[:, 1]
+    if n == 2:
+        return [(1, xs, ys)]
+    lbl = labels[ys, xs]
+    order = np.argsort(lbl, kind="stable")
+    bounds = np.cumsum(np.bincount(lbl, minlength=n)[1:])
+    parts = [(k + 1, xs[idx], ys[idx]) for k, idx in enumerate(np.split(order, bounds[:-1]))]
+    return sorted(parts, key=lambda p: -len(p[1]))
 
 
-def _join_occluded(labels, stats, n, is_instrument) -> list[_Part]:
+def _join_occluded(components, is_instrument) -> list[_Part]:
     """Components of one class, largest first; a smaller one lying on a larger one's axis beyond its end, with
     only instrument pixels (another instrument across it) between them, is joined to it."""
-    order = sorted(range(1, n), key=lambda k: -int(stats[k, 4]))
     parts: list[_Part] = []
-    for k in order:
-        xs, ys = _points(labels, stats, k)
+    for k, xs, ys in components:
         for part in parts:
             if _continues(part, xs, ys, is_instrument):
                 part.xs, part.ys = np.concatenate([part.xs, xs]), np.concatenate([part.ys, ys])
@@ -168,8 +173,7 @@ def _principal_axis(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, flo
     c = pts - centre
     sxx, syy, sxy = float(c[:, 0] @ c[:, 0]), float(c[:, 1] @ c[:, 1]), float(c[:, 0] @ c[:, 1])
     n = max(1, len(pts))
-    half_diff, mean = (sxx - syy) / 2, (sxx + syy) / 2
-    root = math.hypot(half_diff, sxy)
+    mean, root = (sxx + syy) / 2, math.hypot((sxx - syy) / 2, sxy)
     angle = 0.5 * math.atan2(2 * sxy, sxx - syy)
     return centre, np.array([math.cos(angle), math.sin(angle)]), (mean + root) / n, max(mean - root, 0.0) / n
 

@@ -77,16 +77,16 @@ def analysis_rgb(frame: RawFrame, side: int = ANALYSIS_SIDE) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def central_disc(h: int, w: int) -> tuple[tuple[slice, slice], np.ndarray]:
-    """The central disc of an ``h`` x ``w`` analysis image: its bounding box (slices) and a uint8 mask (255
-    inside) of that box."""
+def central_disc(h: int, w: int) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, int]:
+    """The central disc of an ``h`` x ``w`` analysis image: its bounding box (slices), a uint8 mask (255
+    inside) and a boolean mask of that box, and its pixel count."""
     r = max(1, round(CENTRAL_RADIUS * min(h, w)))
     y0, x0 = max(0, h // 2 - r), max(0, w // 2 - r)
     box = (slice(y0, min(h, h // 2 + r)), slice(x0, min(w, w // 2 + r)))
     mask = np.zeros((box[0].stop - y0, box[1].stop - x0), np.uint8)
     cv2.circle(mask, (w // 2 - x0, h // 2 - y0), r, 255, -1)
     mask.setflags(write=False)
-    return box, mask
+    return box, mask, mask > 0, max(1, int(np.count_nonzero(mask)))
 
 
 def full_res_luma_windows(frame: RawFrame) -> list[np.ndarray]:
@@ -129,16 +129,15 @@ def noise_and_blockiness(windows: list[np.ndarray]) -> tuple[float, float]:
     return float(np.median(sigmas)), float(np.median(blocks))
 
 
-def _fraction(condition: np.ndarray, disc: np.ndarray, n: int) -> float:
-    return float(np.count_nonzero(condition & (disc > 0))) / n
+def _fraction(condition: np.ndarray, inside: np.ndarray, n: int) -> float:
+    return float(np.count_nonzero(condition & inside)) / n
 
 
 def measure(frame: RawFrame, rgb: np.ndarray | None = None) -> ImageQuality:
     """The quality measures of ``frame``; ``rgb``: its ``analysis_rgb`` when the caller has it already."""
     a = analysis_rgb(frame) if rgb is None else rgb
-    box, disc = central_disc(*a.shape[:2])
+    box, disc, inside, n = central_disc(*a.shape[:2])
     a = a[box]
-    n = max(1, int(np.count_nonzero(disc)))
     luma = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
     mean, std = cv2.meanStdDev(luma, mask=disc)
     lap_std = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_16S, ksize=3), mask=disc)[1]
@@ -150,12 +149,12 @@ def measure(frame: RawFrame, rgb: np.ndarray | None = None) -> ImageQuality:
     noise, blocks = noise_and_blockiness(full_res_luma_windows(frame))
     return ImageQuality(
         brightness=float(mean[0, 0]) / 255.0,
-        dark_fraction=_fraction(luma < DARK_LUMA * 255, disc, n),
-        overexposed_fraction=_fraction(luma >= BRIGHT_LUMA * 255, disc, n),
+        dark_fraction=_fraction(luma < DARK_LUMA * 255, inside, n),
+        overexposed_fraction=_fraction(luma >= BRIGHT_LUMA * 255, inside, n),
         sharpness=float(lap_std[0, 0] ** 2) / max(float(std[0, 0] ** 2), 1.0),
         haze=haze,
-        blood_fraction=_fraction((r >= 51) & (g * 100 < 22 * r) & (b * 10 < 3 * r), disc, n),
-        tissue_fraction=_fraction((r * 100 > 115 * g) & (r * 10 > 11 * b) & (luma >= DARK_LUMA * 255), disc, n),
+        blood_fraction=_fraction((r >= 51) & (g * 100 < 22 * r) & (b * 10 < 3 * r), inside, n),
+        tissue_fraction=_fraction((r * 100 > 115 * g) & (r * 10 > 11 * b) & (luma >= DARK_LUMA * 255), inside, n),
         noise_sigma=noise,
         blockiness=blocks,
     )

@@ -5,6 +5,10 @@ each message is published as is (no decode / re-encode), with the recorded inter
 ``--rate``. Users with a ROS install can use ``ros2 bag play`` on the same bags instead.
 
     endoarss play demo_output/recording --rate 0.5 --remap /endoscope/image_raw:=/cam/image
+
+``--clock HZ`` also publishes the bag's time on ``/clock`` (``rosgraph_msgs/Clock``), as ``ros2 bag play --clock``
+does, for nodes running with ``use_sim_time:=true``: their clock then follows the recording, so the age of a
+result (now - its image's stamp) means the same as live.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ def add_arguments(parser) -> None:
                         help="before playing, wait up to SECONDS until every topic has a subscriber")
     parser.add_argument("--start-offset", type=float, default=0.0, metavar="SECONDS",
                         help="skip the first SECONDS of the bag")
+    parser.add_argument("--clock", type=float, nargs="?", const=40.0, default=None, metavar="HZ",
+                        help="publish the bag's time on /clock at HZ (default 40 when given without a value)")
     parser.add_argument("--node-name", default="endoarss_player")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     parser.add_argument("--quiet", action="store_true")
@@ -71,6 +77,37 @@ def _is_latched(conn) -> bool:
         return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
     except ImportError:
         return False
+
+
+class _BagClock:
+    """Publishes the bag's time on /clock at ``hz`` while waiting for the next message."""
+
+    def __init__(self, node, bag_start_ns: int, rate: float, hz: float):
+        from rclpy.qos import QoSProfile
+        from rosgraph_msgs.msg import Clock
+
+        self._pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=1))
+        self._msg = Clock()
+        self.bag_start_ns, self.rate, self.period = bag_start_ns, rate, 1.0 / max(hz, 1e-3)
+        self.wall_start = time.monotonic()
+
+    def restart(self, wall_start: float) -> None:
+        self.wall_start = wall_start
+
+    def _publish(self, wall: float) -> None:
+        ns = self.bag_start_ns + int((wall - self.wall_start) * self.rate * 1e9)
+        self._msg.clock.sec, self._msg.clock.nanosec = ns // 10**9, ns % 10**9
+        self._pub.publish(self._msg)
+
+    def tick_until(self, due: float) -> None:
+        """Sleep until ``due`` (monotonic), publishing the clock every period and once at ``due``."""
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                self._publish(due)
+                return
+            self._publish(now)
+            time.sleep(min(self.period, due - now))
 
 
 def play(args, *, log=print) -> dict:
@@ -126,17 +163,22 @@ def play(args, *, log=print) -> dict:
                     time.sleep(0.3)  # let the subscribers' side finish matching as well
             counts: Counter[str] = Counter()
             bag_start = bag.start_time + int(args.start_offset * 1e9)
+            clock = _BagClock(node, bag_start, args.rate, args.clock) if args.clock else None
             wall_start = time.monotonic()
             summary["wall_start_unix"] = time.time()
             t0 = time.monotonic()
             while True:
                 loop_wall = time.monotonic()
+                if clock is not None:
+                    clock.restart(loop_wall)
                 for conn, timestamp, rawdata in bag.messages(publishers):
                     if timestamp < bag_start:
                         continue
-                    delay = loop_wall + (timestamp - bag_start) / 1e9 / args.rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                    due = loop_wall + (timestamp - bag_start) / 1e9 / args.rate
+                    if clock is not None:
+                        clock.tick_until(due)
+                    elif due > time.monotonic():
+                        time.sleep(due - time.monotonic())
                     publishers[conn.topic].publish(bytes(rawdata))
                     counts[publishers[conn.topic].topic_name] += 1
                 summary["loops"] += 1

@@ -93,6 +93,8 @@ def _run_steps(args, out: Path, model: Path, summary: dict, log) -> None:
     summary["offline"] = {k: offline[k] for k in ("frames_in", "frames_out", "frames_in_equals_out",
                                                     "frames_failed", "throughput", "ground_truth",
                                                     "activity_timeline", "pixel_fractions", "device")}
+    summary["offline"]["status"] = next(iter(offline["status"].values()), None)
+    summary["offline"]["instruments"] = next(iter(offline["instruments"].values()), None)
 
 
 def run(args) -> int:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY
 from endoarss_ros.inference.stats import percentile
+from endoarss_ros.inference.status import FLAGS
+from endoarss_ros.inference.tallies import StatusTally, TrackTally
 
 NAMESPACE = "/endoarss"
 IMAGE_TOPIC = "/endoscope/image_raw"
@@ -55,8 +57,12 @@ class Listener:
         self.last_output = time.monotonic()
         self.diagnostics: dict | None = None
         self.diagnostics_time = 0.0
+        self.statuses = StatusTally()
+        self.tracks: TrackTally | None = None
+        self.ages_ms: list[float] = []
         reliable = qos.stream_qos("reliable", 100)
-        for key, callback in (("info", self.on_info), ("activity", self.on_activity), ("mask", self.on_mask)):
+        for key, callback in (("info", self.on_info), ("activity", self.on_activity), ("mask", self.on_mask),
+                              ("status", self.on_status), ("instruments", self.on_instruments)):
             output = OUTPUT_BY_KEY[key]
             node.create_subscription(conversions.message_class(output.msgtype), _topic(key), callback,
                                      qos.latched_qos() if output.latched else reliable)
@@ -71,6 +77,19 @@ class Listener:
                 self.evaluator = GroundTruthEvaluator(len(msg.class_names), len(act_names),
                                                       seg_names=list(msg.class_names), activity_names=act_names)
             self.info = msg
+            self.tracks = self.tracks or TrackTally(list(msg.class_names))
+
+    def on_status(self, msg) -> None:
+        flags = [name for name in FLAGS if msg.flags & getattr(msg, name)]
+        with self.lock:
+            self.statuses.add(msg.usable, flags, msg.processed)
+            if msg.processed:
+                self.ages_ms.append(float(msg.age_ms))
+
+    def on_instruments(self, msg) -> None:
+        with self.lock:
+            if self.tracks is not None:
+                self.tracks.add(_stamp_ns(msg.header), [(i.id, i.class_id) for i in msg.instruments])
 
     def on_activity(self, msg) -> None:
         stamp = _stamp_ns(msg.header)
@@ -134,6 +153,10 @@ def _float(v):
         return None
 
 
+def _round(v):
+    return None if v is None else round(v, 1)
+
+
 def _count(diag: dict, key: str) -> int | None:
     return int(diag[key]) if key in diag else None
 
@@ -157,7 +180,8 @@ class LiveRun:
         h, w = self.size
         return [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args",
                 "-r", f"__ns:={NAMESPACE}", "-r", f"image:={IMAGE_TOPIC}", "-p", f"model:={self.model}",
-                "-p", f"device:={self.device}", "-p", f"warmup_size:=[{h}, {w}]", "-p", "max_batch:=1"]
+                "-p", f"device:={self.device}", "-p", f"warmup_size:=[{h}, {w}]", "-p", "max_batch:=1",
+                "-p", "use_sim_time:=true"]  # the player's /clock: results' ages in the recording's time
 
     def run(self) -> dict:
         try:
@@ -215,7 +239,8 @@ class LiveRun:
 
     def _play(self) -> dict:
         cmd = [sys.executable, "-m", "endoarss_ros.ros.bag_player", str(self.recording), "--topics", IMAGE_TOPIC,
-               "--qos", "best_effort", "--rate", str(self.rate), "--wait-subscribers", "30", "--json", "--quiet"]
+               "--qos", "best_effort", "--rate", str(self.rate), "--wait-subscribers", "30", "--json", "--quiet",
+               "--clock", "50"]
         duration = self.record["frames"] / self.record["params"]["fps"] / self.rate
         self.player = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, start_new_session=True)
@@ -258,6 +283,8 @@ class LiveRun:
             activities, masks = list(listener.activities), listener.masks
             diag = dict(listener.diagnostics or {})
             metrics = listener.evaluator.result()
+            status, ages = listener.statuses.summary(), list(listener.ages_ms)
+            tracks = listener.tracks.summary() if listener.tracks is not None else None
         e2e = self._end_to_end_ms(activities, played)
         p50, p95 = percentile(e2e, 0.5), percentile(e2e, 0.95)
         return {
@@ -275,6 +302,10 @@ class LiveRun:
                                       "p95": None if p95 is None else round(p95, 1),
                                       "source": "player publish time -> activity received by the demo"},
             "inference_p50_ms": _float(diag.get("inference_p50_ms")),
+            "status": status,
+            "result_age_ms": {"p50": _round(percentile(ages, 0.5)), "p95": _round(percentile(ages, 0.95)),
+                              "source": "PerceptionStatus.age_ms of the processed frames (node clock - stamp)"},
+            "instruments": tracks,
             "activity_accuracy": metrics.get("activity_accuracy"),
             "miou_foreground": metrics.get("miou_foreground"),
             "frames_evaluated": metrics.get("frames_with_activity", 0),

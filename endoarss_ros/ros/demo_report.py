@@ -25,6 +25,24 @@ def _ms(v):
     return "n/a" if v is None else f"{v:.0f} ms"
 
 
+def _print_status(label: str, st: dict | None, ages: dict | None = None) -> None:
+    if not st or not st.get("frames"):
+        return
+    flags = ", ".join(f"{name.lower()} {n}" for name, n in st["flags"].items() if n) or "none"
+    age = f"; result age p50 {_ms(ages.get('p50'))}, p95 {_ms(ages.get('p95'))}" if ages else ""
+    print(f"  {label:<18} {st['usable']} of {st['frames']} frames usable ({_pct(st['usable_fraction'])}); "
+          f"flags: {flags}{age}")
+
+
+def _print_instruments(label: str, tr: dict | None) -> None:
+    if not tr or not tr.get("frames"):
+        return
+    per_class = ", ".join(f"{name} {c['tracks']} (longest {c['longest_track_s']:.1f} s)"
+                          for name, c in tr["per_class"].items())
+    print(f"  {label:<18} {tr['tracks']} tracks over {tr['frames']} frames, {tr['instances_per_frame']} per "
+          f"frame: {per_class or 'none'}")
+
+
 def print_summary(s: dict) -> None:
     live, off, files = s["live"], s.get("offline") or {}, s["files"]
     gt = off.get("ground_truth") or {}
@@ -47,6 +65,18 @@ def print_summary(s: dict) -> None:
         print(f"  offline (all)      frames in {off['frames_in']} {'==' if off['frames_in_equals_out'] else '!='} "
               f"out {off['frames_out']}, {off['throughput']['inference_frames_per_s']} frames/s; activity accuracy "
               f"{_pct(gt.get('activity_accuracy'))}, foreground mIoU {_pct(gt.get('miou_foreground'))}")
+    _print_status("live status", live.get("status"), live.get("result_age_ms"))
+    _print_instruments("live instruments", live.get("instruments"))
+    if off:
+        _print_status("offline status", off.get("status"))
+        _print_instruments("offline instrum.", off.get("instruments"))
+        by_status = gt.get("by_status") or {}
+        if by_status.get("unusable", {}).get("frames_with_activity"):
+            u, n = by_status["usable"], by_status["unusable"]
+            print(f"  usable vs not      activity accuracy {_pct(u.get('activity_accuracy'))} vs "
+                  f"{_pct(n.get('activity_accuracy'))}, foreground mIoU {_pct(u.get('miou_foreground'))} vs "
+                  f"{_pct(n.get('miou_foreground'))} ({u['frames_with_activity']} / "
+                  f"{n['frames_with_activity']} frames)")
     print(f"  output bag         {files.get('output_bag')}")
     print(f"  timeline plot      {files.get('timeline')}")
     print(f"  overlay video      {files.get('video')}")

@@ -106,7 +106,11 @@ class PerceptionNode(LifecycleNode):
         self.stats = NodeStats()
         # Not a lifecycle publisher: diagnostics report the node in every state.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        # On the steady clock: with use_sim_time the node's clock stops when a bag does, diagnostics must not.
+        from rclpy.clock import Clock, ClockType
+
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ---- parameters ------------------------------------------------------------------------------
     def _on_set_parameters(self, changed):

@@ -8,7 +8,8 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 
 * ``{"op": "wait_ready", "timeout": 60}``: until the node subscribes to every input and publishes every output;
 * ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``:
-  publish frames (see ``make_frame``); lockstep waits for each good frame's activity and mask before the next;
+  publish frames (see ``make_frame``); lockstep waits for each good frame's activity, mask and status before
+  the next (for a bad frame: its status);
 * ``{"op": "transition", "transition": "configure"}`` / ``{"op": "get_state"}``;
 * ``{"op": "set_params", "params": {"overlay_alpha": 0.2}}`` / ``{"op": "get_params", "names": [...]}``;
 * ``{"op": "diagnostics", "wait": 2.5}``: the node's newest ``/diagnostics`` values after waiting;
@@ -82,12 +83,17 @@ def make_frame(spec: dict, stamp, *, compressed: bool):
     """A ``sensor_msgs/Image`` or ``CompressedImage`` from a frame spec:
     ``{"seed": 1, "width": 320, "height": 240, "encoding": "rgb8", "pad": 0, "bad": null, "format": "jpeg",
     "decoded_yuyv": false}``. ``bad`` makes a faulty frame (see RAW_BAD_KINDS, or "corrupt" for compressed);
-    ``decoded_yuyv`` sends the rgb8 frame that the yuyv encoding of the content decodes to."""
+    ``decoded_yuyv`` sends the rgb8 frame that the yuyv encoding of the content decodes to; ``image_file`` +
+    ``key``: the RGB content is array ``key`` of that .npz file (its size wins)."""
     import cv2
     from sensor_msgs.msg import CompressedImage, Image
 
-    width, height = spec.get("width", 320), spec.get("height", 240)
-    rgb = test_image(spec.get("seed", 0), width, height)
+    if spec.get("image_file"):
+        rgb = _npz(spec["image_file"])[spec["key"]]
+        height, width = rgb.shape[:2]
+    else:
+        width, height = spec.get("width", 320), spec.get("height", 240)
+        rgb = test_image(spec.get("seed", 0), width, height)
     if spec.get("decoded_yuyv"):
         rgb = yuyv_to_rgb(rgb_to_yuyv(rgb))
     bad = spec.get("bad")
@@ -126,8 +132,27 @@ def make_frame(spec: dict, stamp, *, compressed: bool):
     return msg
 
 
+_NPZ: dict[str, dict] = {}
+
+
+def _npz(path: str) -> dict:
+    if path not in _NPZ:
+        with np.load(path) as data:
+            _NPZ[path] = {k: data[k] for k in data.files}
+    return _NPZ[path]
+
+
 def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _plain(value):
+    """A message field as JSON: nested messages as dicts, arrays as lists."""
+    if hasattr(value, "get_fields_and_field_types"):
+        return {f: _plain(getattr(value, f)) for f in value.get_fields_and_field_types()}
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return [_plain(v) for v in value]
+    return value
 
 
 class Probe:
@@ -136,14 +161,15 @@ class Probe:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
-        from endoarss_ros.msg import Activity, SegmentationInfo
+        from endoarss_ros.msg import Activity, InstrumentArray, PerceptionStatus, SegmentationInfo
 
         self.node = node
         self.plan = plan
         self.node_name = plan.get("node", "/endoarss/endoarss_perception")
         self.compressed = plan.get("transport", "raw") == "compressed"
         self.sent: list[dict] = []
-        self.received: dict[str, list[dict]] = {"activity": [], "mask": [], "overlay": [], "info": []}
+        self.received: dict[str, list[dict]] = {"activity": [], "mask": [], "overlay": [], "info": [], "status": [],
+                                                "instruments": []}
         self.masks: dict[str, np.ndarray] = {}
         self.overlays: dict[str, np.ndarray] = {}
         self.diagnostics: dict[str, str] | None = None
@@ -161,7 +187,11 @@ class Probe:
             subs = [node.create_subscription(Activity, f"{out}/activity", self._on("activity", cam_index), reliable),
                     node.create_subscription(Image, f"{out}/segmentation/mask", self._on("mask", cam_index), reliable),
                     node.create_subscription(SegmentationInfo, f"{out}/segmentation/info", self._on("info", cam_index),
-                                             latched)]
+                                             latched),
+                    node.create_subscription(PerceptionStatus, f"{out}/status", self._on("status", cam_index),
+                                             reliable),
+                    node.create_subscription(InstrumentArray, f"{out}/instruments", self._on("instruments", cam_index),
+                                             reliable)]
             if plan.get("overlay"):
                 subs.append(node.create_subscription(Image, f"{out}/segmentation/overlay",
                                                      self._on("overlay", cam_index), reliable))
@@ -190,6 +220,11 @@ class Probe:
             elif kind == "info":
                 rec.update(class_names=list(msg.class_names), colors=list(bytes(msg.colors)),
                            mask_encoding=msg.mask_encoding, model=msg.model)
+            elif kind == "status":
+                rec.update({f: _plain(getattr(msg, f)) for f in msg.get_fields_and_field_types() if f != "header"})
+            elif kind == "instruments":
+                rec.update(width=msg.width, height=msg.height, instruments=[
+                    {f: _plain(getattr(i, f)) for f in i.get_fields_and_field_types()} for i in msg.instruments])
             self.received[kind].append(rec)
         return callback
 
@@ -213,9 +248,8 @@ class Probe:
             rclpy.spin_once(self.node, timeout_sec=min(0.02, max(0.0, deadline - time.monotonic())))
         return until() if until is not None else True
 
-    def answered(self, camera: int, stamp: int) -> bool:
-        return (any(r["stamp"] == stamp and r["camera"] == camera for r in self.received["activity"])
-                and any(r["stamp"] == stamp and r["camera"] == camera for r in self.received["mask"]))
+    def answered(self, camera: int, stamp: int, kinds=("activity", "mask", "status")) -> bool:
+        return all(any(r["stamp"] == stamp and r["camera"] == camera for r in self.received[k]) for k in kinds)
 
     # ---- steps ---------------------------------------------------------------------------------------------
     def run(self) -> list:
@@ -238,6 +272,8 @@ class Probe:
         return {"op": "wait_ready", "ok": ok}
 
     def op_frames(self, step):
+        from rclpy.duration import Duration
+
         frames = []
         for spec in step["frames"]:
             frames.extend([spec] * spec.get("repeat", 1))
@@ -252,7 +288,8 @@ class Probe:
             together = spec.get("with_previous", False) and stamp is not None
             if not together:
                 self.spin_for(start + i * period - time.monotonic())  # absolute schedule, no drift
-                stamp = self.node.get_clock().now().to_msg()  # a stereo pair shares its stamp
+                now = self.node.get_clock().now()  # a stereo pair shares its stamp
+                stamp = (now - Duration(nanoseconds=int(spec.get("stamp_offset_ms", 0) * 1e6))).to_msg()
             cam = spec.get("camera", 0)
             msg = make_frame(spec, stamp, compressed=self.compressed)
             good = not spec.get("bad")
@@ -262,6 +299,9 @@ class Probe:
             self.inputs[cam].publish(msg)
             if good:
                 group.append((cam, stamp_ns(stamp)))
+            elif lockstep:  # its status says it was rejected
+                rejected = stamp_ns(stamp)
+                self.spin_for(timeout, lambda c=cam, s=rejected: self.answered(c, s, ("status",)))
             next_together = i + 1 < len(frames) and frames[i + 1].get("with_previous", False)
             if lockstep and group and not next_together:
                 pending = list(group)
