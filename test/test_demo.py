@@ -55,7 +55,8 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     status = live["status"]  # every frame the node received has a PerceptionStatus, and the demo counted them
     assert status["frames"] == live["frames_received_by_node"]
     assert status["processed"] == live["frames_processed_by_node"]
-    assert 0 <= status["usable"] <= status["processed"] and live["result_age_ms"]["p50"] > 0
+    assert 0 < status["usable"] <= status["processed"]  # not all stale: the node runs on the player's /clock
+    assert 0 < live["result_age_ms"]["p50"] < 5000
     assert live["instruments"]["frames"] == live["frames_processed_by_node"] and live["instruments"]["tracks"] >= 1
     off = s["offline"]
     assert off["status"]["frames"] == 30 and off["instruments"]["frames"] == 30 and off["instruments"]["tracks"] >= 1

@@ -31,7 +31,6 @@ DARK_LUMA = 0.1  # a pixel darker than this is under-exposed
 BRIGHT_LUMA = 240 / 255  # a pixel at least this bright is blown out
 # Immerkaer (1996) noise estimator: this kernel cancels a locally linear image, leaving the noise.
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-_BLOCK = np.arange(WINDOW - 1) % 8 == 7  # differences across the 8x8 JPEG block boundaries
 _SQUARE3 = np.ones((3, 3), np.uint8)
 
 
@@ -90,42 +89,43 @@ def central_disc(h: int, w: int) -> tuple[tuple[slice, slice], np.ndarray, np.nd
 
 
 def full_res_luma_windows(frame: RawFrame) -> list[np.ndarray]:
-    """float32 luma (0-255) of the full-resolution windows that fit in the frame (YUV: the Y channel)."""
+    """uint8 luma of the full-resolution windows that fit in the frame (YUV: the Y channel)."""
     p, e = frame.pixels, frame.encoding
     H, W = p.shape[:2]
     if H < WINDOW or W < WINDOW:
         return []
+    channel = 0 if e in YUYV_ENCODINGS or e == "mono8" else 1 if e in UYVY_ENCODINGS else None
+    code = {"rgb8": cv2.COLOR_RGB2GRAY, "bgr8": cv2.COLOR_BGR2GRAY, "rgba8": cv2.COLOR_RGBA2GRAY,
+            "bgra8": cv2.COLOR_BGRA2GRAY}.get(e)
     out = []
     for cy, cx in WINDOW_CENTRES:
         y0 = min(H - WINDOW, max(0, int(cy * H) - WINDOW // 2)) // 8 * 8
         x0 = min(W - WINDOW, max(0, int(cx * W) - WINDOW // 2)) // 8 * 8
         win = p[y0:y0 + WINDOW, x0:x0 + WINDOW]
-        if e in YUYV_ENCODINGS:
-            luma = win[:, :, 0]
-        elif e in UYVY_ENCODINGS:
-            luma = win[:, :, 1]
-        elif e == "mono8":
-            luma = win[:, :, 0]
-        else:
-            code = {"rgb8": cv2.COLOR_RGB2GRAY, "bgr8": cv2.COLOR_BGR2GRAY, "rgba8": cv2.COLOR_RGBA2GRAY,
-                    "bgra8": cv2.COLOR_BGRA2GRAY}[e]
-            luma = cv2.cvtColor(np.ascontiguousarray(win), code)
-        out.append(luma.astype(np.float32))
+        out.append(np.ascontiguousarray(win[:, :, channel]) if channel is not None
+                   else cv2.cvtColor(np.ascontiguousarray(win), code))
     return out
+
+
+def _column_steps(stack: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: summed |luma step| between columns, across the 8-px block boundaries and elsewhere."""
+    steps = cv2.absdiff(stack[:, 1:], stack[:, :-1]).reshape(n, WINDOW, WINDOW - 1).sum(axis=1, dtype=np.int64)
+    edges = steps[:, 7::8].sum(axis=1)
+    return edges, steps.sum(axis=1) - edges
 
 
 def noise_and_blockiness(windows: list[np.ndarray]) -> tuple[float, float]:
     """(noise sigma in grey levels, blockiness ratio), medians over the windows; (0, 1) without windows."""
-    if not windows:
+    n = len(windows)
+    if not n:
         return 0.0, 1.0
     stack = np.concatenate(windows)  # one filter pass; each window's own border rows are dropped below
-    response = cv2.filter2D(stack, cv2.CV_32F, _NOISE_KERNEL).reshape(len(windows), WINDOW, WINDOW)
-    sigmas = np.sqrt(np.pi / 2) / 6.0 * np.abs(response[:, 1:-1, 1:-1]).mean(axis=(1, 2))
-    cube = stack.reshape(len(windows), WINDOW, WINDOW)
-    dx = np.abs(np.diff(cube, axis=2)).mean(axis=1)  # (n, WINDOW - 1): mean step between columns j, j + 1
-    dy = np.abs(np.diff(cube, axis=1)).mean(axis=2)
-    inside = np.maximum(dx[:, ~_BLOCK].mean(axis=1) + dy[:, ~_BLOCK].mean(axis=1), 1e-3)
-    blocks = (dx[:, _BLOCK].mean(axis=1) + dy[:, _BLOCK].mean(axis=1)) / inside
+    response = np.abs(cv2.filter2D(stack, cv2.CV_16S, _NOISE_KERNEL)).reshape(n, WINDOW, WINDOW)
+    sigmas = np.sqrt(np.pi / 2) / 6.0 * response[:, 1:-1, 1:-1].mean(axis=(1, 2))
+    ex, ix = _column_steps(stack, n)
+    ey, iy = _column_steps(np.concatenate([w.T for w in windows]), n)  # rows, as the transposed columns
+    n_edges, n_inside = len(range(7, WINDOW - 1, 8)), WINDOW - 1 - len(range(7, WINDOW - 1, 8))
+    blocks = ((ex + ey) / n_edges) / np.maximum((ix + iy) / n_inside, 1e-3 * WINDOW)
     return float(np.median(sigmas)), float(np.median(blocks))
 
 
