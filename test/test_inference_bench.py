@@ -33,3 +33,8 @@ def test_bench_quick_json(tmp_path, capsys):
             assert data["ros"][part]["frames_out"] > 0
             assert data["ros"][part]["latency_ms"]["p50"] > 0
     assert "| endoarss-tiny | 640x360 rgb8 |" in md.read_text()
+    (outputs,) = data["robot_outputs"]  # the status + instruments stage, per size
+    assert outputs["input"] == "640x360" and outputs["frames"] >= 10
+    for part in ("total_ms", "image_quality_ms", "instruments_ms"):
+        assert 0 < outputs[part]["p50"] <= outputs[part]["p95"]
+    assert outputs["total_ms"]["p50"] >= outputs["image_quality_ms"]["p50"]

@@ -132,11 +132,14 @@ def test_stale_results_are_flagged_and_counted_and_every_received_frame_has_a_st
         READY,
         {"op": "frames", "lockstep": True, "rate": 5, "frames": past + now},
         {"op": "set_params", "params": {"status.max_result_age_ms": 60000.0}},  # live
+        {"op": "set_params", "params": {"instruments.classes": ["Electric Knife", "scalpel"]}},
         {"op": "frames", "lockstep": True, "rate": 5, "frames": [dict(f, tag="old_allowed") for f in past]},
         {"op": "frames", "rate": 200, "frames": burst, "settle": 3},
         {"op": "diagnostics", "wait": 2.5},
     ])
     assert result["steps"][2]["results"][0]["successful"]
+    refused = result["steps"][3]["results"][0]
+    assert not refused["successful"] and "'scalpel' is not one of the model's classes" in refused["reason"]
     status = _by_stamp(result["received"]["status"])
     stale = _flag("STALE")
     for sent in result["sent"]:

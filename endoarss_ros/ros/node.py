@@ -176,6 +176,14 @@ class PerceptionNode(LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
             self._seg_names = seg or self._seg_names
             self._activity_names = act or self._activity_names
+        try:
+            from endoarss_ros.inference.instruments import resolve_classes
+
+            resolve_classes(s.instruments.classes, self._seg_names)
+        except ValueError as e:
+            log.error(f"configure failed: instruments.classes: {e}")
+            self._release_engine()
+            return TransitionCallbackReturn.FAILURE
         self._model_label = path.name
         if s.warmup_size:
             try:
@@ -227,11 +235,7 @@ class PerceptionNode(LifecycleNode):
         if ret != TransitionCallbackReturn.SUCCESS:
             return ret
         s = self.settings
-        try:
-            self._streams = self._make_streams()
-        except ValueError as e:  # instruments.classes names a class the model does not have
-            self.get_logger().error(f"activate failed: {e}")
-            return TransitionCallbackReturn.FAILURE
+        self._streams = self._make_streams()  # instruments.classes was checked at configure
         for out in self._outputs:
             self._publish_info(out, frame_id="")
         self._slots = LatestFrameSlots(len(s.cameras), on_replaced=self._on_replaced)

@@ -256,6 +256,7 @@ def geometry_with_model(cfg: EvalSettings, engine) -> dict:
     h, w = cfg.size
     diag = math.hypot(h, w)
     tips, ious, truths, matched, extra, switches, frames = [], [], 0, 0, 0, 0, 0
+    per_class: dict[int, list[float]] = {}
     n = int(round(cfg.sequence_seconds * cfg.fps))
     for k in range(cfg.sequences):
         stream = CameraStream(engine.seg_classes, engine.activity_classes, engine.colors,
@@ -277,6 +278,7 @@ def geometry_with_model(cfg: EvalSettings, engine) -> dict:
                 matched += 1
                 used.add(m.id)
                 tips.append(math.dist(m.tip, t.tip) / diag)
+                per_class.setdefault(t.class_id, []).append(tips[-1])
                 box = _box(fr.mask, t.class_id)
                 x, y, bw, bh = m.bbox
                 ious.append(_iou((x, y, x + bw, y + bh), box) if box else 0.0)
@@ -294,7 +296,9 @@ def geometry_with_model(cfg: EvalSettings, engine) -> dict:
             "tip_within_2pct": round(float(np.mean(tips <= 0.02)), 4) if len(tips) else None,
             "box_iou_median": round(float(np.median(ious)), 4) if ious else None,
             "box_iou_mean": round(float(np.mean(ious)), 4) if ious else None,
-            "id_switches": switches, "id_switches_per_minute": round(switches / minutes, 3) if minutes else None}
+            "id_switches": switches, "id_switches_per_minute": round(switches / minutes, 3) if minutes else None,
+            "tip_error_median_pct_per_class": {engine.seg_classes[c]: round(float(np.median(v) * 100), 3)
+                                               for c, v in sorted(per_class.items())}}
 
 
 def evaluate(cfg: EvalSettings, *, with_model: bool = True, log=print) -> dict:
