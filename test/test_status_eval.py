@@ -117,13 +117,20 @@ def _bar(mask, x0, y0, x1, y1, value, width=6):
 def test_instrument_geometry_of_a_bar_entering_the_view():
     mask = np.zeros((200, 240), np.uint8)
     _bar(mask, 0, 180, 150, 60, 4)  # enters at the bottom-left corner, tip towards the centre
-    view = np.ones((200, 240), np.uint8)
-    (inst,) = instruments.extract(mask, [4], view=view, confidence=np.full((10, 12), 0.8, np.float32))
+    image = np.full((200, 240, 3), 120, np.uint8)  # all of it lit: only the frame border is the view's edge
+    (inst,) = instruments.extract(mask, [4], image=image, confidence=np.full((10, 12), 0.8, np.float32))
     assert math.dist(inst.tip, (150, 60)) < 5 and math.dist(inst.entry, (0, 180)) < 6
     assert inst.entry_at_view_edge and inst.elongation > 10 and inst.confidence == pytest.approx(0.8)
     assert inst.orientation == pytest.approx(math.atan2(-120, 150), abs=0.05)
     x, y, w, h = inst.bbox
     assert (x, y) == (0, 57) and x + w >= 150 and y + h >= 183
+    bar = np.zeros_like(mask)
+    _bar(bar, 40, 100, 180, 100, 4)  # from x = 40 towards the centre
+    (inside,) = instruments.extract(bar, [4], image=np.full((200, 240, 3), 120, np.uint8))
+    assert not inside.entry_at_view_edge  # floating in the view: its entry is hidden
+    image[:, :40] = 0  # the endoscope's dark outside begins left of x = 40: the bar comes in there
+    (entering,) = instruments.extract(bar, [4], image=image)
+    assert entering.entry_at_view_edge and math.dist(entering.entry, (40, 100)) < 4
 
 
 def test_an_instrument_cut_by_another_lying_across_it_is_one_instrument():

@@ -13,8 +13,8 @@ little is lost), then given in input-image pixels. Per region:
   a grasper's jaw tips, the end of a knife);
 * ``entry``: walking from the centroid along the axis towards the entry end, the last pixel inside the region:
   where the instrument's axis crosses into the view (the region is cut there by the view's edge);
-* ``entry_at_view_edge``: the entry point has a pixel outside the view (dark, or off the frame) within
-  ``EDGE_RADIUS``.
+* ``entry_at_view_edge``: the entry point has a pixel outside the view (dark in the analysis image, or off the
+  frame) within ``EDGE_RADIUS``.
 
 ``InstrumentTracker`` gives each instrument an id that stays the same from frame to frame (see its docstring).
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .quality import ANALYSIS_SIDE
+from .quality import ANALYSIS_SIDE, DARK_LUMA
 
 TIP_BAND = 0.03  # of the region's length along its axis (at least 1 analysis pixel)
 EDGE_RADIUS = 2  # analysis pixels
@@ -96,13 +96,14 @@ def shrink_mask(mask: np.ndarray, f: int) -> np.ndarray:
     return np.ascontiguousarray(mask[f // 2::f, f // 2::f][: H // f, : W // f])
 
 
-def extract(mask: np.ndarray, class_ids, *, confidence: np.ndarray | None = None, view: np.ndarray | None = None,
+def extract(mask: np.ndarray, class_ids, *, confidence: np.ndarray | None = None, image: np.ndarray | None = None,
             min_area_fraction: float = InstrumentSettings.min_area_fraction) -> list[Instrument]:
     """The instrument regions of ``mask`` (uint8 class ids at the input resolution).
 
-    ``confidence``: the model's top-class probability map (any resolution, resized here); ``view``: a uint8 mask
-    (non-zero = inside the view) at the shrunk size, for ``entry_at_view_edge``. A region cut in two by another
-    instrument lying across it is one instrument (see ``_join_occluded``).
+    ``confidence``: the model's top-class probability map (any resolution, resized here); ``image``: the frame's
+    ``quality.analysis_rgb`` (the same shrunk size), for ``entry_at_view_edge`` (without it only the frame border
+    counts as the view's edge). A region cut in two by another instrument lying across it is one instrument
+    (see ``_join_occluded``).
     """
     H, W = mask.shape
     f = shrink_factor(H, W)
@@ -116,17 +117,31 @@ def extract(mask: np.ndarray, class_ids, *, confidence: np.ndarray | None = None
     conf = None
     if confidence is not None:
         conf = cv2.resize(np.asarray(confidence, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    lut = np.zeros(256, bool)
+    lut[list(class_ids)] = True
+    instrument_pixels = _Lazy(lambda: lut[small])  # only needed to join parts
     out = []
     for c in present:
         binary = (small == c).view(np.uint8)
         n, labels = cv2.connectedComponents(binary, connectivity=8)
-        is_instrument = np.isin(small, list(class_ids)) if n > 2 else None  # only needed to join parts
-        for part in _join_occluded(_components(binary, labels, n), is_instrument):
+        for part in _join_occluded(_components(binary, labels, n), instrument_pixels):
             if len(part.xs) < min_area:
                 continue
             score = float(conf[part.ys, part.xs].mean()) if conf is not None else float("nan")
-            out.append(_geometry(part, labels, f, (H, W), view, c, score))
+            out.append(_geometry(part, labels, f, (H, W), image, c, score))
     return out
+
+
+class _Lazy:
+    """A value computed on first use."""
+
+    def __init__(self, make):
+        self._make, self._value = make, None
+
+    def get(self):
+        if self._value is None:
+            self._value = self._make()
+        return self._value
 
 
 @dataclass
@@ -152,13 +167,13 @@ def _components(binary, labels, n) -> list[tuple[int, np.ndarray, np.ndarray]]:
     return sorted(parts, key=lambda p: -len(p[1]))
 
 
-def _join_occluded(components, is_instrument) -> list[_Part]:
+def _join_occluded(components, instrument_pixels: _Lazy) -> list[_Part]:
     """Components of one class, largest first; a smaller one lying on a larger one's axis beyond its end, with
     only instrument pixels (another instrument across it) between them, is joined to it."""
     parts: list[_Part] = []
     for k, xs, ys in components:
         for part in parts:
-            if _continues(part, xs, ys, is_instrument):
+            if _continues(part, xs, ys, instrument_pixels):
                 part.xs, part.ys = np.concatenate([part.xs, xs]), np.concatenate([part.ys, ys])
                 part.labels.append(k)
                 break
@@ -178,7 +193,7 @@ def _principal_axis(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, flo
     return centre, np.array([math.cos(angle), math.sin(angle)]), (mean + root) / n, max(mean - root, 0.0) / n
 
 
-def _continues(part: _Part, xs, ys, is_instrument) -> bool:
+def _continues(part: _Part, xs, ys, instrument_pixels: _Lazy) -> bool:
     if len(part.xs) < 8:
         return False
     pts = np.stack([part.xs, part.ys], 1).astype(np.float64)
@@ -194,40 +209,40 @@ def _continues(part: _Part, xs, ys, is_instrument) -> bool:
     gap_to = min(((np.stack([xs, ys], 1) - centre) @ d) * np.sign(along))
     steps = np.arange(abs(end), gap_to, 0.5) * np.sign(along)
     ij = np.rint(centre[None, :] + steps[:, None] * d[None, :]).astype(np.int64)
+    is_instrument = instrument_pixels.get()
     h, w = is_instrument.shape
     ok = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
     return bool(ok.all() and is_instrument[ij[:, 1], ij[:, 0]].all())
 
 
-def _geometry(part: _Part, labels, f, full_hw, view, class_id, score) -> Instrument:
+def _geometry(part: _Part, labels, f, full_hw, image, class_id, score) -> Instrument:
     """One instrument's geometry (see the module docstring), in input pixels."""
-    xs, ys = part.xs.astype(np.float64), part.ys.astype(np.float64)  # shrunk pixels
-    centre, d, along_var, across_var = _principal_axis(np.stack([xs, ys], axis=1))
-    proj = (xs - centre[0]) * d[0] + (ys - centre[1]) * d[1]
+    pts = np.stack([part.xs, part.ys], axis=1)
+    xy = pts.astype(np.float64)  # shrunk pixels
+    centre, d, along_var, across_var = _principal_axis(xy)
+    proj = (xy - centre) @ d
     lo, hi = float(proj.min()), float(proj.max())
     h, w = labels.shape
     image_centre = np.array([(w - 1) / 2, (h - 1) / 2])
     if np.hypot(*(centre + d * hi - image_centre)) > np.hypot(*(centre + d * lo - image_centre)):
         d, proj, lo, hi = -d, -proj, -hi, -lo  # orient entry -> tip
-    near_tip = proj >= hi - max(1.0, TIP_BAND * (hi - lo))
-    tip = (float(xs[near_tip].mean()), float(ys[near_tip].mean()))
-    start = centre if len(part.labels) == 1 else np.array([xs[: part.first_size].mean(), ys[: part.first_size].mean()])
+    tip = xy[proj >= hi - max(1.0, TIP_BAND * (hi - lo))].mean(axis=0)
+    start = centre if len(part.labels) == 1 else xy[: part.first_size].mean(axis=0)
     entry = _walk_to_entry(labels, part.labels[0], start, -d, hi - lo)
     if entry is None:
         entry = centre + d * lo
     H, W = full_hw
-    x0, y0 = int(part.xs.min()), int(part.ys.min())
-    x1, y1 = int(part.xs.max()) + 1, int(part.ys.max()) + 1
+    x0, y0, bw, bh = cv2.boundingRect(pts.astype(np.int32))
 
     def full(p):  # shrunk pixel -> input pixel (centre of the sampled pixel)
         return (float(min(W - 1, p[0] * f + f // 2)), float(min(H - 1, p[1] * f + f // 2)))
 
     return Instrument(
-        class_id=class_id, confidence=score, area_px=int(len(xs) * f * f), area_fraction=len(xs) / (h * w),
-        centroid=full(centre), bbox=(x0 * f, y0 * f, min(W, x1 * f) - x0 * f, min(H, y1 * f) - y0 * f),
+        class_id=class_id, confidence=score, area_px=int(len(xy) * f * f), area_fraction=len(xy) / (h * w),
+        centroid=full(centre), bbox=(x0 * f, y0 * f, min(W, (x0 + bw) * f) - x0 * f, min(H, (y0 + bh) * f) - y0 * f),
         orientation=float(math.atan2(d[1], d[0])),
         elongation=math.sqrt(max(along_var, 1e-9) / max(across_var, 1e-9)),
-        tip=full(tip), entry=full(entry), entry_at_view_edge=_at_view_edge(entry, view, labels.shape))
+        tip=full(tip), entry=full(entry), entry_at_view_edge=_at_view_edge(entry, image, labels.shape))
 
 
 def _walk_to_entry(labels, k, start, direction, length) -> np.ndarray | None:
@@ -245,13 +260,16 @@ def _walk_to_entry(labels, k, start, direction, length) -> np.ndarray | None:
     return start + steps[last] * direction
 
 
-def _at_view_edge(p, view, shape) -> bool:
+def _at_view_edge(p, image, shape) -> bool:
+    """Off the frame, or a dark pixel (every channel under quality.DARK_LUMA) of ``image``, within EDGE_RADIUS."""
     h, w = shape
     x, y = int(round(p[0])), int(round(p[1]))
     r = EDGE_RADIUS
     if x - r < 0 or y - r < 0 or x + r >= w or y + r >= h:
         return True
-    return view is not None and not view[y - r:y + r + 1, x - r:x + r + 1].all()
+    if image is None or image.shape[:2] != shape:
+        return False
+    return bool((image[y - r:y + r + 1, x - r:x + r + 1].max(axis=2) < DARK_LUMA * 255).any())
 
 
 @dataclass

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from . import instruments as inst
@@ -69,9 +68,7 @@ class CameraStream:
         measures.update(model_uncertainty(result.activity_probs, result.confidence,
                                           s.thresholds.pixel_confidence_threshold))
         status = frame_status(measures, s.thresholds)
-        view = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) >= quality.DARK_LUMA * 255).view(np.uint8)
-        found = inst.extract(result.mask, self.instrument_classes, confidence=result.confidence,
-                             view=_match_size(view, result.mask.shape),
+        found = inst.extract(result.mask, self.instrument_classes, confidence=result.confidence, image=rgb,
                              min_area_fraction=s.instruments.min_area_fraction)
         tracked = self.tracker.update(found, result.mask.shape)
         overlay = result.overlay
@@ -82,11 +79,3 @@ class CameraStream:
                                names=self.seg_classes, colors=self.colors)
         return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0)
 
-
-def _match_size(view: np.ndarray, mask_hw: tuple[int, int]) -> np.ndarray:
-    """The view mask at the instrument extractor's shrunk size (the same factor: equal, but be exact)."""
-    f = inst.shrink_factor(*mask_hw)
-    h, w = mask_hw[0] // f, mask_hw[1] // f
-    if view.shape == (h, w):
-        return view
-    return cv2.resize(view, (w, h), interpolation=cv2.INTER_NEAREST)

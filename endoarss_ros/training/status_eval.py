@@ -98,6 +98,15 @@ def image_status(rgb: np.ndarray, thresholds: StatusThresholds, model_measures: 
     return frame_status(measures, thresholds)
 
 
+def _percentiles(values: dict[str, list[dict]]) -> dict:
+    """Per condition and image measure: its 1st, 50th and 99th percentile (what the thresholds were set from)."""
+    out = {}
+    for key, rows in values.items():
+        out[key] = {m: [round(float(np.percentile([r[m] for r in rows], q)), 4) for q in (1, 50, 99)]
+                    for m in rows[0] if not math.isnan(rows[0][m])}
+    return out
+
+
 class _Rates:
     """Per condition key: frames, detected (any image flag), named (the condition's own flag)."""
 
@@ -117,11 +126,14 @@ class _Rates:
 
 def degraded_detection(cfg: EvalSettings) -> dict:
     """Measurement 1 (see the module docstring)."""
-    rates, clean_flags = _Rates(), {}
+    rates, clean_flags, measures = _Rates(), {}, {}
     for i, (rgb, _, _, _) in enumerate(clean_frames(cfg.seed, cfg.frames, cfg.size)):
         for name, severity, img in conditions(rgb, i, cfg.seed):
             status = image_status(img, cfg.thresholds)
-            rates.add(name if severity == 0 else f"{name}/{severity}", status, NAMED_FLAG.get(name))
+            key = name if severity == 0 else f"{name}/{severity}"
+            rates.add(key, status, NAMED_FLAG.get(name))
+            if severity in (0, 3):
+                measures.setdefault(key, []).append(status.measures)
             if name == "clean":
                 for flag in status.flag_names:
                     clean_flags[flag] = clean_flags.get(flag, 0) + 1
@@ -131,7 +143,7 @@ def degraded_detection(cfg: EvalSettings) -> dict:
             scene.add(key, image_status(rgb, cfg.thresholds), NAMED_FLAG["smoke" if "smoke" in key else "blood"])
     out = rates.report()
     return {"conditions": out, "clean_false_alarm_rate": out["clean"]["detected"], "clean_flags": clean_flags,
-            "scene_degradations": scene.report()}
+            "scene_degradations": scene.report(), "measure_percentiles": _percentiles(measures)}
 
 
 class _Scores:
@@ -202,7 +214,8 @@ def _match(truth, found):
 def geometry_from_truth(cfg: EvalSettings) -> dict:
     """Measurement 3a: the extractor on the renderer's own masks."""
     from endoarss_ros.data.synth import generate_frame
-    from endoarss_ros.inference import instruments
+    from endoarss_ros.inference import instruments, quality
+    from endoarss_ros.inference.frames import frame_from_array
 
     h, w = cfg.size
     diag = math.hypot(h, w)
@@ -210,8 +223,7 @@ def geometry_from_truth(cfg: EvalSettings) -> dict:
     tips, entries, missing = [], [], 0
     for i in range(cfg.geometry_frames):
         rgb, mask, truth = generate_frame(np.random.default_rng([cfg.seed + 2, i]), i % 3, cfg.size, with_truth=True)
-        view = instruments.shrink_mask((rgb.max(axis=2) >= 26).view(np.uint8), instruments.shrink_factor(h, w))
-        found = instruments.extract(mask, classes, view=view)
+        found = instruments.extract(mask, classes, image=quality.analysis_rgb(frame_from_array(rgb, "rgb8")))
         for t in truth:
             m = _match(t, found)
             if m is None:
