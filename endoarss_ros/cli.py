@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("endoarss_ros.ros.check",
               "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
-    "synth": ("endoarss_ros.data.synth_cli",
+    "synth": ("endoarss_ros.bag.synth_cli",
               "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
     "replay": ("endoarss_ros.bag.replay_cli",
                "Offline inference over a rosbag2 (MCAP/sqlite3): masks, activity, summary, timeline, video"),

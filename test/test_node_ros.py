@@ -1,5 +1,5 @@
 """The perception node as users run it: a real rclpy node process, driven by a real rclpy client process
-(endoarss_ros.ros.probe) with a tiny random-weights model. Random weights give arbitrary but deterministic outputs:
+(test/node_probe.py) with a tiny random-weights model. Random weights give arbitrary but deterministic outputs:
 enough for stamps, sizes, encodings equivalence, rejections, lifecycle and parameters."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from test.conftest import requires_ros
+from test.conftest import REPO, requires_ros
 
 pytestmark = [requires_ros, pytest.mark.ros]
 
@@ -86,8 +86,8 @@ def probe(tmp_path, child_env):
         plan_path = tmp_path / f"plan_{uuid.uuid4().hex[:6]}.json"
         plan_path.write_text(json.dumps(plan))
         images = tmp_path / f"images_{plan_path.stem}.npz"
-        cmd = [sys.executable, "-m", "endoarss_ros.ros.probe", str(plan_path), "--save-images", str(images)]
-        done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=timeout)
+        cmd = [sys.executable, "-m", "test.node_probe", str(plan_path), "--save-images", str(images)]
+        done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
         assert done.returncode == 0, f"probe failed:\n{done.stderr[-3000:]}\nnode log:\n{node.output()[-3000:]}"
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result["images"] = dict(np.load(images)) if keep_images else {}
@@ -317,9 +317,9 @@ def test_parameter_validation_and_live_overlay_alpha(start_node, probe):
     assert s[6]["results"][0]["successful"] and s[8]["results"][0]["successful"]
     assert s[10]["values"] == {"overlay_alpha": 1.0}
 
-    from endoarss_ros.ros.probe import test_image
+    from test.node_probe import synthetic_image
 
-    rgb = test_image(7, 320, 240)
+    rgb = synthetic_image(7, 320, 240)
     info = result["received"]["info"][-1]
     colors = np.array(info["colors"], np.uint8).reshape(-1, 3)
     stamps = {x["tag"]: x["stamp"] for x in result["sent"]}

@@ -20,8 +20,8 @@ from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY, frame_fields, s
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 
+from ..metrics import GroundTruthEvaluator
 from . import replay_report as report
-from .evaluation import GroundTruthEvaluator
 from .media import OverlayVideo, plot_timeline
 from .messages import to_rosbags
 from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure

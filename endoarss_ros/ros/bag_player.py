@@ -8,7 +8,6 @@ each message is published as is (no decode / re-encode), with the recorded inter
 """
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import sys
@@ -48,13 +47,11 @@ def parse_remaps(items) -> dict[str, str]:
 
 
 def message_class(msgtype: str):
-    """``pkg/msg/Name`` -> the rclpy message class (``pkg.msg.Name``); None when not importable here."""
-    parts = msgtype.split("/")
-    if len(parts) != 3:
-        return None
-    pkg, sub, name = parts
+    """The rclpy message class of ``pkg/msg/Name``; None when not importable here."""
+    from endoarss_ros.ros import conversions
+
     try:
-        return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
+        return conversions.message_class(msgtype)
     except (ImportError, AttributeError):
         return None
 
@@ -65,20 +62,17 @@ def _is_latched(conn) -> bool:
         return False
     if isinstance(profiles, str):  # older rosbags: the YAML text
         return "durability: 1" in profiles
-    try:
-        from rosbags.interfaces import QosDurability
+    from rosbags.interfaces import QosDurability
 
-        return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
-    except ImportError:
-        return False
+    return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
 
 
 def play(args, *, log=print) -> dict:
     """Publish the bag; returns the summary. Needs ``rclpy.init`` done by the caller."""
     import rclpy
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     from endoarss_ros.bag.reader import BagReader
+    from endoarss_ros.ros import qos
 
     remaps = parse_remaps(args.remap)
     if args.rate <= 0:
@@ -102,12 +96,8 @@ def play(args, *, log=print) -> dict:
                 if c.topic in publishers:
                     continue
                 latched = _is_latched(c)
-                qos = QoSProfile(
-                    history=HistoryPolicy.KEEP_LAST, depth=max(1, args.depth),
-                    reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort" and not latched
-                    else ReliabilityPolicy.RELIABLE,
-                    durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-                publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
+                profile = qos.latched_qos() if latched else qos.stream_qos(args.qos, max(1, args.depth))
+                publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), profile)
             for topic, reason in summary["skipped_topics"].items():
                 log(f"skipping {topic}: {reason}")
             if not publishers:

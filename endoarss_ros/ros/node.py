@@ -110,8 +110,7 @@ class PerceptionNode(LifecycleNode):
         values = {s.name: params.current_value(self, s.name) for s in params.SPECS}
         values.update({p.name: p.value for p in changed})
         new = params.Settings.from_values(values)
-        smoothing_changed = (new.smoothing_enabled, new.smoothing_alpha, new.smoothing_hysteresis) != (
-            self.settings.smoothing_enabled, self.settings.smoothing_alpha, self.settings.smoothing_hysteresis)
+        smoothing_changed = new.smoothing != self.settings.smoothing
         self.settings = new
         if smoothing_changed and self._engine is not None:
             self._smoothers = self._make_smoothers()
@@ -123,9 +122,7 @@ class PerceptionNode(LifecycleNode):
         from endoarss_ros.inference import ActivitySmoother
 
         s = self.settings
-        return [ActivitySmoother(len(self._activity_names), alpha=s.smoothing_alpha,
-                                 hysteresis=s.smoothing_hysteresis, enabled=s.smoothing_enabled)
-                for _ in s.cameras]
+        return [ActivitySmoother.from_settings(len(self._activity_names), s.smoothing) for _ in s.cameras]
 
     # ---- lifecycle -------------------------------------------------------------------------------
     @_logged
