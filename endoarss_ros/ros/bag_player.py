@@ -67,18 +67,69 @@ def _is_latched(conn) -> bool:
     return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
 
 
+def _create_publishers(node, conns, args, remaps: dict[str, str], skipped: dict[str, str]) -> dict:
+    """topic -> publisher for every connection whose type is importable here (the others go to ``skipped``);
+    latched topics stay latched."""
+    from endoarss_ros.ros import qos
+
+    publishers = {}
+    for c in conns:
+        cls = message_class(c.msgtype)
+        if cls is None:
+            skipped[c.topic] = f"message type {c.msgtype} is not available here"
+            continue
+        if c.topic in publishers:
+            continue
+        profile = qos.latched_qos() if _is_latched(c) else qos.stream_qos(args.qos, max(1, args.depth))
+        publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), profile)
+    return publishers
+
+
+def _wait_for_subscribers(publishers: dict, seconds: float, log) -> list[str]:
+    """Up to ``seconds`` for every publisher to have a subscriber; returns the topics still without one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(p.get_subscription_count() > 0 for p in publishers.values()):
+            break
+        time.sleep(0.05)
+    waiting = [p.topic_name for p in publishers.values() if p.get_subscription_count() == 0]
+    if waiting:
+        log(f"no subscriber after {seconds:.1f} s on: {', '.join(waiting)}")
+    else:
+        time.sleep(0.3)  # let the subscribers' side finish matching as well
+    return waiting
+
+
+def _publish_timed(bag, publishers: dict, args, counts: Counter, summary: dict) -> None:
+    """The serialized messages at their recorded times (scaled by ``--rate``), once or ``--loop``."""
+    bag_start = bag.start_time + int(args.start_offset * 1e9)
+    while True:
+        loop_wall = time.monotonic()
+        for conn, timestamp, rawdata in bag.messages(publishers):
+            if timestamp < bag_start:
+                continue
+            delay = loop_wall + (timestamp - bag_start) / 1e9 / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            publishers[conn.topic].publish(bytes(rawdata))
+            counts[publishers[conn.topic].topic_name] += 1
+        summary["loops"] += 1
+        if not args.loop:
+            return
+
+
 def play(args, *, log=print) -> dict:
     """Publish the bag; returns the summary. Needs ``rclpy.init`` done by the caller."""
     import rclpy
 
     from endoarss_ros.bag.reader import BagReader
-    from endoarss_ros.ros import qos
 
     remaps = parse_remaps(args.remap)
     if args.rate <= 0:
         raise ValueError("--rate must be positive")
     summary: dict = {"bag": str(args.bag), "rate": args.rate, "published": {}, "skipped_topics": {},
                      "loops": 0, "seconds": 0.0}
+    counts: Counter[str] = Counter()
     with BagReader(args.bag) as bag:
         conns = [c for c in bag.connections if not args.topics or c.topic in args.topics]
         missing = sorted(set(args.topics or []) - {c.topic for c in bag.connections})
@@ -86,59 +137,25 @@ def play(args, *, log=print) -> dict:
             raise ValueError(f"bag {bag.path} has no topic(s) {', '.join(missing)} "
                              f"(it has {', '.join(sorted(bag.topics()))})")
         node = rclpy.create_node(args.node_name)
-        publishers = {}
+        t0 = None
         try:
-            for c in conns:
-                cls = message_class(c.msgtype)
-                if cls is None:
-                    summary["skipped_topics"][c.topic] = f"message type {c.msgtype} is not available here"
-                    continue
-                if c.topic in publishers:
-                    continue
-                latched = _is_latched(c)
-                profile = qos.latched_qos() if latched else qos.stream_qos(args.qos, max(1, args.depth))
-                publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), profile)
+            publishers = _create_publishers(node, conns, args, remaps, summary["skipped_topics"])
             for topic, reason in summary["skipped_topics"].items():
                 log(f"skipping {topic}: {reason}")
             if not publishers:
                 raise ValueError(f"bag {bag.path}: nothing to publish")
             if args.wait_subscribers > 0:
-                deadline = time.monotonic() + args.wait_subscribers
-                while time.monotonic() < deadline:
-                    if all(p.get_subscription_count() > 0 for p in publishers.values()):
-                        break
-                    time.sleep(0.05)
-                waiting = [p.topic_name for p in publishers.values() if p.get_subscription_count() == 0]
-                summary["without_subscribers"] = waiting
-                if waiting:
-                    log(f"no subscriber after {args.wait_subscribers:.1f} s on: {', '.join(waiting)}")
-                else:
-                    time.sleep(0.3)  # let the subscribers' side finish matching as well
-            counts: Counter[str] = Counter()
-            bag_start = bag.start_time + int(args.start_offset * 1e9)
-            wall_start = time.monotonic()
+                summary["without_subscribers"] = _wait_for_subscribers(publishers, args.wait_subscribers, log)
             summary["wall_start_unix"] = time.time()
             t0 = time.monotonic()
-            while True:
-                loop_wall = time.monotonic()
-                for conn, timestamp, rawdata in bag.messages(publishers):
-                    if timestamp < bag_start:
-                        continue
-                    delay = loop_wall + (timestamp - bag_start) / 1e9 / args.rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    publishers[conn.topic].publish(bytes(rawdata))
-                    counts[publishers[conn.topic].topic_name] += 1
-                summary["loops"] += 1
-                if not args.loop:
-                    break
+            _publish_timed(bag, publishers, args, counts, summary)
             summary["seconds"] = round(time.monotonic() - t0, 3)
             time.sleep(0.3)  # let the last samples leave before the participant goes away
         except KeyboardInterrupt:
             summary["interrupted"] = True
-            summary["seconds"] = round(time.monotonic() - wall_start, 3) if "wall_start_unix" in summary else 0.0
+            summary["seconds"] = round(time.monotonic() - t0, 3) if t0 is not None else 0.0
         finally:
-            summary["published"] = dict(counts) if "counts" in locals() else {}
+            summary["published"] = dict(counts)
             node.destroy_node()
     return summary
 
