@@ -257,7 +257,8 @@ class Probe:
             good = not spec.get("bad")
             self.sent.append({"camera": cam, "stamp": stamp_ns(stamp), "good": good, "bad": spec.get("bad"),
                               "tag": spec.get("tag"), "width": spec.get("width", 320),
-                              "height": spec.get("height", 240), "encoding": spec.get("encoding", "rgb8")})
+                              "height": spec.get("height", 240), "encoding": spec.get("encoding", "rgb8"),
+                              "t": time.monotonic()})
             self.inputs[cam].publish(msg)
             if good:
                 group.append((cam, stamp_ns(stamp)))
