@@ -79,15 +79,21 @@ def test_engine_matches_the_model_itself(model, tmp_path):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
 def test_backends_agree_with_eager_fp32(model, tmp_path, backend):
+    """On the device-style path (torch preprocessing, per-size buffers, device overlay), with two same-size
+    frames of different encodings sharing a batch."""
     # torch.compile builds C++ kernels here: about 1-2 minutes on 2 CPU cores, the suite's slowest test.
-    frames = _frames(2, 70, 100, seed=3) + _frames(1, 56, 84, seed=4, encoding="rgb8")
-    ref = InferenceEngine(model, device="cpu", backend="eager", cache_dir=tmp_path).infer(frames)
+    frames = (_frames(1, 70, 100, seed=3) + _frames(1, 70, 100, seed=4, encoding="bgr8")
+              + _frames(2, 56, 84, seed=5))
+    common = {"device": "cpu", "preprocess": "torch", "max_batch": 2, "cache_dir": tmp_path}
+    ref = InferenceEngine(model, backend="eager", **common).infer(frames, overlay_alpha=0.5)
     kw = {"compile_mode": "default"} if backend == "compile" else {}
-    eng = InferenceEngine(model, device="cpu", backend=backend, cache_dir=tmp_path, **kw)
+    eng = InferenceEngine(model, backend=backend, **common, **kw)
     assert eng.backend == backend, eng.notes
-    got = eng.infer(frames)
+    got = eng.infer(frames, overlay_alpha=0.5)
     for r, g in zip(ref, got):
         assert _agreement(r.mask, g.mask) >= 0.995
+        same = r.mask == g.mask
+        assert np.abs(r.overlay.astype(int) - g.overlay.astype(int))[same].max() <= 1
         assert int(np.argmax(r.activity_probs)) == int(np.argmax(g.activity_probs))
         np.testing.assert_allclose(r.activity_probs, g.activity_probs, atol=1e-3)
     eng.close()

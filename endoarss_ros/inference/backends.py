@@ -220,10 +220,10 @@ class CompileRunner(Runner):
 
     def close(self) -> None:
         self.compiled = None
-        if self.cudagraphs:  # the CUDA-graph trees hold their memory pool until reset (process-wide)
-            from torch._inductor import cudagraph_trees
-
-            cudagraph_trees.reset_cudagraph_trees()
+        if self.device.type == "cuda":
+            # compiled code, guards and the CUDA-graph trees' memory pool are process-wide: reset them so the
+            # device memory comes back (another live compile engine in this process recompiles on its next call)
+            torch._dynamo.reset()
         super().close()
 
 

@@ -232,21 +232,21 @@ def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float) 
 
 def _engine(model, cfg: dict, args, device, max_batch: int):
     """(engine, setup seconds, None), or (None, 0, why this configuration cannot run here)."""
+    from .backends import BackendUnavailable
     from .engine import InferenceEngine
 
     opts = {"upsample": args.upsample, **METHODS[cfg["method"]]}
     if device.type == "cuda" and cfg["method"] != "fast":
         return None, 0.0, f"method {cfg['method']!r} is the CPU pipeline"
     t0 = time.perf_counter()
-    try:
+    try:  # no fallback: another backend's row would be measured twice
         eng = InferenceEngine(model, device=str(device), precision=cfg["precision"], backend=cfg["backend_requested"],
-                              max_batch=max_batch, cache_dir=args.cache_dir, profile=args.profile, **opts)
-    except ValueError as e:  # e.g. fp16 on a CPU
+                              max_batch=max_batch, cache_dir=args.cache_dir, profile=args.profile, fallback=False,
+                              **opts)
+    except (ValueError, BackendUnavailable) as e:  # e.g. fp16 on a CPU, tensorrt not installed
         return None, 0.0, str(e)
-    if eng.backend != cfg["backend_requested"]:
-        reason = next((n for n in eng.notes if "unavailable" in n), f"fell back to {eng.backend!r}")
-        eng.close()
-        return None, 0.0, reason
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory building it: reported, the run goes on
+        return None, 0.0, f"{type(e).__name__}: {e}"
     return eng, time.perf_counter() - t0, None
 
 
@@ -372,7 +372,12 @@ def _measure_all(args, device, budget: _Budget) -> tuple[list[dict], list[dict],
                 if budget.spent():
                     skipped.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"})
                     continue
-                row = _row(eng, cfg, W, H, b, args, budget, base, setup_s)
+                try:
+                    row = _row(eng, cfg, W, H, b, args, budget, base, setup_s)
+                except Exception as e:  # noqa: BLE001 - one failing configuration must not end the run
+                    unavailable.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": f"{type(e).__name__}: {e}"})
+                    print(f"{cfg['model']} {W}x{H} b{b}: failed: {type(e).__name__}: {e}", flush=True)
+                    continue
                 results.append(row)
                 print(f"{cfg['model']} {W}x{H} b{b} {row['method']} {row['backend']}/{cfg['precision']}: e2e p50 "
                       f"{row['e2e_ms']['p50']:.2f} ms ({row['e2e_over_forward']:.2f}x forward), "

@@ -121,7 +121,8 @@ class InferenceEngine:
     cv2 on a CPU, torch on CUDA; 'torch' runs the device path on a CPU too, e.g. to test it; the cv2 modes are
     CPU only), ``channels_last`` (default: on CUDA), ``compile_mode``, ``profile`` (synchronise the device at
     each stage boundary for exact stage times), ``copy_outputs`` (False: the masks and overlays of the last
-    ``max_batch`` frames of a call are views into reused buffers, valid until the next ``infer``).
+    ``max_batch`` frames of a call are views into reused buffers, valid until the next ``infer``),
+    ``fallback`` (False: raise ``BackendUnavailable`` instead of falling back, e.g. to measure one backend).
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class InferenceEngine:
         compile_mode: str | None = None,
         profile: bool = False,
         copy_outputs: bool = True,
+        fallback: bool = True,
     ):
         self._device = resolve_device(device)
         cuda = self._device.type == "cuda"
@@ -158,6 +160,7 @@ class InferenceEngine:
         self.host_syncs = 0  # host waits for the device (one per batch on CUDA unless profiling)
         self.oom_errors = 0
         self.requested_backend = backend
+        self._fallback = bool(fallback)
         self._compile_mode = compile_mode
         self._runner = None
         self.backend = ""
@@ -236,7 +239,7 @@ class InferenceEngine:
         )
 
     def _select_backend(self, requested: str, *, batch: int = 1) -> None:
-        chain = fallback_chain(requested)
+        chain = fallback_chain(requested) if self._fallback else [requested]
         for i, name in enumerate(chain):
             try:
                 runner = self._make_runner(name)
@@ -264,6 +267,8 @@ class InferenceEngine:
             if note:
                 self.notes.append(note)
         except BackendUnavailable as e:
+            if not self._fallback:
+                raise
             msg = f"backend {self.backend!r} failed for batch {b}: {e}; falling back to 'eager'"
             log.warning(msg)
             self.notes.append(msg)
