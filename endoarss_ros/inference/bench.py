@@ -251,11 +251,12 @@ def _engine(model, cfg: dict, args, device, max_batch: int):
 
 
 def _configs(args):
-    """(precision, model, backend, method) in the order measured: the first precision and model first."""
+    """(precision, backend, model, method) in the order measured: all models of the first precision and backend
+    first (put the rows that matter most first when a time budget may cut the run short)."""
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     for prec in split(args.precisions):
-        for mname in split(args.models):
-            for backend in split(args.backends):
+        for backend in split(args.backends):
+            for mname in split(args.models):
                 for method in split(args.methods):
                     yield {"model": mname, "backend_requested": backend, "precision": prec, "method": method}
 
@@ -351,7 +352,9 @@ def _apply_quick(args) -> None:
         args.ros_frames = min(args.ros_frames, 20)
 
 
-def _measure_all(args, device, budget: _Budget) -> tuple[list[dict], list[dict], list[dict]]:
+def _measure_all(args, device, budget: _Budget, save: Callable) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every configuration; ``save(results, unavailable, skipped)`` after each one (a killed run keeps what it
+    measured)."""
     sizes = _sizes(args.sizes)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     results, unavailable, skipped, models, baselines = [], [], [], {}, {}
@@ -379,6 +382,7 @@ def _measure_all(args, device, budget: _Budget) -> tuple[list[dict], list[dict],
                     print(f"{cfg['model']} {W}x{H} b{b}: failed: {type(e).__name__}: {e}", flush=True)
                     continue
                 results.append(row)
+                save(results, unavailable, skipped)
                 print(f"{cfg['model']} {W}x{H} b{b} {row['method']} {row['backend']}/{cfg['precision']}: e2e p50 "
                       f"{row['e2e_ms']['p50']:.2f} ms ({row['e2e_over_forward']:.2f}x forward), "
                       f"{row['throughput_fps']:.1f} fps, speed-up {row['speedup']:.1f}x", flush=True)
@@ -397,12 +401,16 @@ def run(args, ros: RosMeasure | str | None = None) -> int:
     device = resolve_device(args.device)
     meta = _meta(device)
     budget = _Budget(args.time_budget)
-    results, unavailable, skipped = _measure_all(args, device, budget)
+
+    def save(results, unavailable, skipped, ros_result=None, ros_note="not measured yet (run in progress)"):
+        out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
+               "ros": ros_result, "ros_note": ros_note}
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(out, indent=2))
+
+    results, unavailable, skipped = _measure_all(args, device, budget, save)
     ros_result, ros_note = _ros_section(args, _sizes(args.sizes)[0], ros)
-    out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
-           "ros": ros_result, "ros_note": ros_note}
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(out, indent=2))
+    save(results, unavailable, skipped, ros_result, ros_note)
     if args.markdown:
         table = markdown_table(results, unavailable, skipped)
         if args.markdown == "-":
