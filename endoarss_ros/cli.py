@@ -45,8 +45,15 @@ def _ros_bench_measure():
     return measure
 
 
+def _esd_scene(seed: int, H: int, W: int):
+    """A synthetic endoscope frame (uint8 RGB) from the data layer, for ``endoarss bench --scene esd``."""
+    from endoarss_ros.data.synth import generate_frame
+
+    return generate_frame(seed, seed % 3, (H, W))[0]
+
+
 # subcommand -> extra keyword arguments for its run(), wired here across layers
-WIRING = {"bench": lambda: {"ros": _ros_bench_measure()}}
+WIRING = {"bench": lambda: {"ros": _ros_bench_measure(), "scene_fn": _esd_scene}}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -29,4 +29,4 @@ def test_gpu_check_cpu_smoke_run_writes_every_output(tmp_path):
     summary = (out / "summary.md").read_text()
     for step in ("import without ROS", "pytest -m cuda", "endoarss bench"):
         assert f"| {step}" in summary and "failed" not in summary, summary
-    assert "| endoarss-tiny | 320x240 rgb8 | fast | eager | fp32 | 2 |" in summary
+    assert "| endoarss-tiny | 320x240 rgb8 esd | fast | eager | fp32 | 2 |" in summary

@@ -7,6 +7,8 @@ import ast
 import importlib.util
 import json
 
+import pytest
+
 from endoarss_ros.cli import SUBCOMMANDS, main
 from endoarss_ros.inference import bench
 
@@ -38,15 +40,15 @@ def test_bench_quick_json(tmp_path, capsys):
         for part in ("node", "transport"):
             assert data["ros"][part]["frames_out"] > 0
             assert data["ros"][part]["latency_ms"]["p50"] > 0
-    assert "| endoarss-tiny | 640x360 rgb8 |" in md.read_text()
+    assert "| endoarss-tiny | 640x360 rgb8 esd |" in md.read_text()
 
 
 def _args(tmp_path, *extra):
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     return p.parse_args(["--models", "endoarss-tiny", "--backends", "eager", "--sizes", "160x120", "--frames", "3",
-                         "--warmup", "1", "--baseline-frames", "1", "--device", "cpu", "--cache-dir",
-                         str(tmp_path / "cache"), "--json", str(tmp_path / "b.json"), *extra])
+                         "--warmup", "1", "--baseline-frames", "1", "--device", "cpu", "--scene", "bands",
+                         "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "b.json"), *extra])
 
 
 def test_bench_matrix_methods_batches_and_unavailable_precisions(tmp_path):
@@ -64,7 +66,7 @@ def test_bench_matrix_methods_batches_and_unavailable_precisions(tmp_path):
     assert all("needs a CUDA device" in u["reason"] for u in data["unavailable"])
     assert data["ros"] is None and data["ros_note"] == "not measured: rclpy missing in this test"
     table = bench.markdown_table(data["results"], data["unavailable"], data["skipped"])
-    assert "| endoarss-tiny | 160x120 rgb8 | previous | eager | fp32 | 2 |" in table
+    assert "| endoarss-tiny | 160x120 rgb8 bands | previous | eager | fp32 | 2 |" in table
     assert "Unavailable here:" in table and "bf16" in table
 
 
@@ -77,10 +79,12 @@ def test_time_budget_lists_what_it_did_not_measure(tmp_path):
         ("160x120", 1, "time budget spent"), ("160x120", 2, "time budget spent")]
 
 
-def test_bench_never_imports_the_ros_layer():
-    """The over-ROS measurement is handed in by the CLI (endoarss_ros/cli.py wires it)."""
+def test_bench_never_imports_the_ros_or_data_layer(tmp_path):
+    """The over-ROS measurement and the endoscope scenes are handed in by the CLI (endoarss_ros/cli.py)."""
     tree = ast.parse(open(bench.__file__).read())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [n for n in names if n.startswith(("endoarss_ros.ros", "rclpy"))]
+    assert not [n for n in names if n.startswith(("endoarss_ros.ros", "endoarss_ros.data", "rclpy", "rosbags"))]
     assert "ros.bench_ros" not in open(bench.__file__).read()
+    with pytest.raises(ValueError, match="--scene esd needs the scene generator"):
+        bench.run(_args(tmp_path, "--scene", "esd"))

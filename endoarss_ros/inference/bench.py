@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1920x1080,1280x1024", help="input frames WxH, comma list")
     p.add_argument("--batches", default="1", help="frames per infer call (cameras), comma list")
     p.add_argument("--encoding", default="rgb8", help="input encoding of the synthetic frames")
+    p.add_argument("--scene", default="esd", choices=("esd", "bands"),
+                   help="frame content: synthetic endoscope scenes, or a band pattern with many class boundaries")
     p.add_argument("--frames", type=int, default=200, help="timed batches per configuration (after warm-up)")
     p.add_argument("--warmup", type=int, default=20, help="untimed batches first")
     p.add_argument("--baseline-frames", type=int, default=50, help="timed frames through the naive baseline")
@@ -87,20 +89,49 @@ def _model(name: str):
     return load_model(name, device="cpu")
 
 
-def _frames_bytes(W: int, H: int, encoding: str, n: int = 4):
-    from .frames import ENCODINGS
+SceneFn = Callable[[int, int, int], np.ndarray]  # (seed, H, W) -> uint8 RGB
 
-    C = ENCODINGS[encoding]
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    out = []
-    for k in range(n):
-        img = np.empty((H, W, C), np.uint8)
-        for c in range(C):
-            img[:, :, c] = ((xx * (c + 1) + yy * (k + 1)) / (W + H) * 255).astype(np.uint8)
-        img[rng.integers(0, H, 500), rng.integers(0, W, 500)] = 255
-        out.append((img.tobytes(), W * C))
-    return out
+
+class _Frames:
+    """The benchmark's input frames as message bytes ``(data, step)``, made once per size and encoding.
+
+    ``esd``: synthetic endoscope scenes (tissue, instruments, marks; the scene function is handed in by the CLI
+    from the data layer); ``bands``: an analytic pattern of colour bands and salt noise, far more class
+    boundaries than a surgical scene (a stress case for the ``logits`` upsample, whose cost follows them)."""
+
+    def __init__(self, scene: str, scene_fn: SceneFn | None = None, n: int = 4):
+        if scene == "esd" and scene_fn is None:
+            raise ValueError("--scene esd needs the scene generator (run through `endoarss bench`), or --scene bands")
+        self.scene, self.scene_fn, self.n = scene, scene_fn, n
+        self._cache: dict = {}
+
+    def get(self, W: int, H: int, encoding: str) -> list[tuple[bytes, int]]:
+        key = (W, H, encoding)
+        if key not in self._cache:
+            self._cache[key] = [self._one(W, H, encoding, k) for k in range(self.n)]
+        return self._cache[key]
+
+    def _one(self, W, H, encoding, k) -> tuple[bytes, int]:
+        import cv2
+
+        from .frames import ENCODINGS
+
+        C = ENCODINGS[encoding]
+        if self.scene == "bands":
+            rng = np.random.default_rng(k)
+            yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+            img = np.empty((H, W, C), np.uint8)
+            for c in range(C):
+                img[:, :, c] = ((xx * (c + 1) + yy * (k + 1)) / (W + H) * 255).astype(np.uint8)
+            img[rng.integers(0, H, 500), rng.integers(0, W, 500)] = 255
+            return img.tobytes(), W * C
+        rgb = self.scene_fn(k, H, W)
+        codes = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA, "bgra8": cv2.COLOR_RGB2BGRA,
+                 "mono8": cv2.COLOR_RGB2GRAY}
+        if encoding not in codes:
+            raise ValueError(f"--scene esd has no {encoding} frames: use --scene bands for YUV encodings")
+        img = rgb if codes[encoding] is None else cv2.cvtColor(rgb, codes[encoding])
+        return np.ascontiguousarray(img).tobytes(), W * C
 
 
 class NaiveBaseline:
@@ -147,13 +178,13 @@ class _Budget:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
 
-def _baseline(model, mname, W, H, args, device, cache: dict) -> dict:
+def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) -> dict:
     """Naive pipeline p50/p95 per frame and its mask of the first frame, once per model x size."""
     from .frames import frame_from_image_fields
 
     key = (mname, W, H)
     if key not in cache:
-        data = _frames_bytes(W, H, args.encoding)
+        data = source.get(W, H, args.encoding)
         base = NaiveBaseline(copy.deepcopy(model), device)
         frames = [frame_from_image_fields(args.encoding, W, H, s, d) for d, s in data]
         base.infer(frames[0])
@@ -170,12 +201,11 @@ def _baseline(model, mname, W, H, args, device, cache: dict) -> dict:
     return cache[key]
 
 
-def _time_batches(eng, W, H, batch, args, budget: _Budget) -> tuple[list[float], dict[str, list[float]], float]:
+def _time_batches(eng, W, H, batch, args, budget: _Budget, data) -> tuple[list[float], dict, float]:
     """End-to-end seconds per batch, per-stage seconds, and the timed run's wall time."""
     from .frames import frame_from_image_fields
 
     enc = args.encoding
-    data = _frames_bytes(W, H, enc)
     stages: dict[str, list[float]] = {}
     e2e: list[float] = []
 
@@ -203,19 +233,21 @@ def _time_batches(eng, W, H, batch, args, budget: _Budget) -> tuple[list[float],
     return e2e, stages, time.perf_counter() - t_run
 
 
-def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float) -> dict:
+def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float, source: _Frames) -> dict:
     from .frames import frame_from_image_fields
 
     device = eng._device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    e2e, stages, run_s = _time_batches(eng, W, H, batch, args, budget)
-    d0, s0 = _frames_bytes(W, H, args.encoding)[0]
+    data = source.get(W, H, args.encoding)
+    e2e, stages, run_s = _time_batches(eng, W, H, batch, args, budget, data)
+    d0, s0 = data[0]
     agree = float((eng.infer([frame_from_image_fields(args.encoding, W, H, s0, d0)])[0].mask == base["mask"]).mean())
     p50 = _pct(e2e, 50)
     fwd = _pct(stages.get("forward", []), 50)
     return {
-        **cfg, "input": f"{W}x{H}", "encoding": args.encoding, "batch": batch, "device": eng.device,
+        **cfg, "input": f"{W}x{H}", "encoding": args.encoding, "scene": source.scene, "batch": batch,
+        "device": eng.device,
         "backend": eng.backend, "upsample": eng.upsample, "preprocess": eng._pre,
         "frames": len(e2e), "setup_s": round(setup_s, 2),
         "e2e_ms": {"p50": p50, "p95": _pct(e2e, 95), "p99": _pct(e2e, 99), "mean": float(np.mean(e2e) * 1000)},
@@ -327,7 +359,7 @@ def markdown_table(results: list[dict], unavailable: list[dict] = (), skipped: l
         s = r["stages_p50_ms"]
         peak = "-" if r["peak_gpu_mem_mib"] is None else f"{r['peak_gpu_mem_mib']:.0f}"
         lines.append(
-            f"| {r['model']} | {r['input']} {r['encoding']} | {r['method']} | {r['backend']} | {r['precision']} | "
+            f"| {r['model']} | {r['input']} {r['encoding']} {r['scene']} | {r['method']} | {r['backend']} | {r['precision']} | "
             f"{r['batch']} | {r['e2e_ms']['p50']:.2f} | {r['e2e_ms']['p95']:.2f} | {r['e2e_ms']['p99']:.2f} | "
             f"{r['throughput_fps']:.1f} | "
             + " | ".join(f"{s.get(k, float('nan')):.2f}" for k in
@@ -352,7 +384,7 @@ def _apply_quick(args) -> None:
         args.ros_frames = min(args.ros_frames, 20)
 
 
-def _measure_all(args, device, budget: _Budget, save: Callable) -> tuple[list[dict], list[dict], list[dict]]:
+def _measure_all(args, device, budget: _Budget, save: Callable, source: _Frames) -> tuple[list, list, list]:
     """Every configuration; ``save(results, unavailable, skipped)`` after each one (a killed run keeps what it
     measured)."""
     sizes = _sizes(args.sizes)
@@ -370,13 +402,13 @@ def _measure_all(args, device, budget: _Budget, save: Callable) -> tuple[list[di
             print(f"{cfg['model']} {cfg['backend_requested']}/{cfg['precision']}: unavailable: {reason}", flush=True)
             continue
         for W, H in sizes:
-            base = _baseline(model, cfg["model"], W, H, args, device, baselines)
+            base = _baseline(model, cfg["model"], W, H, args, device, baselines, source)
             for b in batches:
                 if budget.spent():
                     skipped.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"})
                     continue
                 try:
-                    row = _row(eng, cfg, W, H, b, args, budget, base, setup_s)
+                    row = _row(eng, cfg, W, H, b, args, budget, base, setup_s, source)
                 except Exception as e:  # noqa: BLE001 - one failing configuration must not end the run
                     unavailable.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": f"{type(e).__name__}: {e}"})
                     print(f"{cfg['model']} {W}x{H} b{b}: failed: {type(e).__name__}: {e}", flush=True)
@@ -390,9 +422,10 @@ def _measure_all(args, device, budget: _Budget, save: Callable) -> tuple[list[di
     return results, unavailable, skipped
 
 
-def run(args, ros: RosMeasure | str | None = None) -> int:
+def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn | None = None) -> int:
     """``ros``: the over-ROS measurement (``measure(model_path, frames=, width=, height=, rate=, device=,
-    timeout=) -> dict``), or the reason there is none; the CLI passes it."""
+    timeout=) -> dict``), or the reason there is none; ``scene_fn``: the ``esd`` scene generator. The CLI passes
+    both (this module imports neither the ROS nor the data layer)."""
     from .engine import resolve_device
 
     _apply_quick(args)
@@ -408,7 +441,8 @@ def run(args, ros: RosMeasure | str | None = None) -> int:
         if args.json_path:
             Path(args.json_path).write_text(json.dumps(out, indent=2))
 
-    results, unavailable, skipped = _measure_all(args, device, budget, save)
+    source = _Frames(args.scene, scene_fn)
+    results, unavailable, skipped = _measure_all(args, device, budget, save, source)
     ros_result, ros_note = _ros_section(args, _sizes(args.sizes)[0], ros)
     save(results, unavailable, skipped, ros_result, ros_note)
     if args.markdown:
