@@ -360,8 +360,8 @@ def markdown_table(results: list[dict], unavailable: list[dict] = (), skipped: l
         peak = "-" if r["peak_gpu_mem_mib"] is None else f"{r['peak_gpu_mem_mib']:.0f}"
         lines.append(
             f"| {r['model']} | {r['input']} {r['encoding']} {r['scene']} | {r['method']} | {r['backend']} | "
-            f"{r['precision']} | {r['batch']} | {r['e2e_ms']['p50']:.2f} | {r['e2e_ms']['p95']:.2f} | {r['e2e_ms']['p99']:.2f} | "
-            f"{r['throughput_fps']:.1f} | "
+            f"{r['precision']} | {r['batch']} | {r['e2e_ms']['p50']:.2f} | {r['e2e_ms']['p95']:.2f} | "
+            f"{r['e2e_ms']['p99']:.2f} | {r['throughput_fps']:.1f} | "
             + " | ".join(f"{s.get(k, float('nan')):.2f}" for k in
                          ("decode", "upload", "preprocess", "forward", "postprocess", "download", "message"))
             + f" | {r['e2e_over_forward']:.2f} | {r['baseline']['p50_ms']:.2f} | {r['speedup']:.1f}x | "
