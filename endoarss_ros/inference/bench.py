@@ -22,6 +22,7 @@ import argparse
 import copy
 import datetime
 import importlib
+import itertools
 import json
 import platform
 import sys
@@ -51,8 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1920x1080,1280x1024", help="input frames WxH, comma list")
     p.add_argument("--batches", default="1", help="frames per infer call (cameras), comma list")
     p.add_argument("--encoding", default="rgb8", help="input encoding of the synthetic frames")
-    p.add_argument("--scene", default="esd", choices=("esd", "bands"),
-                   help="frame content: synthetic endoscope scenes, or a band pattern with many class boundaries")
+    p.add_argument("--scene", default="esd",
+                   help="frame content, comma list: esd (synthetic endoscope scenes), bands (a pattern with many "
+                        "class boundaries)")
     p.add_argument("--frames", type=int, default=200, help="timed batches per configuration (after warm-up)")
     p.add_argument("--warmup", type=int, default=20, help="untimed batches first")
     p.add_argument("--baseline-frames", type=int, default=50, help="timed frames through the naive baseline")
@@ -100,6 +102,8 @@ class _Frames:
     boundaries than a surgical scene (a stress case for the ``logits`` upsample, whose cost follows them)."""
 
     def __init__(self, scene: str, scene_fn: SceneFn | None = None, n: int = 4):
+        if scene not in ("esd", "bands"):
+            raise ValueError(f"--scene: unknown scene {scene!r} (esd, bands)")
         if scene == "esd" and scene_fn is None:
             raise ValueError("--scene esd needs the scene generator (run through `endoarss bench`), or --scene bands")
         self.scene, self.scene_fn, self.n = scene, scene_fn, n
@@ -182,7 +186,7 @@ def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) ->
     """Naive pipeline p50/p95 per frame and its mask of the first frame, once per model x size."""
     from .frames import frame_from_image_fields
 
-    key = (mname, W, H)
+    key = (mname, W, H, source.scene)
     if key not in cache:
         data = source.get(W, H, args.encoding)
         base = NaiveBaseline(copy.deepcopy(model), device)
@@ -384,7 +388,7 @@ def _apply_quick(args) -> None:
         args.ros_frames = min(args.ros_frames, 20)
 
 
-def _measure_all(args, device, budget: _Budget, save: Callable, source: _Frames) -> tuple[list, list, list]:
+def _measure_all(args, device, budget: _Budget, save: Callable, sources: list[_Frames]) -> tuple[list, list, list]:
     """Every configuration; ``save(results, unavailable, skipped)`` after each one (a killed run keeps what it
     measured)."""
     sizes = _sizes(args.sizes)
@@ -393,7 +397,7 @@ def _measure_all(args, device, budget: _Budget, save: Callable, source: _Frames)
     for cfg in _configs(args):
         if budget.spent():
             skipped += [{**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"}
-                        for W, H in sizes for b in batches]
+                        for W, H in sizes for _ in sources for b in batches]
             continue
         model = models.setdefault(cfg["model"], _model(cfg["model"]))
         eng, setup_s, reason = _engine(model, cfg, args, device, max(batches))
@@ -401,7 +405,7 @@ def _measure_all(args, device, budget: _Budget, save: Callable, source: _Frames)
             unavailable.append({**cfg, "reason": reason})
             print(f"{cfg['model']} {cfg['backend_requested']}/{cfg['precision']}: unavailable: {reason}", flush=True)
             continue
-        for W, H in sizes:
+        for (W, H), source in itertools.product(sizes, sources):
             base = _baseline(model, cfg["model"], W, H, args, device, baselines, source)
             for b in batches:
                 if budget.spent():
@@ -441,8 +445,8 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn | None = No
         if args.json_path:
             Path(args.json_path).write_text(json.dumps(out, indent=2))
 
-    source = _Frames(args.scene, scene_fn)
-    results, unavailable, skipped = _measure_all(args, device, budget, save, source)
+    sources = [_Frames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
+    results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
     ros_result, ros_note = _ros_section(args, _sizes(args.sizes)[0], ros)
     save(results, unavailable, skipped, ros_result, ros_note)
     if args.markdown:
