@@ -273,6 +273,9 @@ class OnnxRuntimeRunner(Runner):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = max(1, torch.get_num_threads())
+        # idle worker threads spin by default: on a few CPU cores they then slow the cv2 preprocessing and
+        # postprocessing around each run
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(path), sess_options=so, providers=self.providers)
