@@ -386,7 +386,7 @@ class TensorRTRunner(Runner):  # pragma: no cover - needs a GPU and torch_tensor
         return f"tensorrt built {path.name} ({time.perf_counter() - t0:.1f} s)"
 
     def run(self, x):
-        out = self.modules[x.shape[0]](x)
+        out = self.modules[x.shape[0]](x.contiguous())  # the engine's input is channels-last on CUDA
         return out[0], out[1]
 
     def close(self) -> None:
