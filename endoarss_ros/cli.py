@@ -33,6 +33,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _ros_bench_measure():
+    """What ``endoarss bench`` gets for its over-ROS measurement: the function where ROS 2 (rclpy) is
+    installed, else the reason it is not (the inference layer never imports the ROS layer itself)."""
+    import importlib.util
+
+    if importlib.util.find_spec("rclpy") is None:
+        return "ROS 2 (rclpy) is not available here"
+    from endoarss_ros.ros.bench_ros import measure
+
+    return measure
+
+
+def _esd_scene(seed: int, H: int, W: int):
+    """A synthetic endoscope frame (uint8 RGB) from the data layer, for ``endoarss bench --scene esd``."""
+    from endoarss_ros.data.synth import generate_frame
+
+    return generate_frame(seed, seed % 3, (H, W))[0]
+
+
+# subcommand -> extra keyword arguments for its run(), wired here across layers
+WIRING = {"bench": lambda: {"ros": _ros_bench_measure(), "scene_fn": _esd_scene}}
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported (all of them when None).
 
@@ -65,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    extra = WIRING[args.command]() if args.command in WIRING else {}
+    return int(importlib.import_module(args._module).run(args, **extra) or 0)
 
 
 if __name__ == "__main__":

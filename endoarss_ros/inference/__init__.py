@@ -9,10 +9,10 @@ from __future__ import annotations
 from endoarss_ros.lazy import lazy_exports
 
 _EXPORTS = {
-    "BACKENDS": "backends", "PRECISIONS": "backends", "BackendUnavailable": "backends",
+    "BACKENDS": "options", "PRECISIONS": "options", "BackendUnavailable": "backends",
     "default_cache_dir": "backends",
     "class_colors": "colors", "default_colors": "colors",
-    "FrameResult": "engine", "InferenceEngine": "engine",
+    "DeviceOutOfMemory": "engine", "FrameResult": "engine", "InferenceEngine": "engine",
     "ENCODINGS": "frames", "FRAME_ERROR_REASONS": "frames", "FrameError": "frames", "RawFrame": "frames",
     "frame_from_array": "frames", "frame_from_compressed": "frames", "frame_from_image_fields": "frames",
     "ActivitySmoother": "smoother",

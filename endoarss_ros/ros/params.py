@@ -14,11 +14,10 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from endoarss_ros.inference.options import BACKENDS, PRECISIONS  # the engine's lists, in its fallback order
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path  # noqa: F401 (re-export)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")  # endoarss_ros.inference.BACKENDS (no torch import here)
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 PATCH = 14  # ViT patch side: the working resolution must be a multiple of it
