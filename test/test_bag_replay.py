@@ -236,16 +236,23 @@ def test_truncated_or_corrupt_bag_is_a_clear_error(tmp_path, engine, tiny_model,
 
 
 def test_failure_while_reading_removes_the_partial_output(tmp_path, engine, tiny_model):
-    """MCAP damaged after its header: opening works, reading fails mid-way."""
-    bag = tmp_path / "in"
-    write_synth_bag(bag, seconds=0.5, fps=10, size=(64, 80), seed=2)
-    data_file = bag / "in.mcap"
-    with open(data_file, "r+b") as f:
-        f.seek(200)
-        f.write(b"\xa5" * 512)
-    with pytest.raises(BagError, match="reading failed"):
-        replay(_opts(bag, tmp_path / "out", engine, tiny_model))
-    _assert_nothing_written(tmp_path, "out", {"in"})
+    """MCAP without chunk CRCs damaged after its header: opening works, reading fails mid-way. With CRCs the
+    same damage is found up front: the damaged chunk's frames are failed frames, the rest is replayed."""
+    for checksums in (False, True):
+        bag = tmp_path / f"in_{checksums}"
+        write_synth_bag(bag, seconds=0.5, fps=10, size=(64, 80), seed=2, checksums=checksums)
+        (data_file,) = bag.glob("*.mcap")
+        with open(data_file, "r+b") as f:
+            f.seek(200)
+            f.write(b"\xa5" * 512)
+        if not checksums:
+            with pytest.raises(BagError, match="reading failed"):
+                replay(_opts(bag, tmp_path / "out", engine, tiny_model))
+            _assert_nothing_written(tmp_path, "out", {"in_False"})
+            continue
+        summary = replay(_opts(bag, tmp_path / "out", engine, tiny_model))
+        assert summary["failure_reasons"] == {"checksum_mismatch": summary["frames_failed"]}
+        assert summary["frames_failed"] >= 1 and summary["frames_in"] == 5
 
 
 class InterruptOnSecondBatch:
