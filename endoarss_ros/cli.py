@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("endoarss_ros.ros.check",
               "Check the ROS 2 set-up: our messages and 1080p images between two processes"),
-    "synth": ("endoarss_ros.data.synth_cli",
+    "synth": ("endoarss_ros.bag.synth_cli",
               "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
     "replay": ("endoarss_ros.bag.replay_cli",
                "Offline inference over a rosbag2 (MCAP/sqlite3): masks, activity, summary, timeline, video"),
@@ -28,11 +28,34 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Train EndoARSS (config file + overrides; DB-MTL/STCH/equal weighting; torchrun for many GPUs)"),
     "eval": ("endoarss_ros.training.cli_eval",
              "Evaluate weights: activity accuracy/F1, segmentation IoU/Dice, optional robustness to corruptions"),
-    "eval-status": ("endoarss_ros.training.status_eval",
+    "eval-status": ("endoarss_ros.inference.status_eval",
                     "Measure the status and instrument outputs on held-out synthetic frames (see docs/)"),
     "bench": ("endoarss_ros.inference.bench",
               "Benchmark the inference engine (per stage, end to end) against the naive released pipeline"),
 }
+
+
+def _ros_bench_measure():
+    """What ``endoarss bench`` gets for its over-ROS measurement: the function where ROS 2 (rclpy) is
+    installed, else the reason it is not (the inference layer never imports the ROS layer itself)."""
+    import importlib.util
+
+    if importlib.util.find_spec("rclpy") is None:
+        return "ROS 2 (rclpy) is not available here"
+    from endoarss_ros.ros.bench_ros import measure
+
+    return measure
+
+
+def _esd_scene(seed: int, H: int, W: int):
+    """A synthetic endoscope frame (uint8 RGB) from the data layer, for ``endoarss bench --scene esd``."""
+    from endoarss_ros.data.synth import generate_frame
+
+    return generate_frame(seed, seed % 3, (H, W))[0]
+
+
+# subcommand -> extra keyword arguments for its run(), wired here across layers
+WIRING = {"bench": lambda: {"ros": _ros_bench_measure(), "scene_fn": _esd_scene}}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -67,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    extra = WIRING[args.command]() if args.command in WIRING else {}
+    return int(importlib.import_module(args._module).run(args, **extra) or 0)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,36 @@ CASES = [
 ]
 
 
+def _ground_truth(bag):
+    """stamp -> activity id and stamp -> mask of the synthetic bag's ground-truth topics."""
+    from rosbags.highlevel import AnyReader
+
+    from endoarss_ros.bag.msgtypes import typestore
+
+    act, masks = {}, {}
+    with AnyReader([bag], default_typestore=typestore()) as r:
+        for conn, _, raw in r.messages([c for c in r.connections if "ground_truth" in c.topic]):
+            msg = r.deserialize(raw, conn.msgtype)
+            if conn.msgtype.endswith("Activity"):
+                act[stamp_to_ns(msg.header.stamp)] = int(msg.class_id)
+            else:
+                masks[stamp_to_ns(msg.header.stamp)] = np.asarray(msg.data).reshape(msg.height, msg.width)
+    return act, masks
+
+
+def _miou_fg(written_masks, truth: dict, classes: int) -> float:
+    """Foreground mIoU over all frames pooled, classes absent from truth and prediction left out."""
+    inter, union = np.zeros(classes), np.zeros(classes)
+    for _, m in written_masks:
+        p = np.asarray(m.data).reshape(m.height, m.width)
+        t = truth[stamp_to_ns(m.header.stamp)]
+        for c in range(classes):
+            inter[c] += np.sum((p == c) & (t == c))
+            union[c] += np.sum((p == c) | (t == c))
+    present = union[1:] > 0
+    return float(np.mean(inter[1:][present] / union[1:][present]))
+
+
 @pytest.mark.parametrize("storage,encoding,size,frames", CASES,
                          ids=[f"{c[0]}-{c[1]}-{c[2][1]}x{c[2][0]}" for c in CASES])
 def test_replay_counts_stamps_and_readable_output(tmp_path, engine, tiny_model, storage, encoding, size, frames):
@@ -92,7 +122,12 @@ def test_replay_counts_stamps_and_readable_output(tmp_path, engine, tiny_model, 
     # The synthetic bag has ground truth: the summary evaluates against it.
     gt = summary["ground_truth"]
     assert gt["frames_with_activity"] == frames and gt["frames_with_mask"] == frames
-    assert 0.0 <= gt["activity_accuracy"] <= 1.0 and gt["miou_foreground"] is not None
+    truth_act, truth_mask = _ground_truth(bag)
+    predicted = {stamp_to_ns(m.header.stamp): m for _, m in written["/endoarss/activity"]}
+    assert gt["activity_accuracy"] == pytest.approx(
+        np.mean([predicted[s].class_id == c for s, c in truth_act.items()]))
+    assert gt["miou_foreground"] == pytest.approx(_miou_fg(written["/endoarss/segmentation/mask"], truth_mask,
+                                                           len(engine.seg_classes)), abs=1e-9)
     assert sum(summary["pixel_fractions"][image_topic].values()) == pytest.approx(1.0, abs=1e-4)
     segments = summary["activity_timeline"][image_topic]
     assert sum(s["frames"] for s in segments) == frames and segments[0]["start_s"] == 0.0
@@ -202,16 +237,23 @@ def test_truncated_or_corrupt_bag_is_a_clear_error(tmp_path, engine, tiny_model,
 
 
 def test_failure_while_reading_removes_the_partial_output(tmp_path, engine, tiny_model):
-    """MCAP damaged after its header: opening works, reading fails mid-way."""
-    bag = tmp_path / "in"
-    write_synth_bag(bag, seconds=0.5, fps=10, size=(64, 80), seed=2)
-    data_file = bag / "in.mcap"
-    with open(data_file, "r+b") as f:
-        f.seek(200)
-        f.write(b"\xa5" * 512)
-    with pytest.raises(BagError, match="reading failed"):
-        replay(_opts(bag, tmp_path / "out", engine, tiny_model))
-    _assert_nothing_written(tmp_path, "out", {"in"})
+    """MCAP without chunk CRCs damaged after its header: opening works, reading fails mid-way. With CRCs the
+    same damage is found up front: the damaged chunk's frames are failed frames, the rest is replayed."""
+    for checksums in (False, True):
+        bag = tmp_path / f"in_{checksums}"
+        write_synth_bag(bag, seconds=0.5, fps=10, size=(64, 80), seed=2, checksums=checksums)
+        (data_file,) = bag.glob("*.mcap")
+        with open(data_file, "r+b") as f:
+            f.seek(200)
+            f.write(b"\xa5" * 512)
+        if not checksums:
+            with pytest.raises(BagError, match="reading failed"):
+                replay(_opts(bag, tmp_path / "out", engine, tiny_model))
+            _assert_nothing_written(tmp_path, "out", {"in_False"})
+            continue
+        summary = replay(_opts(bag, tmp_path / "out", engine, tiny_model))
+        assert summary["failure_reasons"] == {"checksum_mismatch": summary["frames_failed"]}
+        assert summary["frames_failed"] >= 1 and summary["frames_in"] == 5
 
 
 class InterruptOnSecondBatch:

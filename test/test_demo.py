@@ -50,7 +50,6 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     assert live["frames_processed_by_node"] + live["frames_dropped_by_node"] <= live["frames_received_by_node"] + 1
     latency = live["node_latency_ms"]
     assert latency["p50"] is not None and latency["p95"] >= latency["p50"]
-    assert 0.0 <= live["activity_accuracy"] <= 1.0 and live["miou_foreground"] is not None
     assert live["frames_evaluated"] == live["activity_messages_received"]
     status = live["status"]  # every frame the node received has a PerceptionStatus, and the demo counted them
     assert status["frames"] == live["frames_received_by_node"]
@@ -63,7 +62,14 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     assert set(off["ground_truth"]["by_status"]) == {"usable", "unusable"}
     assert "live status" in done.stdout and "offline instrum." in done.stdout
     assert off["frames_in"] == off["frames_out"] == 30 and off["frames_in_equals_out"]
-    assert off["ground_truth"]["activity_accuracy"] is not None and off["ground_truth"]["miou_foreground"] is not None
+    gt = off["ground_truth"]
+    if demo_model == str(DEMO_WEIGHTS):  # measured 0.80 / 0.784 (2026-12-01); a regression falls below
+        assert gt["activity_accuracy"] >= 0.7 and gt["miou_foreground"] >= 0.7, gt
+    if live["frames_processed_by_node"] == live["frames_published"]:  # nothing dropped: the same frames
+        assert live["activity_accuracy"] == pytest.approx(gt["activity_accuracy"], abs=1e-9)
+        assert live["miou_foreground"] == pytest.approx(gt["miou_foreground"], abs=1e-3)
+    else:  # the node kept only the newest frames: a subset, scored the same way
+        assert live["activity_accuracy"] >= gt["activity_accuracy"] - 0.3
     for key in ("output_bag", "timeline", "video", "summary", "node_log"):
         assert Path(s["files"][key]).exists(), key
     assert (Path(s["files"]["output_bag"]) / "metadata.yaml").is_file()

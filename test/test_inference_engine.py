@@ -1,6 +1,8 @@
 """Engine: backends agree with eager fp32, engine cache, fallback, post-processing, overlay, smoother."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from endoarss_ros.inference import (
     default_colors,
     frame_from_array,
 )
-from endoarss_ros.inference.engine import cpu_overlay, device_overlay
+from endoarss_ros.inference.postprocess import cpu_overlay, device_mask, device_overlay, logits_argmax, nearest_mask
 from endoarss_ros.model import ModelConfig, build_model
 
 SIZE = (56, 56)  # tiny working size keeps every forward cheap on 2 cores
@@ -77,15 +79,21 @@ def test_engine_matches_the_model_itself(model, tmp_path):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
 def test_backends_agree_with_eager_fp32(model, tmp_path, backend):
+    """On the device-style path (torch preprocessing, per-size buffers, device overlay), with two same-size
+    frames of different encodings sharing a batch."""
     # torch.compile builds C++ kernels here: about 1-2 minutes on 2 CPU cores, the suite's slowest test.
-    frames = _frames(2, 70, 100, seed=3) + _frames(1, 56, 84, seed=4, encoding="rgb8")
-    ref = InferenceEngine(model, device="cpu", backend="eager", cache_dir=tmp_path).infer(frames)
+    frames = (_frames(1, 70, 100, seed=3) + _frames(1, 70, 100, seed=4, encoding="bgr8")
+              + _frames(2, 56, 84, seed=5))
+    common = {"device": "cpu", "preprocess": "torch", "max_batch": 2, "cache_dir": tmp_path}
+    ref = InferenceEngine(model, backend="eager", **common).infer(frames, overlay_alpha=0.5)
     kw = {"compile_mode": "default"} if backend == "compile" else {}
-    eng = InferenceEngine(model, device="cpu", backend=backend, cache_dir=tmp_path, **kw)
+    eng = InferenceEngine(model, backend=backend, **common, **kw)
     assert eng.backend == backend, eng.notes
-    got = eng.infer(frames)
+    got = eng.infer(frames, overlay_alpha=0.5)
     for r, g in zip(ref, got):
         assert _agreement(r.mask, g.mask) >= 0.995
+        same = r.mask == g.mask
+        assert np.abs(r.overlay.astype(int) - g.overlay.astype(int))[same].max() <= 1
         assert int(np.argmax(r.activity_probs)) == int(np.argmax(g.activity_probs))
         np.testing.assert_allclose(r.activity_probs, g.activity_probs, atol=1e-3)
     eng.close()
@@ -115,21 +123,36 @@ def test_onnx_engine_cache_reused_and_rebuilt_on_shape_change(model, tmp_path):
     e3.close()
 
 
-def test_unavailable_backend_falls_back_with_a_note(model, tmp_path):
-    # no GPU / no torch_tensorrt here: tensorrt -> compile (skipped: too slow for a unit test) ...
-    eng = InferenceEngine(model, device="cpu", backend="onnxruntime", precision="fp16", cache_dir=tmp_path)
+def test_unavailable_backend_falls_back_with_a_note(monkeypatch, model, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed: import fails
+    eng = InferenceEngine(model, device="cpu", backend="onnxruntime", cache_dir=tmp_path)
     assert eng.backend == "eager"
-    assert any("'onnxruntime' unavailable" in n and "falling back to 'eager'" in n for n in eng.notes)
+    assert any("'onnxruntime' unavailable" in n and "not installed" in n and "falling back to 'eager'" in n
+               for n in eng.notes), eng.notes
     eng.close()
 
 
-def test_tensorrt_request_reports_why(monkeypatch, model, tmp_path):
+def test_tensorrt_request_walks_the_fallback_chain(monkeypatch, model, tmp_path):
+    """tensorrt (no CUDA here) -> compile (refused below: a CPU build takes minutes) -> onnxruntime, which runs
+    and gives eager's answer."""
     from endoarss_ros.inference import backends
 
-    monkeypatch.setitem(backends.RUNNERS, "compile", backends.RUNNERS["eager"])  # keep the test fast
+    class NoCompile(backends.Runner):
+        def __init__(self, *a, **kw):
+            raise backends.BackendUnavailable("compile refused by this test")
+
+    monkeypatch.setitem(backends.RUNNERS, "compile", NoCompile)
     eng = InferenceEngine(model, device="cpu", backend="tensorrt", cache_dir=tmp_path)
-    assert eng.backend == "compile"  # (eager runner standing in)
-    assert any("'tensorrt' unavailable" in n and "CUDA" in n for n in eng.notes)
+    assert eng.requested_backend == "tensorrt" and eng.backend == "onnxruntime"
+    assert [n.split(":")[0] for n in eng.notes if "unavailable" in n] == [
+        "backend 'tensorrt' unavailable", "backend 'compile' unavailable"]
+    assert any("CUDA" in n for n in eng.notes if n.startswith("backend 'tensorrt'"))
+    frames = _frames(1, 40, 60, seed=9)
+    ref = InferenceEngine(model, device="cpu", backend="eager", cache_dir=tmp_path).infer(frames)[0]
+    got = eng.infer(frames)[0]
+    assert _agreement(got.mask, ref.mask) >= 0.995
+    np.testing.assert_allclose(got.activity_probs, ref.activity_probs, atol=1e-4)
+    eng.close()
 
 
 def test_mask_upsample_paths_agree_and_batches_mix_sizes(model, tmp_path):
@@ -147,7 +170,7 @@ def test_mask_upsample_paths_agree_and_batches_mix_sizes(model, tmp_path):
     logits = torch.randn(1, 7, 14, 14)
     small = logits.argmax(1).to(torch.uint8).numpy()
     for H, W in [(60, 98), (1080, 1920)]:
-        np.testing.assert_array_equal(cv._cpu_mask(None, small, 0, H, W), dev._device_mask(logits, H, W)[0].numpy())
+        np.testing.assert_array_equal(nearest_mask(small[0], H, W), device_mask(logits, H, W, "mask", False)[0].numpy())
 
 
 def test_low_res_argmax_vs_logits_upsample_on_smooth_logits():
@@ -155,18 +178,13 @@ def test_low_res_argmax_vs_logits_upsample_on_smooth_logits():
     1/4 resolution then nearest upsample agrees with bilinear-logits-then-argmax on ~94-97% of 1080p pixels,
     below the 99.5% bar, so ``'logits'`` is the default. The CPU 'logits' route (cv2, class by class) is the
     same function as the torch one."""
-    from endoarss_ros.inference.engine import cpu_logits_argmax
-
     g = torch.Generator().manual_seed(0)
     coarse = torch.randn(1, 7, 6, 6, generator=g) * 4
     logits = torch.nn.functional.interpolate(coarse, size=(56, 56), mode="bicubic", align_corners=False)
-    eng = InferenceEngine.__new__(InferenceEngine)
-    eng.upsample, eng.align_corners = "mask", False
-    fast = eng._device_mask(logits, 1080, 1920).numpy()
-    eng.upsample = "logits"
-    exact = eng._device_mask(logits, 1080, 1920).numpy()
+    fast = device_mask(logits, 1080, 1920, "mask", False).numpy()
+    exact = device_mask(logits, 1080, 1920, "logits", False).numpy()
     assert 0.94 <= _agreement(fast, exact) < 0.995
-    assert _agreement(cpu_logits_argmax(logits[0].numpy(), 1080, 1920), exact) >= 0.9999
+    assert _agreement(logits_argmax(logits[0].numpy(), 1080, 1920), exact) >= 0.9999
     assert InferenceEngine.__init__.__kwdefaults__["upsample"] == "logits"
 
 
@@ -186,7 +204,10 @@ def test_overlay_colours(model, tmp_path):
         want = np.round(100 * (1 - alpha) + colors[3].astype(float) * alpha)
         assert np.abs(ov[1, 2].astype(float) - want).max() <= 1
     eng = InferenceEngine(model, device="cpu", cache_dir=tmp_path)
-    assert (eng.colors == default_colors(7)).all() or eng.colors.shape == (7, 3)
+    from endoarss_ros.data.classes import MTLESD
+
+    assert list(model.config.seg_classes) == list(MTLESD.seg_classes)  # so the overlay uses MTLESD's colours
+    np.testing.assert_array_equal(eng.colors, np.asarray(MTLESD.seg_colors, np.uint8).reshape(-1, 3))
     r = eng.infer(_frames(1, 30, 40), overlay_alpha=1.0)[0]
     assert r.overlay.shape == (30, 40, 3) and r.overlay.dtype == np.uint8
     fg = r.mask > 0
@@ -197,7 +218,7 @@ def test_overlay_colours(model, tmp_path):
 def test_smoother_ema_hysteresis_disabled():
     s = ActivitySmoother(3, alpha=0.5, hysteresis=0.1)
     p, c = s.update([0.6, 0.3, 0.1])
-    np.testing.assert_allclose(p, [0.6, 0.3, 0.1], atol=1e-6) and None
+    np.testing.assert_allclose(p, [0.6, 0.3, 0.1], atol=1e-6)
     assert c == 0 and p.dtype == np.float32
     p, c = s.update([0.2, 0.7, 0.1])  # EMA: 0.4, 0.5, 0.1 -> challenger leads by 0.1, not > 0.1
     np.testing.assert_allclose(p, [0.4, 0.5, 0.1], atol=1e-6)
@@ -211,7 +232,7 @@ def test_smoother_ema_hysteresis_disabled():
     assert s.update([0.1, 0.1, 0.8])[1] == 2
     raw = ActivitySmoother(3, enabled=False)
     p, c = raw.update([0.2, 0.5, 0.3])
-    np.testing.assert_allclose(p, [0.2, 0.5, 0.3]) and None
+    np.testing.assert_allclose(p, [0.2, 0.5, 0.3])
     assert c == 1 and raw.update([0.9, 0.05, 0.05])[1] == 0
     with pytest.raises(ValueError):
         s.update([0.5, 0.5])

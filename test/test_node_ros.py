@@ -1,5 +1,5 @@
 """The perception node as users run it: a real rclpy node process, driven by a real rclpy client process
-(endoarss_ros.ros.probe) with a tiny random-weights model. Random weights give arbitrary but deterministic outputs:
+(test/node_probe.py) with a tiny random-weights model. Random weights give arbitrary but deterministic outputs:
 enough for stamps, sizes, encodings equivalence, rejections, lifecycle and parameters."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from test.conftest import requires_ros
+from test.conftest import REPO, requires_ros
 
 pytestmark = [requires_ros, pytest.mark.ros]
 
@@ -86,8 +86,8 @@ def probe(tmp_path, child_env):
         plan_path = tmp_path / f"plan_{uuid.uuid4().hex[:6]}.json"
         plan_path.write_text(json.dumps(plan))
         images = tmp_path / f"images_{plan_path.stem}.npz"
-        cmd = [sys.executable, "-m", "endoarss_ros.ros.probe", str(plan_path), "--save-images", str(images)]
-        done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=timeout)
+        cmd = [sys.executable, "-m", "test.node_probe", str(plan_path), "--save-images", str(images)]
+        done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
         assert done.returncode == 0, f"probe failed:\n{done.stderr[-3000:]}\nnode log:\n{node.output()[-3000:]}"
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result["images"] = dict(np.load(images)) if keep_images else {}
@@ -126,7 +126,6 @@ def test_1080p_stream_outputs_match_input_stamps_and_size(start_node, probe):
     activity, masks = result["received"]["activity"], result["received"]["mask"]
     # The node cannot run a 1080p model at 30 Hz on a shared 2-core CPU: it keeps the newest frame and drops
     # the rest, but everything it publishes belongs to a frame that was sent, with the frame's size and header.
-    assert len(masks) >= 5, f"only {len(masks)} masks in 4 s"
     assert _stamps(activity) <= sent and _stamps(masks) <= sent
     assert _stamps(activity) == _stamps(masks), "every processed frame gets both a mask and an activity"
     assert len(_stamps(masks)) == len(masks), "one result per frame"
@@ -141,6 +140,11 @@ def test_1080p_stream_outputs_match_input_stamps_and_size(start_node, probe):
     assert received == published + int(diag["dropped.replaced"]) + int(diag["rejected.total"])
     assert int(diag["rejected.total"]) == 0 and int(diag["errors.inference"]) == 0
     assert float(diag["latency_p50_ms"]) > 0 and diag["device"] == "cpu" and diag["lifecycle_state"] == "active"
+    # The worker is never idle while a frame waits: a frame's latency (wait + processing) is at least one
+    # processing cycle, so a busy worker publishes at least stream time / latency frames (or all it got).
+    stream_ms = (max(sent) - min(sent)) / 1e6
+    busy = min(received, stream_ms / float(diag["latency_p50_ms"]))
+    assert published >= 0.7 * busy, f"published {published}, a busy worker would publish ~{busy:.0f}"
     print(f"1080p@30Hz: node received {received}/120, published {published}, dropped {diag['dropped.replaced']}, "
           f"latency p50 {diag['latency_p50_ms']} ms p95 {diag['latency_p95_ms']} ms")
 
@@ -317,9 +321,9 @@ def test_parameter_validation_and_live_overlay_alpha(start_node, probe):
     assert s[6]["results"][0]["successful"] and s[8]["results"][0]["successful"]
     assert s[10]["values"] == {"overlay_alpha": 1.0}
 
-    from endoarss_ros.ros.probe import test_image
+    from test.node_probe import synthetic_image
 
-    rgb = test_image(7, 320, 240)
+    rgb = synthetic_image(7, 320, 240)
     info = result["received"]["info"][-1]
     colors = np.array(info["colors"], np.uint8).reshape(-1, 3)
     stamps = {x["tag"]: x["stamp"] for x in result["sent"]}
@@ -345,3 +349,96 @@ def test_incompatible_qos_is_logged_clearly(start_node, probe):
     assert result["received"]["mask"] == []
     log = node.output()
     assert "incompatible QoS on input" in log and "RELIABILITY" in log.upper(), log[-2000:]
+
+
+def test_live_parameters_take_effect_while_streaming(start_node, probe):
+    """Every live parameter changed at run time changes what the node does next: the smoother is rebuilt,
+    max_input_pixels rejects / admits, batch_window_ms makes two cameras share a forward pass."""
+    node = start_node("cameras:=['left', 'right']", "batch_window_ms:=0.0")
+    cameras = [{"input": f"{node.ns}/{c}/image", "output": f"{node.ns}/{c}"} for c in ("left", "right")]
+    alone = [{"camera": 0, "seed": 20 + i, "tag": "window"} for i in range(4)]  # the right camera is silent
+    steps = [
+        READY,
+        {"op": "set_params", "params": {"smoothing.alpha": 0.01}},  # heavy smoothing, fresh smoother
+        {"op": "frames", "lockstep": True, "rate": 5,
+         "frames": [{"camera": 0, "seed": 1, "tag": "first"}, {"camera": 0, "seed": 9, "tag": "second"}]},
+        {"op": "set_params", "params": {"smoothing.enabled": False}},
+        {"op": "frames", "lockstep": True, "rate": 5, "frames": [{"camera": 0, "seed": 9, "tag": "raw"}]},
+        {"op": "set_params", "params": {"max_input_pixels": 320 * 240 - 1}},
+        {"op": "frames", "rate": 5, "frames": [{"camera": 0, "seed": 2, "tag": "too_big"}], "settle": 1.5},
+        {"op": "set_params", "params": {"max_input_pixels": 320 * 240}},
+        {"op": "frames", "lockstep": True, "rate": 5, "frames": [{"camera": 0, "seed": 2, "tag": "fits"}]},
+        {"op": "diagnostics", "wait": 2.5},  # 9
+        {"op": "frames", "lockstep": True, "rate": 5, "frames": alone},  # window 0: answered at once
+        {"op": "set_params", "params": {"batch_window_ms": 30.0}},
+        {"op": "set_params", "params": {"batch_window_ms": 0.0}},
+        {"op": "set_params", "params": {"batch_window_ms": 100.0}},
+        {"op": "frames", "lockstep": True, "rate": 5, "frames": [dict(f, tag="wait") for f in alone]},
+    ]
+    result = probe(node, steps, cameras=cameras)
+    s = result["steps"]
+    failed = [(i, r) for i in (1, 3, 5, 7, 11, 12, 13) for r in s[i]["results"] if not r["successful"]]
+    assert not failed, failed
+    by_tag = {x["tag"]: x["stamp"] for x in result["sent"]}
+    act = {r["stamp"]: r for r in result["received"]["activity"]}
+    first, second, raw = act[by_tag["first"]], act[by_tag["second"]], act[by_tag["raw"]]
+    # A new smoother starts from the first frame's own probabilities; alpha 0.01 then barely moves.
+    np.testing.assert_allclose(first["probabilities"], first["raw_probabilities"], atol=1e-6)
+    moved = np.abs(np.subtract(second["probabilities"], first["probabilities"])).max()
+    assert moved <= 0.011 * np.abs(np.subtract(second["raw_probabilities"], first["probabilities"])).max() + 1e-6
+    np.testing.assert_allclose(raw["probabilities"], raw["raw_probabilities"], atol=1e-6)  # smoothing off
+    assert by_tag["too_big"] not in act and by_tag["fits"] in act
+    assert s[9]["values"]["rejected.too_large"] == "1"
+    # With a window the worker waits for the silent camera's frame that never comes: each answer is later by
+    # about the window (100 ms) than with none.
+    answered_t = {r["stamp"]: r["t"] for r in result["received"]["activity"]}
+    latency = {tag: np.median([answered_t[x["stamp"]] - x["t"] for x in result["sent"] if x["tag"] == tag])
+               for tag in ("window", "wait")}
+    assert latency["wait"] - latency["window"] >= 0.07, latency
+    assert "parameter batch_window_ms set to 100.0" in node.output()
+
+
+def test_two_cameras_of_different_sizes_class_names_file_and_input_size(start_node, probe, tiny_model, tmp_path):
+    """Two cameras with different sizes and encodings through one model whose working size is overridden
+    (input_size) and whose class names come from a file: each camera's mask and activity equal those of the
+    same engine run here, and the published names are the file's."""
+    from endoarss_ros.inference import InferenceEngine, frame_from_array
+    from endoarss_ros.model import load_model
+    from test.node_probe import encode_pixels, synthetic_image
+
+    model = load_model(tiny_model)
+    seg = [f"tissue class {i}" for i in range(len(model.config.seg_classes))]
+    act = [f"phase {i}" for i in range(len(model.config.activity_classes))]
+    names = tmp_path / "names.yaml"
+    names.write_text(yaml_dump({"segmentation": seg, "activity": act}))
+    node = start_node("cameras:=['left', 'right']", "batch_window_ms:=0.0", "input_size:=[112, 140]",
+                      f"class_names_file:={names}")
+    cameras = [{"input": f"{node.ns}/{c}/image", "output": f"{node.ns}/{c}"} for c in ("left", "right")]
+    frames = [{"camera": 0, "seed": 3, "width": 320, "height": 240, "encoding": "rgb8", "tag": "left"},
+              {"camera": 1, "seed": 4, "width": 200, "height": 150, "encoding": "bgr8", "tag": "right"}]
+    result = probe(node, [READY, {"op": "frames", "lockstep": True, "rate": 5, "frames": frames}],
+                   cameras=cameras, keep_images=True)
+    engine = InferenceEngine(load_model(tiny_model, config=model.config.replace(input_size=(112, 140))),
+                             device="cpu", max_batch=1)
+    received = {(r["camera"], r["stamp"]): r for r in result["received"]["activity"]}
+    for spec, sent in zip(frames, result["sent"]):
+        rgb = synthetic_image(spec["seed"], spec["width"], spec["height"])
+        (expected,) = engine.infer([frame_from_array(encode_pixels(rgb, spec["encoding"]), spec["encoding"])])
+        mask = result["images"][f"mask_{spec['camera']}_{sent['stamp']}"][..., 0]
+        assert mask.shape == (spec["height"], spec["width"])
+        assert np.mean(mask == expected.mask) > 0.999, spec["tag"]
+        got = received[(spec["camera"], sent["stamp"])]
+        np.testing.assert_allclose(got["raw_probabilities"], expected.activity_probs, atol=1e-4)
+        assert got["class_names"] == act and got["label"] == act[got["class_id"]]
+    assert {tuple(r["class_names"]) for r in result["received"]["info"]} == {tuple(seg)}
+    # At the model's own working size the same frame gives other probabilities: the override was in effect.
+    left = frame_from_array(synthetic_image(3, 320, 240), "rgb8")
+    (own_size,) = InferenceEngine(tiny_model, device="cpu").infer([left])
+    (overridden,) = engine.infer([left])
+    assert not np.allclose(own_size.activity_probs, overridden.activity_probs, atol=1e-4)
+
+
+def yaml_dump(data) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)

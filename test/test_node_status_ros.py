@@ -1,5 +1,5 @@
 """PerceptionStatus and InstrumentArray from the running node: a real rclpy node process driven by the probe
-process (endoarss_ros.ros.probe). The first two tests run the demo weights on synthetic frames whose instrument
+process (test/node_probe.py). The first two tests run the demo weights on synthetic frames whose instrument
 tips the renderer knows; the third a tiny random model (only the status's timing and accounting matter there)."""
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ NAMED = {"gaussian_noise": "NOISE", "gaussian_blur": "BLUR", "jpeg": "COMPRESSIO
 def marking_frames(tmp_path_factory):
     """Eight frames of a synthetic recording (Marking: the electric knife moves between the marks), without the
     scene's own smoke and blood, their truth, and corrupted copies of two of them, in an .npz for the probe."""
+    from endoarss_ros.data.corruptions import CORRUPTIONS
     from endoarss_ros.data.synth import generate_sequence
-    from endoarss_ros.training.robustness import CORRUPTIONS
 
     frames = list(generate_sequence(21, 8, fps=5, size=SIZE, smoke=False, blood=False))
     assert {f.activity for f in frames} == {0}

@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from endoarss_ros.inference import instruments, quality, status
+from endoarss_ros.inference import instruments, quality, status, status_eval
 from endoarss_ros.inference.frames import frame_from_array
-from endoarss_ros.training import status_eval
 from test.conftest import REPO
 
 DEMO = REPO / "models" / "demo" / "endoarss_demo.safetensors"
@@ -62,7 +61,7 @@ def test_quality_measures_mean_the_same_in_every_encoding_and_respond_to_what_th
     import cv2
 
     from endoarss_ros.data.synth import generate_frame
-    from endoarss_ros.ros.probe import rgb_to_yuyv
+    from test.node_probe import rgb_to_yuyv
 
     rgb, _ = generate_frame(3, 0, (256, 320), smoke=False, blood=False)
     base = quality.measure(_frame(rgb))

@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from endoarss_ros.training.metrics import (
-    MetricTracker,
-    classification_metrics,
-    confusion_matrix,
-    format_table,
-    segmentation_metrics,
-)
+from endoarss_ros.metrics import classification_metrics, segmentation_metrics
+from endoarss_ros.training.metrics import MetricTracker, confusion_matrix, format_table
 
 
 def test_confusion_matrix_rows_truth_columns_prediction_and_ignore():

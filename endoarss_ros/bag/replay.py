@@ -30,8 +30,8 @@ from endoarss_ros.inference.stream import CameraStream, StreamSettings
 from endoarss_ros.inference.tallies import StatusTally, TrackTally
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 
+from ..metrics import GroundTruthEvaluator
 from . import replay_report as report
-from .evaluation import GroundTruthEvaluator
 from .media import OverlayVideo, plot_timeline
 from .messages import make_header, to_rosbags
 from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure

@@ -6,6 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..inference.smoother import DEFAULT_SMOOTHING
 from .replay import DEFAULT_MODEL, DEFAULT_NAMESPACE
 
 
@@ -30,8 +31,10 @@ def add_arguments(parser) -> None:
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
                         help="report each frame's own activity (no EMA / hysteresis)")
-    parser.add_argument("--smoothing-alpha", type=float, default=0.3)
-    parser.add_argument("--smoothing-hysteresis", type=float, default=0.1)
+    parser.add_argument("--smoothing-alpha", type=float, default=DEFAULT_SMOOTHING.alpha,
+                        help=f"EMA weight of the newest frame (default {DEFAULT_SMOOTHING.alpha})")
+    parser.add_argument("--smoothing-hysteresis", type=float, default=DEFAULT_SMOOTHING.hysteresis,
+                        help=f"margin a new activity needs to take over (default {DEFAULT_SMOOTHING.hysteresis})")
     parser.add_argument("--overlay-alpha", type=float, default=0.5)
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG (only once the new one is complete)")

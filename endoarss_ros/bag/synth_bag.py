@@ -82,10 +82,12 @@ def _frame_fields(header, frame, encoding: str, jpeg_quality: int, class_set: Cl
 def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.0,
                     size: tuple[int, int] = (1024, 1280), encoding: str = "rgb8", storage: str = "mcap",
                     seed: int = 0, start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90,
-                    class_set: ClassSet = MTLESD, progress: bool = False, **synth_options) -> SynthBagInfo:
+                    class_set: ClassSet = MTLESD, progress: bool = False, checksums: bool = True,
+                    **synth_options) -> SynthBagInfo:
     """Generate ``seconds`` of a synthetic sequence at ``fps`` and ``size`` (H, W) into a new bag at ``path``.
 
     ``encoding``: rgb8 / bgr8 (raw Image) or jpeg / png (CompressedImage). ``storage``: mcap / sqlite3.
+    ``checksums``: fill in the MCAP chunk CRCs (False: none, as some recorders write them).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -125,6 +127,6 @@ def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.
                 writer.write(conns[key], ns, store.serialize_cdr(to_rosbags(store, typ, fields[key]), typ))
                 info.topics[topic] += 1
             info.activities.append(frame.activity)
-    for mcap in path.glob("*.mcap"):  # rosbags writes no chunk CRCs: add them, so damage is detected
+    for mcap in path.glob("*.mcap") if checksums else ():  # rosbags writes none: add them, so damage shows
         fill_chunk_checksums(mcap)
     return info

@@ -6,13 +6,13 @@ torch: a bag player or a message builder starts without loading the model stack.
 """
 from __future__ import annotations
 
-import importlib
+from endoarss_ros.lazy import lazy_exports
 
 _EXPORTS = {
-    "BACKENDS": "backends", "PRECISIONS": "backends", "BackendUnavailable": "backends",
+    "BACKENDS": "options", "PRECISIONS": "options", "BackendUnavailable": "backends",
     "default_cache_dir": "backends",
     "class_colors": "colors", "default_colors": "colors",
-    "FrameResult": "engine", "InferenceEngine": "engine",
+    "DeviceOutOfMemory": "engine", "FrameResult": "engine", "InferenceEngine": "engine",
     "ENCODINGS": "frames", "FRAME_ERROR_REASONS": "frames", "FrameError": "frames", "RawFrame": "frames",
     "frame_from_array": "frames", "frame_from_compressed": "frames", "frame_from_image_fields": "frames",
     "ActivitySmoother": "smoother",
@@ -21,14 +21,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

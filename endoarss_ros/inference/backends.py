@@ -1,4 +1,4 @@
-"""Backends: eager, ``torch.compile``, ONNX Runtime, Torch-TensorRT; engine cache; model optimisation.
+"""Backends: eager, ``torch.compile``, ONNX Runtime, Torch-TensorRT, and their engine cache.
 
 Every backend runs the same function: ``(B, 3, h, w)`` RGB in ``[0, 1]`` at the model's working size ->
 ``(segmentation logits at the head's native resolution, activity logits)``. Built artefacts (ONNX files,
@@ -8,6 +8,10 @@ TensorRT engines, compiled-graph caches) live in the engine cache, one file per 
 
 so an artefact is rebuilt only when one of those changes. Frames are resized before the backend, so a new
 camera resolution does not rebuild anything; a new batch size does.
+
+On CUDA every runner works on the stream it is given (the engine's own stream): its work is ordered with the
+engine's upload and postprocessing without any host wait (ONNX Runtime is handed that stream and told not to
+synchronise at the end of a run).
 """
 from __future__ import annotations
 
@@ -20,10 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .options import BACKENDS, PRECISIONS
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("tensorrt", "compile", "onnxruntime", "eager")  # fallback order
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+assert tuple(DTYPES) == PRECISIONS
 
 
 class BackendUnavailable(RuntimeError):
@@ -41,7 +47,7 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "endoarss_ros" / "engines"
 
 
-# -- model optimisation -------------------------------------------------------------------------
+# -- the function every backend runs ------------------------------------------------------------
 class LowResForward(nn.Module):
     """The traced / compiled function: working-size RGB in, native-resolution logits out."""
 
@@ -52,73 +58,6 @@ class LowResForward(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(images, output_size=None)
         return out.segmentation, out.activity
-
-
-@torch.no_grad()
-def fuse_conv_bn(root: nn.Module) -> int:
-    """Fold every eval-mode ``Conv2d -> BatchNorm2d`` pair inside an ``nn.Sequential`` into the conv."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    count = 0
-    for mod in list(root.modules()):
-        if not isinstance(mod, nn.Sequential):
-            continue
-        keys = list(mod._modules.keys())
-        for a, b in zip(keys, keys[1:]):
-            conv, bn = mod._modules[a], mod._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                mod._modules[a] = fuse_conv_bn_eval(conv, bn)
-                mod._modules[b] = nn.Identity()
-                count += 1
-    return count
-
-
-def optimise_model(model: nn.Module) -> dict[str, int]:
-    """eval, adapters merged into the base weights, conv+BN folded. In place; returns what was done."""
-    from endoarss_ros.model import merge_adapters
-    from endoarss_ros.model.adapters import LoRALinear
-
-    model.eval()
-    n_adapters = sum(1 for m in model.modules() if isinstance(m, LoRALinear))
-    try:
-        from endoarss_ros.model.tesla import TeslaLinear
-
-        n_adapters += sum(1 for m in model.modules() if isinstance(m, TeslaLinear))
-    except ImportError:  # pragma: no cover
-        pass
-    if n_adapters:
-        merge_adapters(model)
-    n_bn = fuse_conv_bn(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    fixed = fix_position_embedding(model)
-    return {"adapters_merged": n_adapters, "conv_bn_fused": n_bn, "pos_embed_fixed": int(fixed)}
-
-
-@torch.no_grad()
-def fix_position_embedding(model: nn.Module) -> bool:
-    """Resample the ViT position embedding once for the working size and reuse it on every forward.
-
-    DINOv2 resamples (bicubic) on each call when the working grid differs from the stored one; at a fixed
-    working size that is a constant, and a constant also exports/compiles cleanly.
-    """
-    vit = getattr(model, "backbone", None)
-    cfg = getattr(model, "config", None)
-    if vit is None or cfg is None or not hasattr(vit, "interpolate_pos_encoding"):
-        return False
-    h, w = cfg.input_size
-    ps = getattr(vit, "patch_size", 14)
-    n = (h // ps) * (w // ps)
-    original = vit.interpolate_pos_encoding
-    vit.register_buffer("_fixed_pos_embed", original(n, h, w).detach().clone(), persistent=False)
-
-    def interpolate_pos_encoding(num_patches: int, hh: int, ww: int) -> torch.Tensor:
-        if (int(hh), int(ww)) == (h, w):
-            return vit._fixed_pos_embed
-        return original(num_patches, hh, ww)
-
-    vit.interpolate_pos_encoding = interpolate_pos_encoding
-    return True
 
 
 def model_digest(model: nn.Module) -> str:
@@ -172,11 +111,13 @@ class Runner:
     name = "base"
 
     def __init__(self, fn: LowResForward, *, device: torch.device, precision: str, input_hw: tuple[int, int],
-                 cache_dir: Path, digest_fn, channels_last: bool = False, compile_mode: str | None = None):
+                 cache_dir: Path, digest_fn, channels_last: bool = False, compile_mode: str | None = None,
+                 stream=None):
         self.fn = fn
         self.device = device
         self.precision = precision
-        self.dtype = PRECISIONS[precision]
+        self.dtype = DTYPES[precision]
+        self.stream = stream  # torch.cuda.Stream the engine runs on (None on a CPU)
         self.input_hw = tuple(input_hw)
         self.cache_dir = Path(cache_dir)
         self._digest_fn = digest_fn  # lazy: hashing ViT-B weights costs ~0.5 s
@@ -277,6 +218,14 @@ class CompileRunner(Runner):
     def run(self, x):
         return self._call(x)
 
+    def close(self) -> None:
+        self.compiled = None
+        if self.device.type == "cuda":
+            # compiled code, guards and the CUDA-graph trees' memory pool are process-wide: reset them so the
+            # device memory comes back (another live compile engine in this process recompiles on its next call)
+            torch._dynamo.reset()
+        super().close()
+
 
 class OnnxRuntimeRunner(Runner):
     """ONNX export (cached per key) + ONNX Runtime; CUDA: IO binding straight from/to torch tensors."""
@@ -293,8 +242,10 @@ class OnnxRuntimeRunner(Runner):
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailable("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
-            self.providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}),
-                              "CPUExecutionProvider"]
+            cuda_opts = {"device_id": str(self.device.index or 0)}
+            if self.stream is not None:  # ORT runs on the engine's stream: no host wait around a run
+                cuda_opts.update(has_user_compute_stream="1", user_compute_stream=str(self.stream.cuda_stream))
+            self.providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
         elif self.device.type == "cpu":
             if self.precision != "fp32":
                 raise BackendUnavailable(f"onnxruntime {self.precision} needs the CUDA execution provider")
@@ -305,6 +256,9 @@ class OnnxRuntimeRunner(Runner):
             raise BackendUnavailable("onnxruntime: bf16 models are not supported here (use fp16)")
         self.sessions: dict[int, object] = {}
         self.paths: dict[int, Path] = {}
+        self._run_options = ort.RunOptions()
+        if self.stream is not None:  # the engine waits once per batch, after its download
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
     def _prepare(self, batch: int) -> str:
         ort = self.ort
@@ -319,6 +273,9 @@ class OnnxRuntimeRunner(Runner):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = max(1, torch.get_num_threads())
+        # idle worker threads spin by default: on a few CPU cores they then slow the cv2 preprocessing and
+        # postprocessing around each run
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(path), sess_options=so, providers=self.providers)
@@ -372,8 +329,9 @@ class OnnxRuntimeRunner(Runner):
             t = torch.empty(shape, dtype=self.dtype, device=self.device)
             b.bind_output(o.name, "cuda", dev_id, np_t, shape, t.data_ptr())
             outs.append(t)
-        torch.cuda.current_stream(self.device).synchronize()  # ORT runs on its own stream
-        sess.run_with_iobinding(b)
+        if self.stream is None:  # ORT on its own stream: the input must be complete first
+            torch.cuda.current_stream(self.device).synchronize()
+        sess.run_with_iobinding(b, self._run_options)
         return outs[0], outs[1]
 
     def close(self) -> None:
@@ -428,7 +386,7 @@ class TensorRTRunner(Runner):  # pragma: no cover - needs a GPU and torch_tensor
         return f"tensorrt built {path.name} ({time.perf_counter() - t0:.1f} s)"
 
     def run(self, x):
-        out = self.modules[x.shape[0]](x)
+        out = self.modules[x.shape[0]](x.contiguous())  # the engine's input is channels-last on CUDA
         return out[0], out[1]
 
     def close(self) -> None:

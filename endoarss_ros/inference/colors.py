@@ -5,6 +5,8 @@ import colorsys
 
 import numpy as np
 
+from endoarss_ros.data.classes import MTLESD
+
 
 def default_colors(num_classes: int) -> np.ndarray:
     """``(C, 3)`` uint8 RGB: class 0 (background) black, the others evenly spaced saturated hues."""
@@ -17,13 +19,7 @@ def default_colors(num_classes: int) -> np.ndarray:
 
 
 def class_colors(seg_classes: list[str]) -> np.ndarray:
-    """The data layer's MTLESD colours when the model has the MTLESD classes and the layer is present,
-    else ``default_colors``."""
-    try:
-        from endoarss_ros.data.classes import MTLESD  # arrives with the data layer
-
-        if list(MTLESD.seg_classes) == list(seg_classes):
-            return np.asarray(MTLESD.seg_colors, dtype=np.uint8).reshape(-1, 3)
-    except Exception:
-        pass
+    """The MTLESD colours when the model has the MTLESD classes, else ``default_colors``."""
+    if list(MTLESD.seg_classes) == list(seg_classes):
+        return np.asarray(MTLESD.seg_colors, dtype=np.uint8).reshape(-1, 3)
     return default_colors(len(seg_classes))

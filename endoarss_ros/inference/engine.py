@@ -1,53 +1,58 @@
 """The inference engine: raw frames -> device -> model -> mask / activity -> numpy, in one pipeline.
 
-Per batch of frames (``max_batch`` at most per forward; frames of different sizes share one forward, since
-all are resized to the model's working size first):
+Per batch of frames (``max_batch`` at most per forward; frames of different sizes and encodings share one
+forward, since all are resized to the model's working size first). Each frame owns one slot of the batch:
+row ``s`` of the model input, of the probabilities and of its size's buffers.
 
-1. upload: the uint8 pixels go into a pinned host buffer and on to the device with a non-blocking copy
-   (CUDA); on a CPU device the ``cv2`` path resizes the uint8 view directly (no full-resolution float);
+1. upload: the uint8 pixels go into the pinned host buffer of their size and on to the device with a
+   non-blocking copy (CUDA); on a CPU device the ``cv2`` path resizes the uint8 view directly;
 2. preprocess: colour conversion, resize, scale to [0, 1] (see ``preprocess``); the model normalises;
 3. forward: the backend (eager / compile / onnxruntime / tensorrt) on ``(B, 3, h, w)``;
-4. postprocess: ``upsample='mask'`` -- argmax at the head's resolution then nearest-exact upsample of the
-   uint8 mask; ``'logits'`` -- bilinear upsample of the logits then argmax (the released way, exact);
-   softmax of the activity logits; optional overlay blended on the device;
-5. download: one device-to-host copy of the uint8 masks (+ the K activity probabilities) into pinned
-   buffers.
+4. postprocess: class masks at the frame's size (see ``postprocess``), softmax of the activity logits,
+   the optional overlay (on the device on CUDA);
+5. download: non-blocking copies of the uint8 masks, overlays and probabilities into pinned buffers, then the
+   batch's one host wait (CUDA). Nothing else in a batch waits for the device (``host_syncs`` counts the waits;
+   ``profile=True`` adds one per stage for exact stage times).
 
-Buffers (pinned host, device input, masks, probabilities) are allocated once per frame size and reused;
-transient device tensors come from PyTorch's caching allocator (no ``cudaMalloc`` in the steady state).
+On CUDA all of it runs on the engine's own stream. Buffers (pinned host, device input, masks) are allocated once
+per frame size and reused; the 8 most recently used sizes are kept (never one the current batch uses).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .backends import (
-    BACKENDS,
-    PRECISIONS,
-    BackendUnavailable,
-    LowResForward,
-    default_cache_dir,
-    fallback_chain,
-    model_digest,
-    optimise_model,
-)
+from endoarss_ros.model.surgery import prepare_for_inference
+
+from .backends import DTYPES, BackendUnavailable, LowResForward, default_cache_dir, fallback_chain, model_digest
 from .colors import class_colors
 from .frames import ENCODINGS, RawFrame
+from .options import BACKENDS, HALF_PRECISIONS, PRECISIONS, PREPROCESS_MODES, UPSAMPLE_MODES
+from .postprocess import (
+    cpu_overlay,
+    dense_logits_argmax,
+    device_mask,
+    device_overlay,
+    logits_argmax,
+    nearest_mask,
+    top_class_probability,
+)
 from .preprocess import cv2_full_rgb, cv2_preprocess, torch_preprocess, torch_to_rgb
 
 log = logging.getLogger(__name__)
 
-UPSAMPLE_MODES = ("mask", "logits")
 STAGES = ("upload", "preprocess", "forward", "postprocess", "download")
+MAX_CACHED_SIZES = 8
 
 
 @dataclass
@@ -59,6 +64,11 @@ class FrameResult:
     # float32 (h, w) top-class probability of each pixel at the segmentation head's resolution (the whole
     # frame, resized to the model's input): the model's per-pixel confidence, for PerceptionStatus
     confidence: np.ndarray | None = None
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory for one batch: that batch is lost, the engine has released its cached
+    memory and serves the next batch."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -73,27 +83,50 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class _SizeBuffers:
-    """Per (H, W, C) frame size: pinned host input, device input, device + host masks."""
+    """Per (H, W, C) frame size, one row per batch slot: pinned host input, device input, pinned host masks
+    (and overlays, made on first use)."""
 
-    def __init__(self, n: int, H: int, W: int, C: int, device: torch.device, on_device_post: bool):
-        cuda = device.type == "cuda"
-        self.host_u8 = torch.empty((n, H, W, C), dtype=torch.uint8, pin_memory=cuda)
+    def __init__(self, n: int, H: int, W: int, C: int, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.n, self.H, self.W = n, H, W
+        self.host_u8 = torch.empty((n, H, W, C), dtype=torch.uint8, pin_memory=self.cuda)
         self.host_u8_np = self.host_u8.numpy()
-        self.dev_u8 = torch.empty((n, H, W, C), dtype=torch.uint8, device=device) if cuda else self.host_u8
-        self.mask_host = torch.empty((n, H, W), dtype=torch.uint8, pin_memory=cuda)
+        self.dev_u8 = torch.empty((n, H, W, C), dtype=torch.uint8, device=device) if self.cuda else self.host_u8
+        self.mask_host = torch.empty((n, H, W), dtype=torch.uint8, pin_memory=self.cuda)
         self.mask_host_np = self.mask_host.numpy()
-        self.mask_dev = (torch.empty((n, H, W), dtype=torch.uint8, device=device)
-                         if cuda and on_device_post else self.mask_host)
+        self._overlay: torch.Tensor | None = None
+
+    def overlay_host(self) -> torch.Tensor:
+        if self._overlay is None:
+            self._overlay = torch.empty((self.n, self.H, self.W, 3), dtype=torch.uint8, pin_memory=self.cuda)
+        return self._overlay
+
+
+@dataclass
+class _Group:
+    """Frames of one (H, W, C, encoding) in batch slots ``s0:s1`` (``idx``: their positions in the call)."""
+
+    H: int
+    W: int
+    C: int
+    encoding: str
+    s0: int
+    s1: int
+    idx: list[int]
+    buf: _SizeBuffers | None = None  # the torch path's buffers (rows s0:s1 belong to these frames)
 
 
 class InferenceEngine:
     """See the module docstring. ``backend`` falls back along ``tensorrt -> compile -> onnxruntime -> eager``
     when the requested one cannot run here; ``.backend`` is the one in effect, ``.notes`` says why.
 
-    Extra options: ``upsample`` ('mask' | 'logits'), ``preprocess`` ('auto' = cv2 on CPU, torch on CUDA;
-    'torch' forces the device path, e.g. to test it on a CPU), ``channels_last`` (default: on CUDA),
-    ``compile_mode``, ``profile`` (synchronise the device at each stage boundary for exact stage timings),
-    ``copy_outputs`` (False: results are views into reused buffers, valid until the next ``infer``).
+    ``precision`` fp16 / bf16 need a CUDA device: on a CPU they raise ``ValueError`` (they would run far slower
+    than fp32 there). Extra options: ``upsample`` (see ``options.UPSAMPLE_MODES``), ``preprocess`` ('auto' =
+    cv2 on a CPU, torch on CUDA; 'torch' runs the device path on a CPU too, e.g. to test it; the cv2 modes are
+    CPU only), ``channels_last`` (default: on CUDA), ``compile_mode``, ``profile`` (synchronise the device at
+    each stage boundary for exact stage times), ``copy_outputs`` (False: the masks and overlays of the last
+    ``max_batch`` frames of a call are views into reused buffers, valid until the next ``infer``),
+    ``fallback`` (False: raise ``BackendUnavailable`` instead of falling back, e.g. to measure one backend).
     """
 
     def __init__(
@@ -111,31 +144,53 @@ class InferenceEngine:
         compile_mode: str | None = None,
         profile: bool = False,
         copy_outputs: bool = True,
+        fallback: bool = True,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        if preprocess not in ("auto", "cv2", "torch"):
-            raise ValueError(f"preprocess must be 'auto', 'cv2' or 'torch', got {preprocess!r}")
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        self.notes: list[str] = []
         self._device = resolve_device(device)
+        cuda = self._device.type == "cuda"
+        self._check_options(precision, backend, upsample, preprocess, max_batch, cuda)
+        self.notes: list[str] = []
         self.device = str(self._device)
         self.precision = precision
-        self.dtype = PRECISIONS[precision]
+        self.dtype = DTYPES[precision]
         self.max_batch = int(max_batch)
         self.upsample = upsample
         self.profile = bool(profile)
         self.copy_outputs = bool(copy_outputs)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        cuda = self._device.type == "cuda"
         self._pre = ("torch" if cuda else "cv2") if preprocess == "auto" else preprocess
         self.channels_last = cuda if channels_last is None else bool(channels_last)
+        self._stream = torch.cuda.Stream(self._device) if cuda else None
+        self.host_syncs = 0  # host waits for the device (one per batch on CUDA unless profiling)
+        self.oom_errors = 0
+        self.requested_backend = backend
+        self._fallback = bool(fallback)
+        self._compile_mode = compile_mode
+        self._runner = None
+        self.backend = ""
+        with self._on_stream():
+            self._set_up_model(model_or_path)
+            self._allocate()
+            self._select_backend(backend)
+        self._sync()
 
+    @staticmethod
+    def _check_options(precision, backend, upsample, preprocess, max_batch, cuda) -> None:
+        for name, value, allowed in (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS),
+                                     ("upsample", upsample, UPSAMPLE_MODES),
+                                     ("preprocess", preprocess, PREPROCESS_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if precision in HALF_PRECISIONS and not cuda:
+            raise ValueError(f"precision {precision!r} needs a CUDA device; on a CPU it runs slower than fp32 "
+                             "(no fast half-precision kernels there): use precision='fp32' or device='cuda'")
+        if preprocess in ("cv2", "cv2-direct") and cuda:
+            raise ValueError(f"preprocess={preprocess!r} is the CPU pipeline; on CUDA use 'auto' or 'torch'")
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _set_up_model(self, model_or_path) -> None:
         model = self._load(model_or_path)
         cfg = model.config
         self.config = cfg
@@ -144,7 +199,7 @@ class InferenceEngine:
         self.colors: np.ndarray = class_colors(self.seg_classes)
         self.input_hw = tuple(cfg.input_size)
         self.align_corners = bool(cfg.resize_align_corners)
-        done = optimise_model(model)
+        done = prepare_for_inference(model)
         self.notes.append(f"model optimised: {done['adapters_merged']} adapter layers merged, "
                           f"{done['conv_bn_fused']} conv+BN pairs fused")
         model = model.to(device=self._device, dtype=self.dtype)
@@ -154,22 +209,17 @@ class InferenceEngine:
         self._fn = LowResForward(model).eval()
         self._digest: str | None = None
 
+    def _allocate(self) -> None:
         self._colors_dev = torch.from_numpy(self.colors).to(self._device)
         x = torch.zeros((self.max_batch, 3, *self.input_hw), dtype=self.dtype, device=self._device)
         self._x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         self._small_np = np.empty((self.max_batch, *self.input_hw, 3), np.uint8)  # cv2 path
         self._small_t = torch.from_numpy(self._small_np)
         K = len(self.activity_classes)
-        self._probs_host = torch.empty((self.max_batch, K), dtype=torch.float32, pin_memory=cuda)
-        self._bufs: dict[tuple[int, int, int], _SizeBuffers] = {}
+        self._probs_host = torch.empty((self.max_batch, K), dtype=torch.float32,
+                                       pin_memory=self._device.type == "cuda")
+        self._bufs: OrderedDict[tuple[int, int, int], _SizeBuffers] = OrderedDict()
 
-        self.requested_backend = backend
-        self._compile_mode = compile_mode
-        self._runner = None
-        self.backend = ""
-        self._select_backend(backend)
-
-    # -- set-up ----------------------------------------------------------------------------------
     def _load(self, model_or_path) -> nn.Module:
         if isinstance(model_or_path, nn.Module):
             return copy.deepcopy(model_or_path).cpu().float()  # never modify the caller's model
@@ -189,10 +239,11 @@ class InferenceEngine:
             self._fn, device=self._device, precision=self.precision, input_hw=self.input_hw,
             cache_dir=self.cache_dir, digest_fn=self._digest_fn,
             channels_last=self.channels_last and name in ("eager", "compile"), compile_mode=self._compile_mode,
+            stream=self._stream,
         )
 
     def _select_backend(self, requested: str, *, batch: int = 1) -> None:
-        chain = fallback_chain(requested)
+        chain = fallback_chain(requested) if self._fallback else [requested]
         for i, name in enumerate(chain):
             try:
                 runner = self._make_runner(name)
@@ -220,18 +271,23 @@ class InferenceEngine:
             if note:
                 self.notes.append(note)
         except BackendUnavailable as e:
+            if not self._fallback:
+                raise
             msg = f"backend {self.backend!r} failed for batch {b}: {e}; falling back to 'eager'"
             log.warning(msg)
             self.notes.append(msg)
             self._select_backend("eager", batch=b)
 
-    def _buffers(self, H: int, W: int, C: int) -> _SizeBuffers:
+    def _buffers(self, H: int, W: int, C: int, in_use: set) -> _SizeBuffers:
+        """The buffers of one frame size (LRU cache; a size the current batch uses is never evicted)."""
         key = (H, W, C)
         buf = self._bufs.get(key)
-        if buf is None:
-            if len(self._bufs) >= 8:  # many sizes (replaying mixed bags): drop the oldest
-                self._bufs.pop(next(iter(self._bufs)))
-            buf = self._bufs[key] = _SizeBuffers(self.max_batch, H, W, C, self._device, self._pre == "torch")
+        if buf is not None:
+            self._bufs.move_to_end(key)
+            return buf
+        for old in [k for k in self._bufs if k not in in_use][:max(0, len(self._bufs) + 1 - MAX_CACHED_SIZES)]:
+            del self._bufs[old]
+        buf = self._bufs[key] = _SizeBuffers(self.max_batch, H, W, C, self._device)
         return buf
 
     def warmup(self, sizes: Sequence[tuple[int, int]] = ((1080, 1920),), batch: int = 1,
@@ -245,157 +301,185 @@ class InferenceEngine:
                 self.infer(frames, overlay_alpha=None)
 
     # -- inference -------------------------------------------------------------------------------
+    def _on_stream(self):
+        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+
     def _sync(self) -> None:
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
+        if self._stream is not None:
+            self._stream.synchronize()
+            self.host_syncs += 1
+
+    def _mark(self, times: dict, stage: str, t0: float) -> float:
+        """Add the time since ``t0`` to ``stage`` (after a device wait when profiling); returns the new t0."""
+        if self.profile:
+            self._sync()
+        t = time.perf_counter()
+        times[stage] += t - t0
+        return t
 
     def infer(self, frames: Sequence[RawFrame], *, overlay_alpha: float | None = None) -> list[FrameResult]:
+        """Masks and activity probabilities for ``frames`` (any sizes and encodings, in order).
+
+        Raises ``DeviceOutOfMemory`` when the device runs out of memory (the engine stays usable).
+        """
         if self._runner is None:
             raise RuntimeError("engine is closed")
         frames = list(frames)
+        chunks = [frames[s:s + self.max_batch] for s in range(0, len(frames), self.max_batch)]
         results: list[FrameResult] = []
-        with torch.inference_mode():
-            for start in range(0, len(frames), self.max_batch):
-                results.extend(self._infer_chunk(frames[start:start + self.max_batch], overlay_alpha))
+        with torch.inference_mode(), self._on_stream():
+            for n, chunk in enumerate(chunks):
+                keep_views = not self.copy_outputs and n == len(chunks) - 1  # earlier chunks' rows get reused
+                try:
+                    results.extend(self._infer_chunk(chunk, overlay_alpha, keep_views))
+                except torch.cuda.OutOfMemoryError as e:
+                    raise self._out_of_memory(chunk, e) from e
         return results
 
-    def _infer_chunk(self, frames: list[RawFrame], alpha: float | None) -> list[FrameResult]:
+    def _out_of_memory(self, frames: list[RawFrame], e: Exception) -> DeviceOutOfMemory:
+        self.oom_errors += 1
+        self._bufs.clear()  # sizes come back on demand; the cached ones may be what filled the device
+        if self._stream is not None:
+            self._stream.synchronize()
+            torch.cuda.empty_cache()
+        sizes = sorted({f"{f.width}x{f.height}" for f in frames})
+        msg = (f"{self._device} out of memory for a batch of {len(frames)} frame(s) ({', '.join(sizes)}); "
+               f"the batch is dropped and the engine carries on ({self.oom_errors} so far): {e}")
+        log.error(msg)
+        return DeviceOutOfMemory(msg)
+
+    def _infer_chunk(self, frames: list[RawFrame], alpha: float | None, keep_views: bool) -> list[FrameResult]:
         b = len(frames)
         self._ensure_batch(b)
-        prof = self.profile
         times = dict.fromkeys(STAGES, 0.0)
         t_start = time.perf_counter()
-        # group by (H, W, C, encoding): contiguous slot ranges in the batch
-        groups: dict[tuple, list[int]] = {}
-        for i, f in enumerate(frames):
-            groups.setdefault((*f.pixels.shape, f.encoding), []).append(i)
-        order = [i for g in groups.values() for i in g]
-        slots: list[tuple[tuple, int, int, list[int]]] = []
-        s = 0
-        for key, idx in groups.items():
-            slots.append((key, s, s + len(idx), idx))
-            s += len(idx)
+        groups = self._plan(frames)
         x = self._x[:b]
-
-        # 1-2. upload + preprocess
-        if self._pre == "cv2":
-            t = time.perf_counter()
-            for j, i in enumerate(order):
-                cv2_preprocess(frames[i], self.input_hw, out=self._small_np[j])
-            x.copy_(self._small_t[:b].permute(0, 3, 1, 2))
-            x.mul_(1.0 / 255.0)
-            times["preprocess"] = time.perf_counter() - t
+        if self._pre == "torch":
+            self._upload_and_preprocess(frames, groups, x, times)
         else:
-            for (H, W, C, enc), s0, s1, idx in slots:
-                t = time.perf_counter()
-                buf = self._buffers(H, W, C)
-                n = s1 - s0
-                for j, i in enumerate(idx):
-                    np.copyto(buf.host_u8_np[j], frames[i].pixels)
-                if buf.dev_u8 is not buf.host_u8:
-                    buf.dev_u8[:n].copy_(buf.host_u8[:n], non_blocking=True)
-                if prof:
-                    self._sync()
-                t1 = time.perf_counter()
-                times["upload"] += t1 - t
-                x[s0:s1].copy_(torch_preprocess(buf.dev_u8[:n], enc, self.input_hw))
-                if prof:
-                    self._sync()
-                times["preprocess"] += time.perf_counter() - t1
-
-        # 3. forward
+            self._cv2_preprocess(frames, groups, x, times)
         t = time.perf_counter()
         seg, act = self._runner.run(x)
-        if prof:
-            self._sync()
-        times["forward"] = time.perf_counter() - t
-        confidence = top_class_probability(seg)  # enqueued now, on the host after the batch's one wait
-
-        # 4. postprocess (+ 5. download, interleaved per size group)
+        t = self._mark(times, "forward", t)
+        confidence = top_class_probability(seg)  # on the host after the batch's one wait
+        masks, overlays = self._postprocess(frames, groups, seg, act, alpha, times)
         t = time.perf_counter()
-        probs = torch.softmax(act.float(), dim=-1)
-        cuda = self._device.type == "cuda"
-        self._probs_host[:b].copy_(probs, non_blocking=cuda)
+        self._sync()  # the one wait: masks, overlays and probabilities are on the host after this
+        times["download"] += time.perf_counter() - t
+        times["total"] = time.perf_counter() - t_start
+        return self._results(groups, masks, overlays, times, keep_views, confidence.numpy())
+
+    def _plan(self, frames: list[RawFrame]) -> list[_Group]:
+        """Group the frames by (H, W, C, encoding); each group gets consecutive batch slots and, on the torch
+        path, its size's buffers (whose rows s0:s1 are then its own: two groups of one size never share rows)."""
+        keyed: dict[tuple, list[int]] = {}
+        for i, f in enumerate(frames):
+            keyed.setdefault((*f.pixels.shape, f.encoding), []).append(i)
+        groups, s = [], 0
+        for (H, W, C, enc), idx in keyed.items():
+            groups.append(_Group(H, W, C, enc, s, s + len(idx), idx))
+            s += len(idx)
+        if self._pre == "torch":
+            in_use = {(g.H, g.W, g.C) for g in groups}
+            for g in groups:
+                g.buf = self._buffers(g.H, g.W, g.C, in_use)
+        return groups
+
+    def _upload_and_preprocess(self, frames, groups: list[_Group], x: torch.Tensor, times: dict) -> None:
+        for g in groups:
+            t = time.perf_counter()
+            buf = g.buf
+            for s, i in enumerate(g.idx, start=g.s0):
+                np.copyto(buf.host_u8_np[s], frames[i].pixels)
+            if buf.dev_u8 is not buf.host_u8:
+                buf.dev_u8[g.s0:g.s1].copy_(buf.host_u8[g.s0:g.s1], non_blocking=True)
+            t = self._mark(times, "upload", t)
+            x[g.s0:g.s1].copy_(torch_preprocess(buf.dev_u8[g.s0:g.s1], g.encoding, self.input_hw))
+            self._mark(times, "preprocess", t)
+
+    def _cv2_preprocess(self, frames, groups: list[_Group], x: torch.Tensor, times: dict) -> None:
+        t = time.perf_counter()
+        prescale = self._pre == "cv2"
+        for g in groups:
+            for s, i in enumerate(g.idx, start=g.s0):
+                cv2_preprocess(frames[i], self.input_hw, out=self._small_np[s], prescale=prescale)
+        x.copy_(self._small_t[:x.shape[0]].permute(0, 3, 1, 2))
+        x.mul_(1.0 / 255.0)
+        self._mark(times, "preprocess", t)
+
+    def _postprocess(self, frames, groups, seg, act, alpha, times) -> tuple[dict, dict]:
+        """Masks (and overlays) per frame index: host views on the torch path (filled once the batch's wait
+        is over), new arrays on the cv2 path. Enqueues the probabilities' download."""
+        t = time.perf_counter()
+        b = act.shape[0]
+        self._probs_host[:b].copy_(torch.softmax(act.float(), dim=-1), non_blocking=self._stream is not None)
         masks: dict[int, np.ndarray] = {}
         overlays: dict[int, np.ndarray] = {}
-        t_down = 0.0
-        for (H, W, C, enc), s0, s1, idx in slots:
-            n = s1 - s0
-            logits = seg[s0:s1]
-            if self._pre == "cv2":
-                small = self._argmax_small(logits) if self.upsample == "mask" else None
-                for j, i in enumerate(idx):
-                    masks[i] = self._cpu_mask(logits[j:j + 1], small, j, H, W)
-                    if alpha is not None:
-                        overlays[i] = cpu_overlay(cv2_full_rgb(frames[i]), masks[i], self.colors, alpha)
-                continue
-            buf = self._buffers(H, W, C)
-            mask = self._device_mask(logits, H, W)
-            buf.mask_dev[:n].copy_(mask)
-            ov = None
+        for g in groups:
+            if g.buf is None:
+                self._cpu_group(frames, g, seg[g.s0:g.s1], alpha, masks, overlays)
+            else:
+                self._device_group(g, seg[g.s0:g.s1], alpha, masks, overlays)
+        self._mark(times, "postprocess", t)
+        return masks, overlays
+
+    def _cpu_group(self, frames, g: _Group, logits: torch.Tensor, alpha, masks: dict, overlays: dict) -> None:
+        small = logits.argmax(dim=1).to(torch.uint8).numpy() if self.upsample == "mask" else None
+        for j, i in enumerate(g.idx):
+            if small is not None:
+                masks[i] = nearest_mask(small[j], g.H, g.W)
+            else:
+                upsample = logits_argmax if self.upsample == "logits" else dense_logits_argmax
+                masks[i] = upsample(logits[j].float().numpy(), g.H, g.W, align_corners=self.align_corners)
             if alpha is not None:
-                ov = device_overlay(torch_to_rgb(buf.dev_u8[:n], enc), mask, self._colors_dev, alpha)
-            if prof:
-                self._sync()
-            t1 = time.perf_counter()
-            if buf.mask_host is not buf.mask_dev:
-                buf.mask_host[:n].copy_(buf.mask_dev[:n], non_blocking=True)
-            ov_host = ov.cpu() if ov is not None else None  # display only: not on the hot path
-            if prof:
-                self._sync()
-            t_down += time.perf_counter() - t1
-            for j, i in enumerate(idx):
-                masks[i] = buf.mask_host_np[j]
-                if ov_host is not None:
-                    overlays[i] = ov_host[j].numpy()
-        t1 = time.perf_counter()
-        self._sync()  # the one wait: masks and probabilities are on the host after this
-        t_end = time.perf_counter()
-        times["download"] = t_down + (t_end - t1)
-        times["postprocess"] = (t1 - t) - t_down
-        times["total"] = t_end - t_start
-        probs_np = self._probs_host[:b].numpy()
-        confidence_np = confidence.numpy()
-        out = []
-        fresh = self._pre == "cv2"  # cv2 masks are new arrays already; device-path masks live in reused buffers
-        slot_of = {i: j for j, i in enumerate(order)}
-        for i in range(b):
-            m = masks[i]
-            out.append(FrameResult(
-                mask=m.copy() if (self.copy_outputs and not fresh) else m,
-                activity_probs=probs_np[slot_of[i]].copy(),
-                overlay=overlays.get(i),
-                timings=dict(times),
-                confidence=confidence_np[slot_of[i]],
-            ))
-        return out
+                overlays[i] = cpu_overlay(cv2_full_rgb(frames[i]), masks[i], self.colors, alpha)
 
-    def _argmax_small(self, logits: torch.Tensor) -> np.ndarray:
-        return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+    def _device_group(self, g: _Group, logits: torch.Tensor, alpha, masks: dict, overlays: dict) -> None:
+        buf, rows = g.buf, slice(g.s0, g.s1)
+        mask = device_mask(logits, g.H, g.W, self.upsample, self.align_corners)
+        cuda = self._stream is not None
+        buf.mask_host[rows].copy_(mask, non_blocking=cuda)
+        ov_host = None
+        if alpha is not None:
+            ov = device_overlay(torch_to_rgb(buf.dev_u8[rows], g.encoding), mask, self._colors_dev, alpha)
+            ov_host = buf.overlay_host()
+            ov_host[rows].copy_(ov, non_blocking=cuda)
+        for s, i in enumerate(g.idx, start=g.s0):
+            masks[i] = buf.mask_host_np[s]
+            if ov_host is not None:
+                overlays[i] = ov_host[s].numpy()
 
-    def _cpu_mask(self, logits1, small, j, H, W) -> np.ndarray:
-        import cv2
-
-        if small is not None:
-            return cv2.resize(small[j], (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
-        return cpu_logits_argmax(logits1[0].float().numpy(), H, W, align_corners=self.align_corners)
-
-    def _device_mask(self, logits: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        if self.upsample == "mask":
-            small = logits.argmax(dim=1, keepdim=True).to(torch.uint8)
-            return F.interpolate(small, size=(H, W), mode="nearest-exact")[:, 0]
-        up = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=self.align_corners)
-        return up.argmax(dim=1).to(torch.uint8)
+    def _results(self, groups, masks, overlays, times, keep_views: bool, confidence) -> list[FrameResult]:
+        probs = self._probs_host.numpy()
+        out: dict[int, FrameResult] = {}
+        for g in groups:
+            copy_out = g.buf is not None and not keep_views  # device-path outputs live in reused buffers
+            for s, i in enumerate(g.idx, start=g.s0):
+                ov = overlays.get(i)
+                out[i] = FrameResult(
+                    mask=masks[i].copy() if copy_out else masks[i],
+                    activity_probs=probs[s].copy(),
+                    overlay=ov.copy() if (copy_out and ov is not None) else ov,
+                    timings=dict(times),
+                    confidence=confidence[s],
+                )
+        return [out[i] for i in range(len(out))]
 
     def close(self) -> None:
+        """Release the backend, the model and every buffer; on CUDA the device memory goes back to where it
+        was before the engine (PyTorch's cache emptied)."""
+        if self._stream is not None:
+            self._stream.synchronize()
         if self._runner is not None:
             self._runner.close()
-        self._runner = None
-        self._fn = None
-        self.model = None
+        self._runner = self._fn = self.model = None
         self._bufs.clear()
-        self._x = None
-        if self._device.type == "cuda":
+        self._x = self._colors_dev = None
+        if self._stream is not None:
+            clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+            if clear_workspaces is not None:  # cuBLAS keeps a workspace per stream otherwise
+                clear_workspaces()
             torch.cuda.empty_cache()
 
     def __enter__(self):
@@ -403,52 +487,3 @@ class InferenceEngine:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def top_class_probability(logits: torch.Tensor) -> torch.Tensor:
-    """``(B, C, h, w)`` segmentation logits -> ``(B, h, w)`` float32 softmax maximum, on the host: computed on the
-    logits' device, copied without waiting (valid after the next device synchronisation)."""
-    top = torch.softmax(logits.float(), dim=1).amax(dim=1)
-    if top.device.type == "cpu":
-        return top
-    host = torch.empty(top.shape, dtype=torch.float32, pin_memory=True)
-    return host.copy_(top, non_blocking=True)
-
-
-def cpu_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = False) -> np.ndarray:
-    """argmax over classes of the bilinearly upsampled ``(C, h, w)`` logits, class by class with cv2 (a running
-    max at full resolution in float32, never the full ``(C, H, W)`` stack): ~15x faster than torch on a CPU."""
-    import cv2
-
-    if align_corners:  # cv2 has no align_corners: fall back to torch for the official family
-        t = torch.from_numpy(np.ascontiguousarray(logits))[None]
-        up = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=True)
-        return up.argmax(dim=1)[0].to(torch.uint8).numpy()
-    best = cv2.resize(np.ascontiguousarray(logits[0]), (W, H), interpolation=cv2.INTER_LINEAR)
-    idx = np.zeros((H, W), np.uint8)
-    for c in range(1, logits.shape[0]):
-        u = cv2.resize(np.ascontiguousarray(logits[c]), (W, H), interpolation=cv2.INTER_LINEAR)
-        better = u > best
-        np.maximum(best, u, out=best)
-        idx[better] = c
-    return idx
-
-
-def cpu_overlay(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
-    """Blend class colours over ``rgb`` where ``mask > 0`` (background pixels keep the image)."""
-    import cv2
-
-    col = colors[mask]
-    blended = cv2.addWeighted(rgb, 1.0 - alpha, col, alpha, 0.0)
-    fg = mask > 0
-    out = rgb.copy()
-    out[fg] = blended[fg]
-    return out
-
-
-def device_overlay(rgb: torch.Tensor, mask: torch.Tensor, colors: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``rgb`` (B, 3, H, W) float [0, 255], ``mask`` (B, H, W) uint8 -> (B, H, W, 3) uint8, on the device."""
-    col = colors[mask.long()].permute(0, 3, 1, 2).float()
-    blended = rgb * (1.0 - alpha) + col * alpha
-    out = torch.where((mask > 0).unsqueeze(1), blended, rgb)
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

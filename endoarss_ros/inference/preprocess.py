@@ -1,8 +1,9 @@
 """Colour conversion + resize to the model's working size, two implementations of one contract.
 
-* ``cv2`` (CPU devices): resize the uint8 view straight to the working size with ``INTER_AREA`` and convert
-  colours at that small size; YUV 4:2:2 is converted to RGB first with ``cv2.cvtColor`` (uint8 -> uint8). No
-  full-resolution float array is ever made on the CPU.
+* ``cv2`` (CPU devices): resize the uint8 view to the working size (exact 2x2 halvings while much shrinking is
+  left, then ``INTER_AREA``; ``prescale=False``: one ``INTER_AREA``) and convert colours at that small size;
+  YUV 4:2:2 is converted to RGB first with ``cv2.cvtColor`` (uint8 -> uint8). No full-resolution float array
+  is ever made on the CPU.
 * ``torch`` (CUDA, and any torch device): the uint8 frame is uploaded as is (pinned host buffer,
   non-blocking copy), then colour conversion in float on the device, box-filter downscale (``area``,
   i.e. adaptive average pooling; bilinear when upscaling), scale to ``[0, 1]``.
@@ -76,43 +77,58 @@ def reference_area_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 # -- cv2 path (CPU) -----------------------------------------------------------------------------
-def cv2_preprocess(frame: RawFrame, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 RGB ``(h, w, 3)`` at ``size`` = (h, w) from any supported frame; writes into ``out`` if given."""
+# cv2's INTER_AREA at a non-integer factor is a scalar loop (~10 ms for 1080p -> 168 px on 2 cores); its exact
+# 2x2 case is vectorised (~1 ms). So ``cv2_preprocess`` halves the frame first while the rest of the way stays a
+# real downscale, then finishes with INTER_AREA. Each halving moves a box edge by at most one source pixel of
+# that stage (measured against one INTER_AREA resize in BENCHMARKS.md; bounded in test_inference_preprocess).
+MIN_REMAINING_SCALE = 1.5  # halve only while at least this much downscaling is left for INTER_AREA
+
+
+def halvings(H: int, W: int, h: int, w: int) -> int:
+    """How many exact 2x2 halvings ``cv2_preprocess`` applies to an ``(H, W)`` frame bound for ``(h, w)``."""
+    n = 0
+    while H % 2 == 0 and W % 2 == 0 and H / 2 >= MIN_REMAINING_SCALE * h and W / 2 >= MIN_REMAINING_SCALE * w:
+        H, W, n = H // 2, W // 2, n + 1
+    return n
+
+
+def _area_resize(img: np.ndarray, size: tuple[int, int], prescale: bool) -> np.ndarray:
+    """uint8 ``img`` (H, W[, C]) -> ``size`` = (h, w): INTER_AREA when shrinking (after the halvings when
+    ``prescale``), INTER_LINEAR when growing."""
     import cv2
 
     h, w = size
-    p = frame.pixels
-    e = frame.encoding
-    H, W = p.shape[:2]
-    interp = cv2.INTER_AREA if (H >= h and W >= w) else cv2.INTER_LINEAR
+    H, W = img.shape[:2]
+    if not (H >= h and W >= w):
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    for _ in range(halvings(H, W, h, w) if prescale else 0):
+        H, W = H // 2, W // 2
+        img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def cv2_preprocess(frame: RawFrame, size: tuple[int, int], out: np.ndarray | None = None, *,
+                   prescale: bool = True) -> np.ndarray:
+    """uint8 RGB ``(h, w, 3)`` at ``size`` = (h, w) from any supported frame; writes into ``out`` if given.
+
+    ``prescale=False`` is one INTER_AREA resize of the whole frame (slower; the previous method).
+    """
+    import cv2
+
+    p, e = frame.pixels, frame.encoding
     if e in YUYV_ENCODINGS or e in UYVY_ENCODINGS:
         code = cv2.COLOR_YUV2RGB_YUYV if e in YUYV_ENCODINGS else cv2.COLOR_YUV2RGB_UYVY
         rgb = cv2.cvtColor(np.ascontiguousarray(p), code)  # uint8 -> uint8, full resolution
-        return _resize_into(rgb, (w, h), interp, out)
-    if e == "mono8":
-        small = cv2.resize(p[:, :, 0], (w, h), interpolation=interp)
-        if out is None:
-            out = np.empty((h, w, 3), np.uint8)
-        out[...] = small[:, :, None]
-        return out
-    src = p if e in ("rgb8", "bgr8") else p[:, :, :3]
-    if not _cv2_ok(src):
-        src = np.ascontiguousarray(src)
-    small = cv2.resize(src, (w, h), interpolation=interp)
-    if e in ("bgr8", "bgra8"):
-        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out) if out is not None else small[:, :, ::-1].copy()
+        small = _area_resize(rgb, size, prescale)
+    elif e == "mono8":
+        small = _area_resize(p[:, :, 0], size, prescale)[:, :, None]
+    else:  # rgb8 / bgr8 / rgba8 / bgra8: resize all channels (alpha too: cheaper than a dense copy without it)
+        small = _area_resize(p if _cv2_ok(p) else np.ascontiguousarray(p), size, prescale)[:, :, :3]
+        if e in ("bgr8", "bgra8"):
+            small = small[:, :, ::-1]
     if out is None:
-        return small
-    out[...] = small
-    return out
-
-
-def _resize_into(rgb, wh, interp, out):
-    import cv2
-
-    if out is None:
-        return cv2.resize(rgb, wh, interpolation=interp)
-    out[...] = cv2.resize(rgb, wh, interpolation=interp)
+        out = np.empty((*size, 3), np.uint8)
+    out[...] = small  # broadcasts mono8's single channel
     return out
 
 
@@ -149,8 +165,8 @@ def torch_to_rgb(u8: torch.Tensor, encoding: str) -> torch.Tensor:
             y, c = x[..., 0], x[..., 1]
         else:
             c, y = x[..., 0], x[..., 1]
-        u = c[:, :, 0::2].repeat_interleave(2, dim=2) - 128.0
-        v = c[:, :, 1::2].repeat_interleave(2, dim=2) - 128.0
+        u = _pairs(c[:, :, 0::2]) - 128.0
+        v = _pairs(c[:, :, 1::2]) - 128.0
         yy = (y - 16.0).clamp_(min=0.0).mul_(_CY)
         r = yy + _CVR * v
         g = yy + _CVG * v + _CUG * u
@@ -163,6 +179,12 @@ def torch_to_rgb(u8: torch.Tensor, encoding: str) -> torch.Tensor:
         x = x[:, [2, 1, 0]]  # (torch has no negative-step slices)
         return x.float()
     return x[:, :3].float()
+
+
+def _pairs(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W/2) -> (B, H, W): each value twice (a view expanded then copied; never a host sync)."""
+    B, H, half = x.shape
+    return x.unsqueeze(-1).expand(B, H, half, 2).reshape(B, H, 2 * half)
 
 
 def torch_resize(rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,23 +1,22 @@
 """Pure PyTorch EndoARSS: backbone, adapters, SMA, heads, weights loading.
 
-No ROS, no file I/O beyond weights.
+No ROS, no file I/O beyond weights. Names are imported on first use, so the configuration and the class
+lists (``model.config``) can be read without importing torch.
 """
-from .config import AdapterConfig, HeadConfig, ModelConfig, SMAConfig
-from .finetune import (
-    count_parameters,
-    format_parameter_summary,
-    freeze_for_adapter_training,
-    merge_adapters,
-    print_parameter_summary,
-)
-from .flops import estimate_flops
-from .network import EndoARSS, EndoARSSOutput, build_model
-from .weights import KeyMismatchError, UnsafeCheckpointError, WeightsError, load_model, save_model
+from __future__ import annotations
 
-__all__ = [
-    "AdapterConfig", "EndoARSS", "EndoARSSOutput", "HeadConfig", "KeyMismatchError", "ModelConfig",
-    "SMAConfig",
-    "UnsafeCheckpointError", "WeightsError", "build_model", "count_parameters", "estimate_flops",
-    "format_parameter_summary", "freeze_for_adapter_training", "load_model", "merge_adapters",
-    "print_parameter_summary", "save_model",
-]
+from endoarss_ros.lazy import lazy_exports
+
+_EXPORTS = {
+    "AdapterConfig": "config", "HeadConfig": "config", "ModelConfig": "config", "SMAConfig": "config",
+    "count_parameters": "finetune", "format_parameter_summary": "finetune",
+    "freeze_for_adapter_training": "finetune", "merge_adapters": "finetune", "print_parameter_summary": "finetune",
+    "estimate_flops": "flops",
+    "EndoARSS": "network", "EndoARSSOutput": "network", "build_model": "network",
+    "KeyMismatchError": "weights", "UnsafeCheckpointError": "weights", "WeightsError": "weights",
+    "load_model": "weights", "save_model": "weights",
+}
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Released MTLESD class order (research note sec. 11: raw ids {0, 2..7} shifted down by one). The one list of
+# Released MTLESD class order (the released loader's raw mask ids {0, 2..7}, shifted down by one). The one list of
 # these names: the data layer's class set (colours, activity objects) uses it too.
 MTLESD_SEG_CLASSES = [
     "Background", "FPCW Forceps", "Mucosal Flaps", "FPCW Knife", "Electric Knife", "Incision Area",

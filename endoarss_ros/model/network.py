@@ -57,9 +57,7 @@ class EndoARSS(nn.Module):
         depth = len(self.backbone.blocks)
         a = c.adapter
         if a.kind in ("lora", "dvlora"):
-            if a.merged:
-                pass  # merged adapters leave plain nn.Linear layers: nothing to add
-            else:
+            if not a.merged:  # merged adapters are folded into plain nn.Linear layers
                 apply_lora(self.backbone, kind=a.kind, rank=a.rank, alpha=a.alpha, targets=a.targets)
         elif a.kind == "tesla":
             apply_tesla(

@@ -8,7 +8,8 @@ Two placements:
   ``(B, 512, H, W)`` intermediates: ~12 GMAC per 224-px frame.
 * ``FeatureSMA`` -- ours: EMA on the ViT's patch-token grid ``(B, C, H/14, W/14)``, residual, a few MMAC.
 
-Both are trainable here (the released code left its SMA frozen at random init, research note sec. 7).
+Both are trainable here (the released code leaves its SMA frozen at its random init: its trainable-parameter
+filter keeps only the LoRA matrices).
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """TESLA: task-efficient shared low-rank adapters.
 
-Design choice (the paper's method text is not available; evidence in the research note, sec. 6):
-the released code shares one LoRA set between both tasks (hard parameter sharing), and an unreleased
-variant adds per-task adapters. The abstract says TESLA = *shared* low-rank adapters that *mitigate gradient
-conflicts*. We follow MTLoRA (Agiza et al., CVPR 2024), the closest published design:
+Design choice (the paper's method text is not public): the released code (github.com/gkw0010/EndoARSS,
+``LibMTL/architecture/MOLA.py``) shares one LoRA set between both tasks (hard parameter sharing), and stale
+bytecode shipped in that repository shows an unreleased variant with per-task adapters. The abstract says
+TESLA = *shared* low-rank adapters that *mitigate gradient conflicts*. We follow MTLoRA (Agiza et al., CVPR
+2024), the closest published design:
 
 * every adapted linear has one shared low-rank pair ``(A_s, B_s)`` used by all tasks;
 * in the last ``task_blocks`` blocks, each task ``t`` also has its own pair ``(A_t, B_t)``, and the token

@@ -12,7 +12,6 @@ result (now - its image's stamp) means the same as live.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import sys
@@ -54,13 +53,11 @@ def parse_remaps(items) -> dict[str, str]:
 
 
 def message_class(msgtype: str):
-    """``pkg/msg/Name`` -> the rclpy message class (``pkg.msg.Name``); None when not importable here."""
-    parts = msgtype.split("/")
-    if len(parts) != 3:
-        return None
-    pkg, sub, name = parts
+    """The rclpy message class of ``pkg/msg/Name``; None when not importable here."""
+    from endoarss_ros.ros import conversions
+
     try:
-        return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
+        return conversions.message_class(msgtype)
     except (ImportError, AttributeError):
         return None
 
@@ -71,16 +68,46 @@ def _is_latched(conn) -> bool:
         return False
     if isinstance(profiles, str):  # older rosbags: the YAML text
         return "durability: 1" in profiles
-    try:
-        from rosbags.interfaces import QosDurability
+    from rosbags.interfaces import QosDurability
 
-        return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
-    except ImportError:
-        return False
+    return any(getattr(p, "durability", None) == QosDurability.TRANSIENT_LOCAL for p in profiles)
+
+
+def _create_publishers(node, conns, args, remaps: dict[str, str], skipped: dict[str, str]) -> dict:
+    """topic -> publisher for every connection whose type is importable here (the others go to ``skipped``);
+    latched topics stay latched."""
+    from endoarss_ros.ros import qos
+
+    publishers = {}
+    for c in conns:
+        cls = message_class(c.msgtype)
+        if cls is None:
+            skipped[c.topic] = f"message type {c.msgtype} is not available here"
+            continue
+        if c.topic in publishers:
+            continue
+        profile = qos.latched_qos() if _is_latched(c) else qos.stream_qos(args.qos, max(1, args.depth))
+        publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), profile)
+    return publishers
+
+
+def _wait_for_subscribers(publishers: dict, seconds: float, log) -> list[str]:
+    """Up to ``seconds`` for every publisher to have a subscriber; returns the topics still without one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(p.get_subscription_count() > 0 for p in publishers.values()):
+            break
+        time.sleep(0.05)
+    waiting = [p.topic_name for p in publishers.values() if p.get_subscription_count() == 0]
+    if waiting:
+        log(f"no subscriber after {seconds:.1f} s on: {', '.join(waiting)}")
+    else:
+        time.sleep(0.3)  # let the subscribers' side finish matching as well
+    return waiting
 
 
 class _BagClock:
-    """Publishes the bag's time on /clock at ``hz`` while waiting for the next message."""
+    """Publishes the bag's time on /clock every ``1 / hz`` s while waiting for the next message."""
 
     def __init__(self, node, bag_start_ns: int, rate: float, hz: float):
         from rclpy.qos import QoSProfile
@@ -91,29 +118,48 @@ class _BagClock:
         self.bag_start_ns, self.rate, self.period = bag_start_ns, rate, 1.0 / max(hz, 1e-3)
         self.wall_start = time.monotonic()
 
-    def restart(self, wall_start: float) -> None:
-        self.wall_start = wall_start
-
     def _publish(self, wall: float) -> None:
         ns = self.bag_start_ns + int((wall - self.wall_start) * self.rate * 1e9)
         self._msg.clock.sec, self._msg.clock.nanosec = ns // 10**9, ns % 10**9
         self._pub.publish(self._msg)
 
-    def tick_until(self, due: float) -> None:
+    def sleep_until(self, due: float) -> None:
         """Sleep until ``due`` (monotonic), publishing the clock every period and once at ``due``."""
-        while True:
-            now = time.monotonic()
-            if now >= due:
-                self._publish(due)
-                return
+        while (now := time.monotonic()) < due:
             self._publish(now)
             time.sleep(min(self.period, due - now))
+        self._publish(due)
+
+
+def _sleep_until(due: float) -> None:
+    if due > time.monotonic():
+        time.sleep(due - time.monotonic())
+
+
+def _publish_timed(bag, publishers: dict, args, counts: Counter, summary: dict, node=None) -> None:
+    """The serialized messages at their recorded times (scaled by ``--rate``), once or ``--loop``; with
+    ``--clock`` the bag's time on /clock meanwhile."""
+    bag_start = bag.start_time + int(args.start_offset * 1e9)
+    clock = _BagClock(node, bag_start, args.rate, args.clock) if args.clock else None
+    while True:
+        loop_wall = time.monotonic()
+        if clock is not None:
+            clock.wall_start = loop_wall
+        wait = clock.sleep_until if clock is not None else _sleep_until
+        for conn, timestamp, rawdata in bag.messages(publishers):
+            if timestamp < bag_start:
+                continue
+            wait(loop_wall + (timestamp - bag_start) / 1e9 / args.rate)
+            publishers[conn.topic].publish(bytes(rawdata))
+            counts[publishers[conn.topic].topic_name] += 1
+        summary["loops"] += 1
+        if not args.loop:
+            return
 
 
 def play(args, *, log=print) -> dict:
     """Publish the bag; returns the summary. Needs ``rclpy.init`` done by the caller."""
     import rclpy
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     from endoarss_ros.bag.reader import BagReader
 
@@ -122,6 +168,7 @@ def play(args, *, log=print) -> dict:
         raise ValueError("--rate must be positive")
     summary: dict = {"bag": str(args.bag), "rate": args.rate, "published": {}, "skipped_topics": {},
                      "loops": 0, "seconds": 0.0}
+    counts: Counter[str] = Counter()
     with BagReader(args.bag) as bag:
         conns = [c for c in bag.connections if not args.topics or c.topic in args.topics]
         missing = sorted(set(args.topics or []) - {c.topic for c in bag.connections})
@@ -129,68 +176,25 @@ def play(args, *, log=print) -> dict:
             raise ValueError(f"bag {bag.path} has no topic(s) {', '.join(missing)} "
                              f"(it has {', '.join(sorted(bag.topics()))})")
         node = rclpy.create_node(args.node_name)
-        publishers = {}
+        t0 = None
         try:
-            for c in conns:
-                cls = message_class(c.msgtype)
-                if cls is None:
-                    summary["skipped_topics"][c.topic] = f"message type {c.msgtype} is not available here"
-                    continue
-                if c.topic in publishers:
-                    continue
-                latched = _is_latched(c)
-                qos = QoSProfile(
-                    history=HistoryPolicy.KEEP_LAST, depth=max(1, args.depth),
-                    reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort" and not latched
-                    else ReliabilityPolicy.RELIABLE,
-                    durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-                publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
+            publishers = _create_publishers(node, conns, args, remaps, summary["skipped_topics"])
             for topic, reason in summary["skipped_topics"].items():
                 log(f"skipping {topic}: {reason}")
             if not publishers:
                 raise ValueError(f"bag {bag.path}: nothing to publish")
             if args.wait_subscribers > 0:
-                deadline = time.monotonic() + args.wait_subscribers
-                while time.monotonic() < deadline:
-                    if all(p.get_subscription_count() > 0 for p in publishers.values()):
-                        break
-                    time.sleep(0.05)
-                waiting = [p.topic_name for p in publishers.values() if p.get_subscription_count() == 0]
-                summary["without_subscribers"] = waiting
-                if waiting:
-                    log(f"no subscriber after {args.wait_subscribers:.1f} s on: {', '.join(waiting)}")
-                else:
-                    time.sleep(0.3)  # let the subscribers' side finish matching as well
-            counts: Counter[str] = Counter()
-            bag_start = bag.start_time + int(args.start_offset * 1e9)
-            clock = _BagClock(node, bag_start, args.rate, args.clock) if args.clock else None
-            wall_start = time.monotonic()
+                summary["without_subscribers"] = _wait_for_subscribers(publishers, args.wait_subscribers, log)
             summary["wall_start_unix"] = time.time()
             t0 = time.monotonic()
-            while True:
-                loop_wall = time.monotonic()
-                if clock is not None:
-                    clock.restart(loop_wall)
-                for conn, timestamp, rawdata in bag.messages(publishers):
-                    if timestamp < bag_start:
-                        continue
-                    due = loop_wall + (timestamp - bag_start) / 1e9 / args.rate
-                    if clock is not None:
-                        clock.tick_until(due)
-                    elif due > time.monotonic():
-                        time.sleep(due - time.monotonic())
-                    publishers[conn.topic].publish(bytes(rawdata))
-                    counts[publishers[conn.topic].topic_name] += 1
-                summary["loops"] += 1
-                if not args.loop:
-                    break
+            _publish_timed(bag, publishers, args, counts, summary, node)
             summary["seconds"] = round(time.monotonic() - t0, 3)
             time.sleep(0.3)  # let the last samples leave before the participant goes away
         except KeyboardInterrupt:
             summary["interrupted"] = True
-            summary["seconds"] = round(time.monotonic() - wall_start, 3) if "wall_start_unix" in summary else 0.0
+            summary["seconds"] = round(time.monotonic() - t0, 3) if t0 is not None else 0.0
         finally:
-            summary["published"] = dict(counts) if "counts" in locals() else {}
+            summary["published"] = dict(counts)
             node.destroy_node()
     return summary
 

@@ -18,20 +18,19 @@ import subprocess
 import sys
 import time
 
+from endoarss_ros.inference.stats import percentile
 from endoarss_ros.ros import fastdds
 
 
 def _qos(reliability: str, depth: int):
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from endoarss_ros.ros import qos  # imports rclpy: only once ROS is needed (--help works without it)
 
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
-                      else ReliabilityPolicy.BEST_EFFORT)
+    return qos.stream_qos(reliability, depth)
 
 
 def _pct(values, q):
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(q * len(values)))], 2) if values else None
+    value = percentile(values, q)
+    return None if value is None else round(value, 2)
 
 
 def run_pub(args) -> dict:

@@ -32,10 +32,13 @@ def frame_from_compressed_image(msg, *, max_pixels: int | None = None):
 
 @cache
 def message_class(msgtype: str):
-    """``'pkg/msg/Name'`` or ``'pkg/Name'`` (rclpy's spelling of nested types) -> the rclpy message class."""
+    """``'pkg/msg/Name'`` or ``'pkg/Name'`` (rclpy's spelling of nested types) -> the rclpy message class;
+    ImportError / AttributeError when the package is not importable here."""
     parts = msgtype.split("/")
-    package, name = parts[0], parts[-1]
-    return getattr(importlib.import_module(f"{package}.msg"), name)
+    if len(parts) not in (2, 3):
+        raise ImportError(f"not a message type name: {msgtype!r}")
+    package, sub, name = (parts[0], "msg", parts[1]) if len(parts) == 2 else parts
+    return getattr(importlib.import_module(f"{package}.{sub}"), name)
 
 
 def to_ros(msgtype: str, fields: dict):

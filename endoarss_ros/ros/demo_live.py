@@ -69,7 +69,7 @@ class Listener:
         node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
 
     def on_info(self, msg) -> None:
-        from endoarss_ros.bag.evaluation import GroundTruthEvaluator
+        from endoarss_ros.metrics import GroundTruthEvaluator
 
         act_names = self.gt.activity_names or [str(i) for i in range(3)]
         with self.lock:

@@ -58,12 +58,6 @@ class LatestFrameSlots:
             self._slots = [None] * len(self._slots)
             return taken
 
-    def clear(self) -> int:
-        with self._cond:
-            n = sum(s is not None for s in self._slots)
-            self._slots = [None] * len(self._slots)
-            return n
-
     def close(self) -> None:
         with self._cond:
             self._closed = True

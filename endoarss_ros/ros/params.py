@@ -8,20 +8,19 @@ the old value stays.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from endoarss_ros.inference.instruments import InstrumentSettings
-from endoarss_ros.inference.smoother import Smoothing
+from endoarss_ros.inference.options import BACKENDS, PRECISIONS  # the engine's lists, in its fallback order
+from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds
 from endoarss_ros.inference.stream import StreamSettings
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path  # noqa: F401 (re-export)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")  # endoarss_ros.inference.BACKENDS (no torch import here)
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 PATCH = 14  # ViT patch side: the working resolution must be a multiple of it
@@ -70,11 +69,12 @@ SPECS: tuple[Spec, ...] = (
          "(reason too_large) before any copy.", int_range=(1, 1 << 28)),
     Spec("overlay_alpha", 0.5, "Opacity of the class colours on segmentation/overlay (0: the image, "
          "1: colours only).", float_range=(0.0, 1.0)),
-    Spec("smoothing.enabled", True, "Smooth the activity over time (EMA with hysteresis); false publishes "
-         "each frame's own result."),
-    Spec("smoothing.alpha", 0.3, "EMA weight of the newest frame (1: no memory).", float_range=(0.01, 1.0)),
-    Spec("smoothing.hysteresis", 0.1, "Margin by which a new activity must beat the current one before the "
-         "label switches.", float_range=(0.0, 1.0)),
+    Spec("smoothing.enabled", DEFAULT_SMOOTHING.enabled, "Smooth the activity over time (EMA with hysteresis); "
+         "false publishes each frame's own result."),
+    Spec("smoothing.alpha", DEFAULT_SMOOTHING.alpha, "EMA weight of the newest frame (1: no memory).",
+         float_range=(0.01, 1.0)),
+    Spec("smoothing.hysteresis", DEFAULT_SMOOTHING.hysteresis, "Margin by which a new activity must beat the "
+         "current one before the label switches.", float_range=(0.0, 1.0)),
     Spec("batch_window_ms", 5.0, "After the first camera's frame arrives, wait this long for the other "
          "cameras' frames so they share a batch.", float_range=(0.0, 100.0)),
     Spec("input_qos.reliability", "best_effort", "Input subscription reliability. best_effort (sensor "
@@ -208,37 +208,40 @@ def parse_cameras(entries: list[str]) -> list[Camera]:
 
 @dataclass
 class Settings:
-    """The parameters' values, typed, as the node uses them."""
-    autostart: bool = True
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    precision: str = "fp32"
-    backend: str = "eager"
-    engine_cache_dir: str = ""
-    input_size: tuple[int, int] | None = None
-    class_names_file: str = ""
-    max_batch: int = 2
-    warmup_size: tuple[int, int] | None = (1080, 1920)
-    max_input_pixels: int = 3840 * 2160
-    overlay_alpha: float = 0.5
-    smoothing_enabled: bool = True
-    smoothing_alpha: float = 0.3
-    smoothing_hysteresis: float = 0.1
-    batch_window_ms: float = 5.0
-    input_reliability: str = "best_effort"
-    input_depth: int = 1
-    output_reliability: str = "reliable"
-    output_depth: int = 5
-    cameras: list[Camera] = field(default_factory=lambda: [Camera(0, "", "")])
-    image_transport: str = "raw"
-    thresholds: StatusThresholds = field(default_factory=StatusThresholds)
-    instruments: InstrumentSettings = field(default_factory=InstrumentSettings)
+    """The parameters' values, typed, as the node uses them (defaults live in ``SPECS`` alone)."""
+    autostart: bool
+    model: str
+    device: str
+    precision: str
+    backend: str
+    engine_cache_dir: str
+    input_size: tuple[int, int] | None
+    class_names_file: str
+    max_batch: int
+    warmup_size: tuple[int, int] | None
+    max_input_pixels: int
+    overlay_alpha: float
+    smoothing_enabled: bool
+    smoothing_alpha: float
+    smoothing_hysteresis: float
+    batch_window_ms: float
+    input_reliability: str
+    input_depth: int
+    output_reliability: str
+    output_depth: int
+    cameras: list[Camera]
+    image_transport: str
+    thresholds: StatusThresholds
+    instruments: InstrumentSettings
+
+    @property
+    def smoothing(self) -> Smoothing:
+        return Smoothing(self.smoothing_enabled, self.smoothing_alpha, self.smoothing_hysteresis)
 
     @property
     def stream(self) -> StreamSettings:
         """What each camera's ``CameraStream`` runs with."""
-        return StreamSettings(Smoothing(self.smoothing_enabled, self.smoothing_alpha, self.smoothing_hysteresis),
-                              self.thresholds, self.instruments)
+        return StreamSettings(self.smoothing, self.thresholds, self.instruments)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:

@@ -15,18 +15,14 @@ import os
 import sys
 import time
 
+from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES
 from endoarss_ros.ros import fastdds
 
 
 def _qos(reliability: str, depth: int):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from endoarss_ros.ros import qos  # imports rclpy: only once ROS is needed (--help works without it)
 
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        durability=DurabilityPolicy.VOLATILE,
-        reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE,
-    )
+    return qos.stream_qos(reliability, depth)
 
 
 def run_publisher(args) -> dict:
@@ -46,7 +42,7 @@ def run_publisher(args) -> dict:
         rclpy.spin_once(node, timeout_sec=0.05)
     time.sleep(0.5)  # let discovery settle on both sides before the first sample
 
-    names = ["Marking", "Circumferential Incision", "Submucosal Dissection"]
+    names = MTLESD_ACTIVITY_CLASSES
     step = args.width * 3
     pixels = bytes(range(256)) * (step * args.height // 256) + bytes(step * args.height % 256)
     total = int(round(args.rate * args.seconds))

@@ -1,6 +1,7 @@
 """Task losses: segmentation cross-entropy (with an ignore label) and activity cross-entropy.
 
-The released recipe uses plain cross-entropy for both tasks, no class weights (research note sec. 9).
+The released recipe (``ds_train.py`` of github.com/gkw0010/EndoARSS) uses plain cross-entropy for both tasks,
+no class weights.
 ``segmentation_loss`` can add a soft-Dice term (``dice_weight``; 0 = released), which helps small,
 thin classes when training from scratch on few frames.
 """

@@ -1,22 +1,14 @@
 """Confusion-matrix metrics for activity recognition and segmentation.
 
-Conventions (``cm[i, j]`` = samples / pixels of true class i predicted as j):
-
-* activity: accuracy = trace / total; per class precision = TP / (TP + FP), recall = TP / (TP + FN),
-  F1 = 2PR / (P + R); macro-F1 = mean of the per-class F1. A zero denominator gives 0. (The released
-  evaluator adds 1e-3 to denominators and calls per-class *precision* "Acc"; we do neither.)
-* segmentation: IoU_c = TP / (TP + FP + FN), Dice_c = 2TP / (2TP + FP + FN). A class absent from both the
-  ground truth and the prediction has no IoU (NaN, ``null`` in JSON) and is left out of the means.
-  Two means are reported, clearly labelled: ``miou_fg`` / ``mdice_fg`` over the foreground classes
-  (class id >= 1, background excluded) and ``miou_all`` / ``mdice_all`` over all classes including
-  background (the released code's "mIoU").
+Torch-side accumulation (``confusion_matrix``, ``MetricTracker``) and reporting of the metrics defined in
+``endoarss_ros.metrics`` (conventions there).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
+
+from ..metrics import classification_metrics, segmentation_metrics
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255) -> np.ndarray:
@@ -29,65 +21,6 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
     idx = target[keep] * num_classes + pred[keep].clamp(0, num_classes - 1)
     cm = torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
     return cm.cpu().numpy().astype(np.int64)
-
-
-def _div(a: np.ndarray, b: np.ndarray, empty: float) -> np.ndarray:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    out = np.full(a.shape, empty, np.float64)
-    np.divide(a, b, out=out, where=b > 0)
-    return out
-
-
-def classification_metrics(cm: np.ndarray, class_names: list[str] | None = None) -> dict:
-    cm = np.asarray(cm, np.int64)
-    tp = np.diag(cm).astype(np.float64)
-    precision = _div(tp, cm.sum(0), 0.0)
-    recall = _div(tp, cm.sum(1), 0.0)
-    f1 = _div(2 * precision * recall, precision + recall, 0.0)
-    total = cm.sum()
-    names = class_names or [str(i) for i in range(len(cm))]
-    return {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_f1": float(f1.mean()) if len(f1) else 0.0,
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "per_class": {n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for n, p, r, f, s in zip(names, precision, recall, f1, cm.sum(1))},
-        "confusion_matrix": cm.tolist(),
-        "count": int(total),
-    }
-
-
-def _nanmean(v: np.ndarray) -> float:
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if len(v) else float("nan")
-
-
-def segmentation_metrics(cm: np.ndarray, class_names: list[str] | None = None, background: int = 0) -> dict:
-    cm = np.asarray(cm, np.int64)
-    tp = np.diag(cm).astype(np.float64)
-    fp = cm.sum(0) - tp
-    fn = cm.sum(1) - tp
-    iou = _div(tp, tp + fp + fn, float("nan"))
-    dice = _div(2 * tp, 2 * tp + fp + fn, float("nan"))
-    fg = np.array([i != background for i in range(len(cm))])
-    names = class_names or [str(i) for i in range(len(cm))]
-    total = cm.sum()
-    return {
-        "miou_fg": _nanmean(iou[fg]),
-        "miou_all": _nanmean(iou),
-        "mdice_fg": _nanmean(dice[fg]),
-        "mdice_all": _nanmean(dice),
-        "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
-        "background_class": names[background],
-        "iou": {n: _none(v) for n, v in zip(names, iou)},
-        "dice": {n: _none(v) for n, v in zip(names, dice)},
-        "confusion_matrix": cm.tolist(),
-    }
-
-
-def _none(v: float) -> float | None:
-    return None if math.isnan(v) else float(v)
 
 
 class MetricTracker:

@@ -4,7 +4,7 @@ Three measurements on held-out synthetic frames (seeds unused by training: ``np.
 activity ``i % 3``), written as JSON and summarised in docs/perception_status.md:
 
 1. degraded-image detection: every clean frame (rendered without the scene's own smoke and blood) under each
-   robustness corruption (``training.robustness``) at each severity, plus three exposure / content conditions
+   robustness corruption (``data.corruptions``) at each severity, plus three exposure / content conditions
    (``EXTRA_CONDITIONS``); per condition, the fraction of frames with any image-quality flag ("detected") and
    with the flag that names the corruption ("named"); false alarms: clean frames with any image flag. The
    renderer's own smoky and bloody scenes are reported apart (they are degraded by design);
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from endoarss_ros.inference.status import FLAG, IMAGE_FLAGS, StatusThresholds, frame_status
+from .status import FLAG, IMAGE_FLAGS, StatusThresholds, frame_status
 
 NAMED_FLAG = {"gaussian_noise": "NOISE", "gaussian_blur": "BLUR", "jpeg": "COMPRESSION_ARTIFACTS",
               "smoke": "SMOKE_OR_HAZE", "blood": "BLOOD_OR_SOILING", "dark": "TOO_DARK",
@@ -79,7 +79,7 @@ def clean_frames(seed: int, n: int, size, **options):
 def conditions(rgb: np.ndarray, index: int, seed: int):
     """(name, severity, frame) of every condition of one clean frame: clean, each corruption at each severity,
     the extra conditions (severity 0)."""
-    from .robustness import CORRUPTIONS, SEVERITIES
+    from endoarss_ros.data.corruptions import CORRUPTIONS, SEVERITIES
 
     yield "clean", 0, rgb
     for k, (name, fn) in enumerate(CORRUPTIONS.items()):
@@ -160,7 +160,7 @@ class _Scores:
         self.act[true_activity, activity] += 1
 
     def report(self, seg_names, act_names) -> dict:
-        from .metrics import classification_metrics, segmentation_metrics
+        from endoarss_ros.metrics import classification_metrics, segmentation_metrics
 
         frames = int(self.act.sum())
         if not frames:

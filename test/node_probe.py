@@ -1,7 +1,7 @@
 """A scripted client of the perception node, in its own process: publishes frames, drives the lifecycle and the
 parameters, records every output. Tests and the launch test use it; it prints one JSON line.
 
-    python -m endoarss_ros.ros.probe plan.json [--save-masks masks.npz]
+    python -m test.node_probe plan.json   (from the repository root) [--save-masks masks.npz]
 
 A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input": "/endoarss/image",
 "output": "/endoarss"}], "transport": "raw", "overlay": false, "steps": [...]}``. Steps (run in order):
@@ -30,7 +30,7 @@ from endoarss_ros.ros import fastdds
 RAW_BAD_KINDS = ("truncated", "zero_size", "bad_step", "unsupported_encoding", "too_large")
 
 
-def test_image(seed: int, width: int, height: int) -> np.ndarray:
+def synthetic_image(seed: int, width: int, height: int) -> np.ndarray:
     """Deterministic smooth RGB content (blobs, so masks are not uniform)."""
     import cv2
 
@@ -93,7 +93,7 @@ def make_frame(spec: dict, stamp, *, compressed: bool):
         height, width = rgb.shape[:2]
     else:
         width, height = spec.get("width", 320), spec.get("height", 240)
-        rgb = test_image(spec.get("seed", 0), width, height)
+        rgb = synthetic_image(spec.get("seed", 0), width, height)
     if spec.get("decoded_yuyv"):
         rgb = yuyv_to_rgb(rgb_to_yuyv(rgb))
     bad = spec.get("bad")
@@ -158,10 +158,9 @@ def _plain(value):
 class Probe:
     def __init__(self, node, plan: dict):
         from diagnostic_msgs.msg import DiagnosticArray
+        from endoarss_ros.msg import Activity, InstrumentArray, PerceptionStatus, SegmentationInfo
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
-
-        from endoarss_ros.msg import Activity, InstrumentArray, PerceptionStatus, SegmentationInfo
 
         self.node = node
         self.plan = plan
@@ -295,7 +294,8 @@ class Probe:
             good = not spec.get("bad")
             self.sent.append({"camera": cam, "stamp": stamp_ns(stamp), "good": good, "bad": spec.get("bad"),
                               "tag": spec.get("tag"), "width": spec.get("width", 320),
-                              "height": spec.get("height", 240), "encoding": spec.get("encoding", "rgb8")})
+                              "height": spec.get("height", 240), "encoding": spec.get("encoding", "rgb8"),
+                              "t": time.monotonic()})
             self.inputs[cam].publish(msg)
             if good:
                 group.append((cam, stamp_ns(stamp)))

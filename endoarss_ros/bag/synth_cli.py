@@ -1,4 +1,7 @@
-"""``endoarss synth``: write a synthetic dataset (released layout) or a synthetic rosbag2."""
+"""``endoarss synth``: write a synthetic dataset (released layout, the data layer) or a synthetic rosbag2.
+
+In the bag layer because the bag mode needs it; the bag layer may use the data layer, not the other way round.
+"""
 from __future__ import annotations
 
 import argparse
@@ -43,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.synth_mode == "dataset":
-        from .layout import write_synthetic_dataset
+        from ..data.layout import write_synthetic_dataset
 
         counts = {"train": args.train, "val": args.val, "test": args.test}
         written = write_synthetic_dataset(args.out_dir, counts, size=args.size, seed=args.seed,
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out_dir}/classes.yaml")
         return 0
 
-    from ..bag.synth_bag import write_synth_bag
+    from .synth_bag import write_synth_bag
 
     info = write_synth_bag(args.out_bag, seconds=args.seconds, fps=args.fps, size=args.size,
                            encoding=args.encoding, storage=args.storage, seed=args.seed, progress=True)
