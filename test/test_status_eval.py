@@ -168,3 +168,29 @@ def test_instrument_classes_come_from_the_model_names_or_the_parameter():
     assert instruments.resolve_classes(("electric knife", "2"), names) == [2, 4]
     with pytest.raises(ValueError, match="scalpel"):
         instruments.resolve_classes(("scalpel",), names)
+
+
+def test_the_overlay_gets_the_instruments_status_activity_and_legend_unless_annotations_are_off():
+    from endoarss_ros.inference.engine import FrameResult
+    from endoarss_ros.inference.stream import CameraStream, StreamSettings
+    from endoarss_ros.model.config import MTLESD_SEG_CLASSES
+
+    mask = np.zeros((240, 320), np.uint8)
+    _bar(mask, 0, 230, 200, 100, 4)
+    colors = np.array([[0, 0, 0]] + [[200, 50, 50]] * (len(MTLESD_SEG_CLASSES) - 1), np.uint8)
+    frame = _frame(np.full((240, 320, 3), 120, np.uint8))
+    outputs = {}
+    for annotate in (True, False):
+        blend = np.full((240, 320, 3), 120, np.uint8)
+        result = FrameResult(mask=mask, activity_probs=np.array([0.8, 0.1, 0.1], np.float32), overlay=blend.copy())
+        stream = CameraStream(MTLESD_SEG_CLASSES, ["Marking", "b", "c"], colors, StreamSettings(annotate=annotate))
+        outputs[annotate] = stream.update(frame, result)
+    plain, annotated = outputs[False].overlay, outputs[True].overlay
+    assert np.array_equal(plain, np.full((240, 320, 3), 120, np.uint8))  # the engine's blend, untouched
+    changed = np.any(annotated != plain, axis=2)
+    (knife,) = outputs[True].instruments
+    x, y = (int(round(v)) for v in knife.tip)
+    assert changed[y - 2:y + 3, x - 2:x + 3].all()  # the tip dot
+    assert changed[:30, :60].any() and changed[-60:, :60].any()  # activity and status; the legend
+    bx, by, bw, bh = knife.bbox
+    assert changed[by, bx + bw // 2] or changed[by + 1, bx + bw // 2]  # the box's top edge

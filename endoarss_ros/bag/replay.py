@@ -59,6 +59,7 @@ class ReplayOptions:
     smoothing_alpha: float = DEFAULT_SMOOTHING.alpha
     smoothing_hysteresis: float = DEFAULT_SMOOTHING.hysteresis
     overlay_alpha: float = 0.5
+    annotate: bool = True  # instruments, activity, status and legend on the overlay topic and the video
     thresholds: StatusThresholds = field(default_factory=StatusThresholds)
     instruments: InstrumentSettings = field(default_factory=InstrumentSettings)
     storage: str | None = None  # None: the input's
@@ -74,7 +75,7 @@ class ReplayOptions:
     @property
     def stream_settings(self) -> StreamSettings:
         return StreamSettings(Smoothing(self.smoothing, self.smoothing_alpha, self.smoothing_hysteresis),
-                              self.thresholds, self.instruments)
+                              self.thresholds, self.instruments, self.annotate)
 
     @property
     def summary_path(self) -> Path:

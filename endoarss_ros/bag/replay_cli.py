@@ -36,6 +36,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--smoothing-hysteresis", type=float, default=DEFAULT_SMOOTHING.hysteresis,
                         help=f"margin a new activity needs to take over (default {DEFAULT_SMOOTHING.hysteresis})")
     parser.add_argument("--overlay-alpha", type=float, default=0.5)
+    parser.add_argument("--no-annotations", dest="annotate", action="store_false",
+                        help="overlay and video without the instruments, activity, status and legend drawn on")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG (only once the new one is complete)")
     parser.add_argument("--video", type=Path, metavar="OUT.mp4", help="render the overlay video (mp4v)")
@@ -55,7 +57,8 @@ def options_from_args(args):
         namespace=args.namespace, overlay=args.overlay, info=args.info, copy_input=args.copy_input,
         batch=args.batch, device=args.device, precision=args.precision, backend=args.backend,
         smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha,
-        smoothing_hysteresis=args.smoothing_hysteresis, overlay_alpha=args.overlay_alpha, storage=args.storage,
+        smoothing_hysteresis=args.smoothing_hysteresis, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
+        storage=args.storage,
         overwrite=args.overwrite, video=args.video, timeline="" if args.no_timeline else args.timeline,
         summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
 

@@ -23,13 +23,14 @@ class StreamSettings:
     smoothing: Smoothing = DEFAULT_SMOOTHING
     thresholds: StatusThresholds = field(default_factory=StatusThresholds)
     instruments: inst.InstrumentSettings = field(default_factory=inst.InstrumentSettings)
+    annotate: bool = True  # draw instruments, activity, status and legend on the overlay
 
 
 class StreamOutput(NamedTuple):
     activity: ActivityEstimate
     status: FrameStatus  # without timing: ``status.with_timing`` when it is published
     instruments: list[inst.Instrument]
-    overlay: np.ndarray | None  # the engine's overlay, annotated (None when there was none)
+    overlay: np.ndarray | None  # the engine's overlay, annotated unless settings say no (None when there was none)
     compute_s: float  # time spent here
 
 
@@ -72,7 +73,7 @@ class CameraStream:
                              min_area_fraction=s.instruments.min_area_fraction)
         tracked = self.tracker.update(found, result.mask.shape)
         overlay = result.overlay
-        if overlay is not None:
+        if overlay is not None and s.annotate:
             overlay = annotate(overlay, instruments=tracked, status=status,
                                activity=self.activity_classes[activity.class_id],
                                confidence=float(activity.probabilities[activity.class_id]),

@@ -69,6 +69,8 @@ SPECS: tuple[Spec, ...] = (
          "(reason too_large) before any copy.", int_range=(1, 1 << 28)),
     Spec("overlay_alpha", 0.5, "Opacity of the class colours on segmentation/overlay (0: the image, "
          "1: colours only).", float_range=(0.0, 1.0)),
+    Spec("overlay_annotations", True, "Draw each instrument's box, axis, tip and id, the activity, the frame's "
+         "status and a class legend on segmentation/overlay; false: the colour blend alone."),
     Spec("smoothing.enabled", DEFAULT_SMOOTHING.enabled, "Smooth the activity over time (EMA with hysteresis); "
          "false publishes each frame's own result."),
     Spec("smoothing.alpha", DEFAULT_SMOOTHING.alpha, "EMA weight of the newest frame (1: no memory).",
@@ -221,6 +223,7 @@ class Settings:
     warmup_size: tuple[int, int] | None
     max_input_pixels: int
     overlay_alpha: float
+    overlay_annotations: bool
     smoothing_enabled: bool
     smoothing_alpha: float
     smoothing_hysteresis: float
@@ -241,7 +244,7 @@ class Settings:
     @property
     def stream(self) -> StreamSettings:
         """What each camera's ``CameraStream`` runs with."""
-        return StreamSettings(self.smoothing, self.thresholds, self.instruments)
+        return StreamSettings(self.smoothing, self.thresholds, self.instruments, self.overlay_annotations)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:
@@ -255,7 +258,8 @@ class Settings:
             engine_cache_dir=values["engine_cache_dir"], input_size=size(values["input_size"]),
             class_names_file=values["class_names_file"], max_batch=int(values["max_batch"]),
             warmup_size=size(values["warmup_size"]), max_input_pixels=int(values["max_input_pixels"]),
-            overlay_alpha=float(values["overlay_alpha"]), smoothing_enabled=bool(values["smoothing.enabled"]),
+            overlay_alpha=float(values["overlay_alpha"]), overlay_annotations=bool(values["overlay_annotations"]),
+            smoothing_enabled=bool(values["smoothing.enabled"]),
             smoothing_alpha=float(values["smoothing.alpha"]),
             smoothing_hysteresis=float(values["smoothing.hysteresis"]),
             batch_window_ms=float(values["batch_window_ms"]),
