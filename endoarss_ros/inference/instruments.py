@@ -117,17 +117,17 @@ def extract(mask: np.ndarray, class_ids, *, confidence: np.ndarray | None = None
     conf = None
     if confidence is not None:
         conf = cv2.resize(np.asarray(confidence, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    lut = np.zeros(256, bool)
-    lut[list(class_ids)] = True
-    instrument_pixels = _Lazy(lambda: lut[small])  # only needed to join parts
+    lut = np.zeros(256, np.uint8)
+    lut[list(class_ids)] = 1
+    instrument_pixels = _Lazy(lambda: cv2.LUT(small, lut))  # only needed to join parts
     out = []
     for c in present:
         binary = (small == c).view(np.uint8)
         n, labels = cv2.connectedComponents(binary, connectivity=8)
         for part in _join_occluded(_components(binary, labels, n), instrument_pixels):
-            if len(part.xs) < min_area:
+            if len(part.pts) < min_area:
                 continue
-            score = float(conf[part.ys, part.xs].mean()) if conf is not None else float("nan")
+            score = float(conf[part.pts[:, 1], part.pts[:, 0]].mean()) if conf is not None else float("nan")
             out.append(_geometry(part, labels, f, (H, W), image, c, score))
     return out
 
@@ -144,44 +144,6 @@ class _Lazy:
         return self._value
 
 
-@dataclass
-class _Part:
-    """Pixels (shrunk coordinates) of one instrument: one component, or several joined across an occluder."""
-
-    xs: np.ndarray  # the first component's pixels come first
-    ys: np.ndarray
-    labels: list[int]  # its components; the first (largest) is where the entry walk starts
-    first_size: int
-
-
-def _components(binary, labels, n) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(label, xs, ys) of each component, largest first."""
-    pts = cv2.findNonZero(binary).reshape(-1, 2)
-    xs, ys = pts[:, 0], pts[:, 1]
-    if n == 2:
-        return [(1, xs, ys)]
-    lbl = labels[ys, xs]
-    order = np.argsort(lbl, kind="stable")
-    bounds = np.cumsum(np.bincount(lbl, minlength=n)[1:])
-    parts = [(k + 1, xs[idx], ys[idx]) for k, idx in enumerate(np.split(order, bounds[:-1]))]
-    return sorted(parts, key=lambda p: -len(p[1]))
-
-
-def _join_occluded(components, instrument_pixels: _Lazy) -> list[_Part]:
-    """Components of one class, largest first; a smaller one lying on a larger one's axis beyond its end, with
-    only instrument pixels (another instrument across it) between them, is joined to it."""
-    parts: list[_Part] = []
-    for k, xs, ys in components:
-        for part in parts:
-            if _continues(part, xs, ys, instrument_pixels):
-                part.xs, part.ys = np.concatenate([part.xs, xs]), np.concatenate([part.ys, ys])
-                part.labels.append(k)
-                break
-        else:
-            parts.append(_Part(xs, ys, [k], len(xs)))
-    return parts
-
-
 def _principal_axis(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     """(centre, unit direction of the largest spread, variance along it, variance across it) of (n, 2) points."""
     centre = pts.mean(axis=0)
@@ -193,20 +155,67 @@ def _principal_axis(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, flo
     return centre, np.array([math.cos(angle), math.sin(angle)]), (mean + root) / n, max(mean - root, 0.0) / n
 
 
-def _continues(part: _Part, xs, ys, instrument_pixels: _Lazy) -> bool:
-    if len(part.xs) < 8:
+class _Part:
+    """Pixels (shrunk coordinates, (n, 2) int32 x, y) of one instrument: one component, or several joined across
+    an occluder; the first (largest) component's pixels come first, the entry walk starts in it."""
+
+    def __init__(self, pts: np.ndarray, label: int):
+        self.pts, self.labels, self.first_size = pts, [label], len(pts)
+        self._axis = None
+
+    @property
+    def axis(self) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
+        """``_principal_axis`` of the pixels, and each pixel's position along the axis (cached)."""
+        if self._axis is None:
+            xy = self.pts.astype(np.float64)
+            centre, d, along_var, across_var = _principal_axis(xy)
+            self._axis = (centre, d, along_var, across_var, (xy - centre) @ d)
+        return self._axis
+
+    def join(self, pts: np.ndarray, label: int) -> None:
+        self.pts = np.concatenate([self.pts, pts])
+        self.labels.append(label)
+        self._axis = None
+
+
+def _components(binary, labels, n) -> list[tuple[int, np.ndarray]]:
+    """(label, (k, 2) int32 pixel coordinates x, y) of each component, largest first."""
+    pts = cv2.findNonZero(binary).reshape(-1, 2)
+    if n == 2:
+        return [(1, pts)]
+    lbl = labels[pts[:, 1], pts[:, 0]]
+    order = np.argsort(lbl, kind="stable")
+    bounds = np.cumsum(np.bincount(lbl, minlength=n)[1:])
+    parts = [(k + 1, pts[idx]) for k, idx in enumerate(np.split(order, bounds[:-1]))]
+    return sorted(parts, key=lambda p: -len(p[1]))
+
+
+def _join_occluded(components, instrument_pixels: _Lazy) -> list[_Part]:
+    """Components of one class, largest first; a smaller one lying on a larger one's axis beyond its end, with
+    only instrument pixels (another instrument across it) between them, is joined to it."""
+    parts: list[_Part] = []
+    for k, pts in components:
+        for part in parts:
+            if _continues(part, pts, instrument_pixels):
+                part.join(pts, k)
+                break
+        else:
+            parts.append(_Part(pts, k))
+    return parts
+
+
+def _continues(part: _Part, pts: np.ndarray, instrument_pixels: _Lazy) -> bool:
+    if len(part.pts) < 8:
         return False
-    pts = np.stack([part.xs, part.ys], 1).astype(np.float64)
-    centre, d, _, across_var = _principal_axis(pts)
+    centre, d, _, across_var, proj = part.axis
     half_width = 2.0 * math.sqrt(max(across_var, 0.25))
-    other = np.array([xs.mean(), ys.mean()]) - centre
+    other = pts.mean(axis=0) - centre
     along, across = float(other @ d), abs(float(other @ np.array([-d[1], d[0]])))
-    proj = (pts - centre) @ d
     end = proj.max() if along > 0 else proj.min()
     if across > 2 * half_width or abs(along) <= abs(end):
         return False
     # between the part's end and the other component's nearest pixel, along the axis: instrument pixels only
-    gap_to = min(((np.stack([xs, ys], 1) - centre) @ d) * np.sign(along))
+    gap_to = min(((pts - centre) @ d) * np.sign(along))
     steps = np.arange(abs(end), gap_to, 0.5) * np.sign(along)
     ij = np.rint(centre[None, :] + steps[:, None] * d[None, :]).astype(np.int64)
     is_instrument = instrument_pixels.get()
@@ -217,28 +226,26 @@ def _continues(part: _Part, xs, ys, instrument_pixels: _Lazy) -> bool:
 
 def _geometry(part: _Part, labels, f, full_hw, image, class_id, score) -> Instrument:
     """One instrument's geometry (see the module docstring), in input pixels."""
-    pts = np.stack([part.xs, part.ys], axis=1)
-    xy = pts.astype(np.float64)  # shrunk pixels
-    centre, d, along_var, across_var = _principal_axis(xy)
-    proj = (xy - centre) @ d
+    centre, d, along_var, across_var, proj = part.axis
     lo, hi = float(proj.min()), float(proj.max())
     h, w = labels.shape
     image_centre = np.array([(w - 1) / 2, (h - 1) / 2])
     if np.hypot(*(centre + d * hi - image_centre)) > np.hypot(*(centre + d * lo - image_centre)):
         d, proj, lo, hi = -d, -proj, -hi, -lo  # orient entry -> tip
-    tip = xy[proj >= hi - max(1.0, TIP_BAND * (hi - lo))].mean(axis=0)
-    start = centre if len(part.labels) == 1 else xy[: part.first_size].mean(axis=0)
+    tip = part.pts[proj >= hi - max(1.0, TIP_BAND * (hi - lo))].mean(axis=0)
+    start = centre if len(part.labels) == 1 else part.pts[: part.first_size].mean(axis=0)
     entry = _walk_to_entry(labels, part.labels[0], start, -d, hi - lo)
     if entry is None:
         entry = centre + d * lo
     H, W = full_hw
-    x0, y0, bw, bh = cv2.boundingRect(pts.astype(np.int32))
+    x0, y0, bw, bh = cv2.boundingRect(part.pts)
+    area = len(part.pts)
 
     def full(p):  # shrunk pixel -> input pixel (centre of the sampled pixel)
         return (float(min(W - 1, p[0] * f + f // 2)), float(min(H - 1, p[1] * f + f // 2)))
 
     return Instrument(
-        class_id=class_id, confidence=score, area_px=int(len(xy) * f * f), area_fraction=len(xy) / (h * w),
+        class_id=class_id, confidence=score, area_px=int(area * f * f), area_fraction=area / (h * w),
         centroid=full(centre), bbox=(x0 * f, y0 * f, min(W, (x0 + bw) * f) - x0 * f, min(H, (y0 + bh) * f) - y0 * f),
         orientation=float(math.atan2(d[1], d[0])),
         elongation=math.sqrt(max(along_var, 1e-9) / max(across_var, 1e-9)),
