@@ -104,12 +104,12 @@ def test_replay_counts_stamps_and_readable_output(tmp_path, engine, tiny_model, 
     assert summary["frames_in_equals_out"] and summary["failed_frames"] == []
     assert summary["storage"] == storage
     written = _read(out)
-    for name in ("activity", "segmentation/mask", "segmentation/overlay"):
+    for name in ("activity", "segmentation/mask", "segmentation/overlay", "instruments", "status"):
         assert len(written[f"/endoarss/{name}"]) == frames, name
     assert len(written["/endoarss/segmentation/info"]) == 1
     # Each output carries its source image's header stamp and frame_id, at the source's bag time.
     source = _image_stamps(bag, image_topic)
-    for name in ("activity", "segmentation/mask"):
+    for name in ("activity", "segmentation/mask", "instruments", "status"):
         got = [(t, stamp_to_ns(m.header.stamp)) for t, m in written[f"/endoarss/{name}"]]
         assert got == source, name
         assert {m.header.frame_id for _, m in written[f"/endoarss/{name}"]} == {"endoscope"}
@@ -207,6 +207,18 @@ def test_undecodable_frames_are_listed_with_their_reason(tmp_path, engine, tiny_
     assert [(f["index"], f["reason"]) for f in summary["failed_frames"]] == [
         (1, "unsupported_encoding"), (2, "truncated_data"), (3, "bad_step")]
     assert summary["ground_truth"] is None
+    # Every frame has a status in the output bag, the undecodable ones with INPUT_REJECTED and their reason.
+    status = {stamp_to_ns(m.header.stamp): m for _, m in _read(tmp_path / "out")["/endoarss/status"]}
+    assert sorted(status) == [stamp_to_ns(m.header.stamp) for m in msgs]
+    for i, reason in ((1, "unsupported_encoding"), (2, "truncated_data"), (3, "bad_step")):
+        s = status[stamp_to_ns(msgs[i].header.stamp)]
+        assert s.flags == 1024 and not s.usable and not s.processed  # PerceptionStatus.INPUT_REJECTED
+        assert s.reasons[0].startswith(f"input_rejected: {reason}") and np.isnan(s.sharpness)
+    for i in (0, 4):
+        s = status[stamp_to_ns(msgs[i].header.stamp)]
+        assert s.processed and not s.flags & 1024 and np.isnan(s.age_ms) and s.processing_ms > 0
+    assert summary["status"]["/cam/image"]["flags"]["INPUT_REJECTED"] == 3
+    assert summary["status"]["/cam/image"]["frames"] == 5 and summary["status"]["/cam/image"]["processed"] == 2
 
 
 def _assert_nothing_written(parent: Path, name: str, before: set[str]):
