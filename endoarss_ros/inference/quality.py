@@ -1,5 +1,5 @@
-"""Image-quality measures of one camera frame, cheap enough to run on every frame (about 1 ms at 1080p on one
-CPU core; numbers in docs/perception_status.md).
+"""Image-quality measures of one camera frame, cheap enough to run on every frame (1-1.5 ms per 1080p frame on the
+2-core CPU the project is tested on; numbers in docs/perception_status.md).
 
 Two views of the frame:
 
