@@ -9,7 +9,7 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 * ``{"op": "wait_ready", "timeout": 60}``: until the node subscribes to every input and publishes every output;
 * ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``:
   publish frames (see ``make_frame``); lockstep waits for each good frame's activity and mask before the next;
-* ``{"op": "transition", "transition": "configure"}`` / ``{"op": "get_state"}``;
+* ``{"op": "transition", "transition": "configure"}`` (or a raw ``"id"`` / ``"label"``) / ``{"op": "get_state"}``;
 * ``{"op": "set_params", "params": {"overlay_alpha": 0.2}}`` / ``{"op": "get_params", "names": [...]}``;
 * ``{"op": "diagnostics", "wait": 2.5}``: the node's newest ``/diagnostics`` values after waiting;
 * ``{"op": "sleep", "seconds": 1}``.
@@ -304,10 +304,14 @@ class Probe:
         ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
         request = ChangeState.Request()
-        request.transition.id = ids[step["transition"]]
+        if "transition" in step:
+            request.transition.id = ids[step["transition"]]
+        else:  # raw, as any client may send it: {"id": 3} and/or {"label": "activate"}
+            request.transition.id = step.get("id", 0)
+            request.transition.label = step.get("label", "")
         response = self._service(ChangeState, "change_state", request, step.get("timeout", 120.0))
-        return {"op": "transition", "transition": step["transition"],
-                "success": bool(response and response.success)}
+        return {"op": "transition", "transition": step.get("transition") or step.get("label") or step.get("id"),
+                "answered": response is not None, "success": bool(response and response.success)}
 
     def op_get_state(self, step):
         from lifecycle_msgs.srv import GetState
