@@ -55,6 +55,19 @@ def _real_jpeg(rng) -> bytes:
     return buf.tobytes()
 
 
+def _real_png(rng) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def _cut(data: bytes, rng) -> bytes:
+    """The header intact (33 bytes), the rest cut short."""
+    return data[:int(rng.integers(40, len(data) // 2))]
+
+
 def _damaged_jpeg(rng) -> bytes:
     real = _real_jpeg(rng)
     scan = real.index(b"\xff\xda")
@@ -79,6 +92,7 @@ COMPRESSED_KINDS = {
 # Pass the header check, fail when the worker decodes them (reason corrupt_compressed).
 WORKER_KINDS = {
     "png_bad_idat": ("corrupt_compressed", lambda rng: ("png", _png(WIDTH, HEIGHT, _garbage(rng, 0x78)))),
+    "png_truncated": ("corrupt_compressed", lambda rng: ("png", _cut(_real_png(rng), rng))),
     "jpeg_damaged_scan": ("corrupt_compressed", lambda rng: ("jpeg", _damaged_jpeg(rng))),
 }
 # kind -> (reason, fields builder(rng) -> dict of Image fields)

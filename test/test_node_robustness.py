@@ -149,7 +149,8 @@ def test_half_precision_on_a_cpu_is_one_clear_line(start_node, probe):  # noqa: 
     assert node.proc.wait(120) == 1, "autostart with fp16 on a CPU must exit with an error"
     errors = [line for line in node.output().splitlines() if "ERROR" in line]
     assert len(errors) == 1, errors
-    assert "configure failed: precision fp16 needs a CUDA device, and device 'cpu' is cpu" in errors[0]
+    assert "configure failed: precision fp16 needs a CUDA device, and device:=cpu (it would run on cpu); set " \
+           "precision:=fp32" in errors[0]
 
     node = start_node("precision:=bf16", "device:=auto", autostart=False)
     result = probe(node, [{"op": "transition", "transition": "configure"},
@@ -157,5 +158,5 @@ def test_half_precision_on_a_cpu_is_one_clear_line(start_node, probe):  # noqa: 
     assert result["steps"][0]["success"] is False
     diag = result["diagnostics"]
     assert diag["_level"] == 2 and "precision bf16 needs a CUDA device" in diag["_message"]
-    assert "(auto: no CUDA device here)" in diag["configure_error"] and diag["errors.configure"] == "1"
+    assert "device:=auto found none here" in diag["configure_error"] and diag["errors.configure"] == "1"
     assert node.alive()

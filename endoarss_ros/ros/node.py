@@ -198,9 +198,9 @@ class PerceptionNode(LifecycleNode):
         except (RuntimeError, ValueError) as e:
             return f"device {s.device!r}: {e}"
         if s.precision != "fp32" and device.type != "cuda":
-            why = " (auto: no CUDA device here)" if s.device == "auto" else ""
-            return (f"precision {s.precision} needs a CUDA device, and device {s.device!r} is {device}{why}; "
-                    "set precision:=fp32 (or device:=cuda on a machine with a GPU)")
+            where = "device:=auto found none here" if s.device == "auto" else f"device:={s.device}"
+            return (f"precision {s.precision} needs a CUDA device, and {where} (it would run on {device}); "
+                    "set precision:=fp32, or device:=cuda on a machine with a GPU")
         return None
 
     @_logged
