@@ -343,6 +343,23 @@ class Probe:
         return {"op": "diagnostics", "values": self.diagnostics}
 
 
+def run_client(node_name: str, work) -> int:
+    """A client process: ``work(node)`` with a fresh rclpy node (our Fast DDS profile), its result printed as one
+    JSON line."""
+    fastdds.apply_profile()
+    import rclpy
+
+    rclpy.init()
+    try:
+        node = rclpy.create_node(node_name)
+        result = work(node)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan", help="plan JSON file")
@@ -350,23 +367,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.plan) as f:
         plan = json.load(f)
-    fastdds.apply_profile()
-    import rclpy
 
-    rclpy.init()
-    try:
-        node = rclpy.create_node("endoarss_probe")
+    def work(node):
         probe = Probe(node, plan)
         steps = probe.run()
-        result = {"steps": steps, "sent": probe.sent, "received": probe.received, "diagnostics": probe.diagnostics}
         if args.save_images:
             np.savez_compressed(args.save_images, **{f"mask_{k}": v for k, v in probe.masks.items()},
                                 **{f"overlay_{k}": v for k, v in probe.overlays.items()})
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown()
-    print(json.dumps(result), flush=True)
-    return 0
+        return {"steps": steps, "sent": probe.sent, "received": probe.received, "diagnostics": probe.diagnostics}
+    return run_client("endoarss_probe", work)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from endoarss_ros.ros import fastdds
+from endoarss_ros.ros.probe import run_client, test_image
 
 WIDTH, HEIGHT = 64, 48
 
@@ -116,8 +116,6 @@ RAW_KINDS = {
 
 def _valid(transport: str, rng, stamp):
     from sensor_msgs.msg import CompressedImage, Image
-
-    from endoarss_ros.ros.probe import test_image
 
     rgb = test_image(int(rng.integers(0, 1000)), WIDTH, HEIGHT)
     if transport == "compressed":
@@ -232,18 +230,7 @@ class Fuzzer:
 
 def main(argv: list[str]) -> int:
     plan = json.loads(argv[0])
-    fastdds.apply_profile()
-    import rclpy
-
-    rclpy.init()
-    try:
-        node = rclpy.create_node("endoarss_fuzz_client")
-        result = Fuzzer(node, plan).run()
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown()
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_client("endoarss_fuzz_client", lambda node: Fuzzer(node, plan).run())
 
 
 if __name__ == "__main__":
