@@ -18,7 +18,6 @@ import time
 import zlib
 
 import numpy as np
-
 from endoarss_ros.ros.probe import run_client, test_image
 
 WIDTH, HEIGHT = 64, 48
