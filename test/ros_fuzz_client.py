@@ -18,7 +18,8 @@ import time
 import zlib
 
 import numpy as np
-from endoarss_ros.ros.probe import run_client, test_image
+
+from test.node_probe import run_client, test_image
 
 WIDTH, HEIGHT = 64, 48
 
