@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from test.node_probe import run_client, test_image
+from test.node_probe import run_client, synthetic_image
 
 WIDTH, HEIGHT = 64, 48
 
@@ -117,7 +117,7 @@ RAW_KINDS = {
 def _valid(transport: str, rng, stamp):
     from sensor_msgs.msg import CompressedImage, Image
 
-    rgb = test_image(int(rng.integers(0, 1000)), WIDTH, HEIGHT)
+    rgb = synthetic_image(int(rng.integers(0, 1000)), WIDTH, HEIGHT)
     if transport == "compressed":
         import cv2
 
