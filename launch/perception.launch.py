@@ -5,6 +5,9 @@
     ros2 launch endoarss_ros perception.launch.py image_transport:=compressed image:=/camera/image_raw
 
 Outputs: /<namespace>/activity, /<namespace>/segmentation/{mask,overlay,info}, /diagnostics.
+The image topic is normalised once for both remaps (a trailing slash is dropped; an invalid name is an error);
+rviz:=true checks that RViz 2 is installed before anything starts. When the node exits with an error (e.g. its
+model cannot be loaded) the launch ends and `ros2 launch` exits non-zero.
 Every endoarss process (and RViz started from here) uses the shipped Fast DDS profile unless
 FASTRTPS_DEFAULT_PROFILES_FILE is already set: its 16 MiB shared-memory segment is what lets 1080p frames
 through with best-effort QoS.
@@ -15,10 +18,12 @@ import os
 from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, Shutdown
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from endoarss_ros.ros.launch_checks import node_exit_problem, normalise_topic, rviz_problem
 
 PACKAGE = "endoarss_ros"
 
@@ -32,22 +37,41 @@ def _share_dir() -> Path:
         return Path(__file__).resolve().parents[1]
 
 
-def _perception_node(context, *args, **kwargs):
+def _launch_actions(context, *args, **kwargs):
+    """Everything is checked before anything starts: a bad argument or a missing RViz starts nothing."""
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
+    image = normalise_topic(arg("image"), "image")
+    rviz = arg("rviz") == "true"
+    if rviz and (problem := rviz_problem()):
+        raise RuntimeError(problem)
     overrides = {}
     for name in ("model", "device"):
         if arg(name):  # empty: keep the params file's value
             overrides[name] = arg(name)
     overrides["image_transport"] = arg("image_transport")
-    image = arg("image")
-    remappings = [("image", image), ("image/compressed", image.rstrip("/") + "/compressed")]
-    return [Node(
+    remappings = [("image", image), ("image/compressed", image + "/compressed")]
+    perception = Node(
         package=PACKAGE, executable="perception_node", name="endoarss_perception", namespace=arg("namespace"),
         parameters=[arg("params_file"), overrides], remappings=remappings, output="screen", emulate_tty=True,
         additional_env={"PYTHONUNBUFFERED": "1"},
-    )]
+    )
+    actions = [perception, RegisterEventHandler(OnProcessExit(target_action=perception, on_exit=_on_node_exit))]
+    if rviz:
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                            arguments=["-d", str(_share_dir() / "config" / "endoarss.rviz")]))
+    return actions
+
+
+def _on_node_exit(event, context):
+    """The node ended on its own: a failure (e.g. configure failed) fails the launch; a clean end ends it."""
+    problem = node_exit_problem(event.action.name, event.returncode, context.is_shutdown)
+    if problem:
+        raise RuntimeError(problem)  # launch logs it, shuts everything down and exits 1
+    if not context.is_shutdown:
+        return [Shutdown(reason=f"{event.action.name} exited")]
+    return None
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -66,11 +90,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image_transport", default_value="raw", choices=["raw", "compressed"],
                               description="raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
-                              description="Start RViz showing the image, the overlay and the mask"),
+                              description="Start RViz showing the image, the overlay and the mask (needs rviz2)"),
         # The node applies the same profile itself; setting it here covers RViz and anything else launched.
         SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
-        OpaqueFunction(function=_perception_node),
-        Node(package="rviz2", executable="rviz2", name="rviz2",
-             arguments=["-d", str(share / "config" / "endoarss.rviz")],
-             condition=IfCondition(LaunchConfiguration("rviz"))),
+        OpaqueFunction(function=_launch_actions),
     ])

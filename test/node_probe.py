@@ -10,7 +10,7 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 * ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``:
   publish frames (see ``make_frame``); lockstep waits for each good frame's activity, mask and status before
   the next (for a bad frame: its status);
-* ``{"op": "transition", "transition": "configure"}`` / ``{"op": "get_state"}``;
+* ``{"op": "transition", "transition": "configure"}`` (or a raw ``"id"`` / ``"label"``) / ``{"op": "get_state"}``;
 * ``{"op": "set_params", "params": {"overlay_alpha": 0.2}}`` / ``{"op": "get_params", "names": [...]}``;
 * ``{"op": "diagnostics", "wait": 2.5}``: the node's newest ``/diagnostics`` values after waiting;
 * ``{"op": "sleep", "seconds": 1}``.
@@ -344,10 +344,14 @@ class Probe:
         ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
         request = ChangeState.Request()
-        request.transition.id = ids[step["transition"]]
+        if "transition" in step:
+            request.transition.id = ids[step["transition"]]
+        else:  # raw, as any client may send it: {"id": 3} and/or {"label": "activate"}
+            request.transition.id = step.get("id", 0)
+            request.transition.label = step.get("label", "")
         response = self._service(ChangeState, "change_state", request, step.get("timeout", 120.0))
-        return {"op": "transition", "transition": step["transition"],
-                "success": bool(response and response.success)}
+        return {"op": "transition", "transition": step.get("transition") or step.get("label") or step.get("id"),
+                "answered": response is not None, "success": bool(response and response.success)}
 
     def op_get_state(self, step):
         from lifecycle_msgs.srv import GetState
@@ -379,6 +383,23 @@ class Probe:
         return {"op": "diagnostics", "values": self.diagnostics}
 
 
+def run_client(node_name: str, work) -> int:
+    """A client process: ``work(node)`` with a fresh rclpy node (our Fast DDS profile), its result printed as one
+    JSON line."""
+    fastdds.apply_profile()
+    import rclpy
+
+    rclpy.init()
+    try:
+        node = rclpy.create_node(node_name)
+        result = work(node)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan", help="plan JSON file")
@@ -386,23 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.plan) as f:
         plan = json.load(f)
-    fastdds.apply_profile()
-    import rclpy
 
-    rclpy.init()
-    try:
-        node = rclpy.create_node("endoarss_probe")
+    def work(node):
         probe = Probe(node, plan)
         steps = probe.run()
-        result = {"steps": steps, "sent": probe.sent, "received": probe.received, "diagnostics": probe.diagnostics}
         if args.save_images:
             np.savez_compressed(args.save_images, **{f"mask_{k}": v for k, v in probe.masks.items()},
                                 **{f"overlay_{k}": v for k, v in probe.overlays.items()})
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown()
-    print(json.dumps(result), flush=True)
-    return 0
+        return {"steps": steps, "sent": probe.sent, "received": probe.received, "diagnostics": probe.diagnostics}
+    return run_client("endoarss_probe", work)
 
 
 if __name__ == "__main__":

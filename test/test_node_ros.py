@@ -31,7 +31,7 @@ def tiny_model(tmp_path_factory):
 class NodeProcess:
     """``endoarss-perception`` in its own process, in a namespace of its own."""
 
-    def __init__(self, tmp_path, env, model, *params: str, autostart=True):
+    def __init__(self, tmp_path, env, model, *params: str, autostart=True, ros_args=()):
         self.ns = "/t" + uuid.uuid4().hex[:8]
         self.name = f"{self.ns}/endoarss_perception"
         self.log_path = tmp_path / f"node{self.ns.replace('/', '_')}.log"
@@ -40,6 +40,7 @@ class NodeProcess:
                 "-p", f"autostart:={str(autostart).lower()}"]
         for p in params:
             args += ["-p", p]
+        args += list(ros_args)  # e.g. ["--params-file", path]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -66,8 +67,8 @@ class NodeProcess:
 def start_node(tmp_path, child_env, tiny_model):
     nodes = []
 
-    def start(*params, model=tiny_model, autostart=True):
-        node = NodeProcess(tmp_path, child_env, model, *params, autostart=autostart)
+    def start(*params, model=tiny_model, autostart=True, ros_args=()):
+        node = NodeProcess(tmp_path, child_env, model, *params, autostart=autostart, ros_args=ros_args)
         nodes.append(node)
         return node
 

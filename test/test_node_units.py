@@ -171,3 +171,15 @@ def test_diagnostics_report_counters_rates_and_latency():
 def test_launch_files_parse():
     py_compile.compile(str(REPO / "launch" / "perception.launch.py"), doraise=True)
     py_compile.compile(str(REPO / "test" / "launch" / "test_perception_launch.py"), doraise=True)
+
+
+def test_sequence_gaps_count_skipped_frames_of_one_publisher():
+    from endoarss_ros.ros.input_loss import SequenceGaps
+
+    gaps = SequenceGaps()
+    assert [gaps.lost(n, 1) for n in (5, 6, 9, 10, 20)] == [0, 0, 2, 0, 9]  # the first one is the baseline
+    assert gaps.lost(3, 1) == 0  # a restarted publisher starts again
+    assert gaps.lost(5, 1) == 1
+    assert gaps.lost(9, 2) is None  # two publishers interleave their numbers: not countable
+    assert gaps.lost(12, 1) == 0  # back to one: a new baseline, no gap invented across the pause
+    assert gaps.lost(None, 1) is None  # a middleware without sequence numbers

@@ -129,7 +129,8 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
     values["status.usable_fraction"] = fmt(counters.get("status.usable", 0) / published if published else None)
     for key in ("status.published", "status.usable", *(f"status.flag.{f}" for f in FLAGS)):
         values[key] = str(counters.get(key, 0))
-    for key in ("frames.received", "frames.published", "dropped.replaced", "errors.inference"):
+    for key in ("frames.received", "frames.published", "dropped.replaced", "dropped.lost_before_callback",
+                "errors.inference"):
         values[key] = str(counters.get(key, 0))
     for reason in FRAME_ERROR_REASONS:
         values[f"rejected.{reason}"] = str(counters.get(f"rejected.{reason}", 0))
@@ -139,7 +140,9 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
     values["last_error"] = snap["last_error"]
 
     status = DiagnosticStatus(name=name, hardware_id=hardware_id)
-    if not active:
+    if not active and info.get("configure_error"):
+        status.level, status.message = DiagnosticStatus.ERROR, "configure failed: " + info["configure_error"]
+    elif not active:
         status.level, status.message = DiagnosticStatus.OK, f"not active ({info.get('lifecycle_state', '?')})"
     elif counters.get("errors.inference", 0) and snap["output_rate_hz"] == 0.0:
         status.level, status.message = DiagnosticStatus.ERROR, "inference failing: " + snap["last_error"]

@@ -5,8 +5,13 @@
 * deactivate: stop the subscriptions and the worker; publishers go quiet;
 * cleanup: free the model (and the GPU memory it held).
 
-Subscription callbacks only validate and park the newest frame per camera; one worker thread runs the shared
-pipeline (``endoarss_ros.inference``) and publishes every result with its input image's header.
+Subscription callbacks only validate and park the newest frame per camera (compressed frames by their header:
+a bad frame never displaces a good pending one); one worker thread runs the shared pipeline
+(``endoarss_ros.inference``) and publishes every result with its input image's header. Every frame is accounted
+for in /diagnostics: published, rejected by reason, replaced by a newer one, or lost before the callback.
+
+A lifecycle transition that is not available in the current state is refused (the ChangeState reply says
+``success: false``) and logged; rclpy itself would raise out of the executor and end the process.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
+from endoarss_ros.inference.frames import FrameError, check_compressed, quiet_opencv_log
 from endoarss_ros.inference.message_fields import (
     OUTPUT_BY_KEY,
     OUTPUTS,
@@ -32,6 +38,7 @@ from endoarss_ros.inference.status import lost_frame_status
 from endoarss_ros.ros import conversions, params, qos
 from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
 from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
+from endoarss_ros.ros.input_loss import SequenceGaps
 
 NODE_NAME = "endoarss_perception"
 LOG_THROTTLE_S = 2.0
@@ -90,6 +97,7 @@ class PerceptionNode(LifecycleNode):
         self._engine = None
         self._outputs: list[CameraOutputs] = []
         self._subscriptions_in: list = []
+        self._gaps: list[SequenceGaps] = []
         self._slots = None
         self._worker = None
         self._streams: list = []  # one inference.stream.CameraStream per camera while active
@@ -99,11 +107,15 @@ class PerceptionNode(LifecycleNode):
         self._state_label = "unconfigured"
         self._last_log: dict[tuple, float] = {}
         self._suppressed: dict[tuple, int] = {}
+        self._configure_error = ""
         super().__init__(NODE_NAME, **kwargs)
+        self.stats = NodeStats()
         params.declare_all(self)
+        self._unknown_parameters = self._warn_unknown_parameters()
         self.settings = params.Settings.from_node(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stats = NodeStats()
+        self._guard_change_state_service()
+        quiet_opencv_log()  # undecodable frames are reported by the node's own (throttled) log
         # Not a lifecycle publisher: diagnostics report the node in every state.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # On the steady clock: with use_sim_time the node's clock stops when a bag does, diagnostics must not.
@@ -113,6 +125,21 @@ class PerceptionNode(LifecycleNode):
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ---- parameters ------------------------------------------------------------------------------
+    def _warn_unknown_parameters(self) -> list[str]:
+        """rclpy silently ignores a -p or params-file value for a name that is never declared (a typo like
+        ``modle``): say so once, naming it and the parameters there are."""
+        import difflib
+
+        known = sorted(self._parameters)
+        unknown = sorted(set(self._parameter_overrides) - set(known))
+        if unknown:
+            hints = [f"{name!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+                name, known, n=1)) else "") for name in unknown]
+            self.get_logger().warning(
+                f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)} ignored; "
+                f"the parameters of {NODE_NAME} are: {', '.join(known)}")
+        return unknown
+
     def _on_set_parameters(self, changed):
         for p in changed:
             reason = params.validate(p.name, p.value)
@@ -143,27 +170,73 @@ class PerceptionNode(LifecycleNode):
                 for _ in s.cameras]
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    @_logged
-    def on_configure(self, state):
-        log = self.get_logger()
+    def _guard_change_state_service(self) -> None:
+        service = getattr(self, "_service_change_state", None)  # absent without the communication interface
+        if service is not None:
+            service.callback = self._refuse_unavailable_transition(service.callback)
+
+    def _refuse_unavailable_transition(self, change_state):
+        """Wrap rclpy's ChangeState handler: an unavailable transition gets ``success: false`` and a warning."""
+        def on_change_state(request, response):
+            transition = request.transition
+            available = {tid: label for tid, label, *_ in self._state_machine.available_transitions}
+            wanted = transition.label or transition.id
+            allowed = transition.label in available.values() if transition.label else transition.id in available
+            if not allowed:
+                state = self._state_machine.current_state[1]
+                self.stats.count("lifecycle.refused_transitions")
+                self.get_logger().warning(
+                    f"refused lifecycle transition {wanted!r}: not available in state {state!r} (available: "
+                    + ", ".join(f"{label} [{tid}]" for tid, label in sorted(available.items())) + ")")
+                response.success = False
+                return response
+            return change_state(request, response)
+        return on_change_state
+
+    def _configure_failed(self, text: str):
+        """One error line, the reason in /diagnostics (published now: with autostart the process exits)."""
+        self.get_logger().error(f"configure failed: {text}")
+        self._configure_error = text
+        self.stats.error("configure", text)
+        self._release_engine()
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.FAILURE
+
+    def _settings_problem(self) -> str | None:
+        """Why the parameters cannot be configured (None when they can): values, device and precision."""
         for spec in params.SPECS:
             reason = params.validate(spec.name, params.current_value(self, spec.name))
             if reason is not None:
-                log.error(f"configure failed: invalid parameter: {reason}")
-                return TransitionCallbackReturn.FAILURE
+                return f"invalid parameter: {reason}"
+        s = params.Settings.from_node(self)
+        from endoarss_ros.inference.engine import resolve_device
+
+        try:
+            device = resolve_device(s.device)
+        except (RuntimeError, ValueError) as e:
+            return f"device {s.device!r}: {e}"
+        if s.precision != "fp32" and device.type != "cuda":
+            where = "device:=auto found none here" if s.device == "auto" else f"device:={s.device}"
+            return (f"precision {s.precision} needs a CUDA device, and {where} (it would run on {device}); "
+                    "set precision:=fp32, or device:=cuda on a machine with a GPU")
+        return None
+
+    @_logged
+    def on_configure(self, state):
+        log = self.get_logger()
+        problem = self._settings_problem()
+        if problem is not None:
+            return self._configure_failed(problem)
         self.settings = s = params.Settings.from_node(self)
         path = params.resolve_model_path(s.model)
         if not path.is_file():
             why = "it is a directory" if path.is_dir() else "no such file"
-            log.error(f"configure failed: cannot load the model file {path.absolute()} ({why}; "
-                      f"parameter model={s.model!r}). Set -p model:=/path/to/weights.safetensors")
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f"cannot load the model file {path.absolute()} ({why}; parameter "
+                                          f"model={s.model!r}). Set -p model:=/path/to/weights.safetensors")
         try:
             self._engine = self._create_engine(path, s)
         except Exception as e:  # noqa: BLE001 - any load failure is reported, the node stays up
-            log.error(f"configure failed: cannot load the model file {path}: {type(e).__name__}: {e}")
-            self._release_engine()
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f"cannot load the model file {path}: {type(e).__name__}: {e}")
         engine = self._engine
         self._seg_names, self._activity_names = list(engine.seg_classes), list(engine.activity_classes)
         if s.class_names_file:
@@ -171,9 +244,7 @@ class PerceptionNode(LifecycleNode):
                 seg, act = params.load_class_names(s.class_names_file, len(self._seg_names),
                                                    len(self._activity_names))
             except ValueError as e:
-                log.error(f"configure failed: {e}")
-                self._release_engine()
-                return TransitionCallbackReturn.FAILURE
+                return self._configure_failed(str(e))
             self._seg_names = seg or self._seg_names
             self._activity_names = act or self._activity_names
         try:
@@ -191,14 +262,13 @@ class PerceptionNode(LifecycleNode):
                 engine.warmup(sizes=[s.warmup_size], batch=min(len(s.cameras), s.max_batch))
                 log.info(f"warm-up at {s.warmup_size[1]}x{s.warmup_size[0]}: {time.monotonic() - t0:.1f} s")
             except Exception as e:  # noqa: BLE001
-                log.error(f"configure failed: warm-up of {path} on {engine.device} failed: "
-                          f"{type(e).__name__}: {e}")
-                self._release_engine()
-                return TransitionCallbackReturn.FAILURE
+                return self._configure_failed(f"warm-up of {path} on {engine.device} failed: "
+                                              f"{type(e).__name__}: {e}")
         self._outputs = [self._create_outputs(cam) for cam in s.cameras]
         log.info(f"configured: model {path} on {engine.device} ({s.precision}, {engine.backend}); "
                  f"{len(self._seg_names)} segmentation classes, {len(self._activity_names)} activities; "
                  f"{len(s.cameras)} camera(s), {s.image_transport} input")
+        self._configure_error = ""
         self._state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -238,6 +308,7 @@ class PerceptionNode(LifecycleNode):
         self._streams = self._make_streams()  # instruments.classes was checked at configure
         for out in self._outputs:
             self._publish_info(out, frame_id="")
+        self._gaps = [SequenceGaps() for _ in s.cameras]
         self._slots = LatestFrameSlots(len(s.cameras), on_replaced=self._on_replaced)
         self._worker = Worker(self._slots, self._process, self._on_worker_error,
                               batch_window=lambda: self.settings.batch_window_ms / 1000.0)
@@ -251,8 +322,9 @@ class PerceptionNode(LifecycleNode):
             else:
                 topic = cam.input_topic("image")
                 msg_type, callback = Image, self._image_callback(cam.index)
-            self._subscriptions_in.append(self.create_subscription(
-                msg_type, topic, callback, in_qos, event_callbacks=qos.subscription_events(log, topic)))
+            events = qos.subscription_events(log, topic, on_lost=self._count_dds_lost)
+            self._subscriptions_in.append(self.create_subscription(msg_type, topic, callback, in_qos,
+                                                                   event_callbacks=events))
         names = ", ".join(sub.topic_name for sub in self._subscriptions_in)
         log.info(f"active: listening on {names} ({s.input_reliability}, depth {s.input_depth})")
         self._state_label = "active"
@@ -319,9 +391,8 @@ class PerceptionNode(LifecycleNode):
 
     # ---- input -----------------------------------------------------------------------------------
     def _image_callback(self, camera: int):
-        def on_image(msg):
-            received = time.monotonic()
-            self.stats.received()
+        def on_image(msg, info):
+            received = self._count_input(camera, info)
             try:
                 # Validation only (no copy): a bad frame never displaces a good pending one.
                 frame = conversions.frame_from_image(msg, max_pixels=self.settings.max_input_pixels)
@@ -334,13 +405,44 @@ class PerceptionNode(LifecycleNode):
         return on_image
 
     def _compressed_callback(self, camera: int):
-        def on_compressed(msg):
-            received = time.monotonic()
-            self.stats.received()
+        def on_compressed(msg, info):
+            received = self._count_input(camera, info)
+            try:
+                # The header only (microseconds, whatever size it claims): decoding is the worker's job.
+                check_compressed(msg.format, msg.data, max_pixels=self.settings.max_input_pixels)
+            except FrameError as e:
+                self._reject(camera, msg, e)
+                return
             slots = self._slots
-            if slots is not None:  # decoding costs milliseconds: the worker does it
+            if slots is not None:
                 slots.put(PendingFrame(camera, msg, None, received))
         return on_compressed
+
+    def _count_input(self, camera: int, info) -> float:
+        """Count a received frame and the frames its publisher sent since the previous one that never arrived
+        (sequence gaps, see ``input_loss``). Returns the receipt time."""
+        received = time.monotonic()
+        self.stats.received()
+        subs = self._subscriptions_in
+        publishers = subs[camera].get_publisher_count() if camera < len(subs) else 1
+        lost = self._gaps[camera].lost(info.get("publication_sequence_number"), publishers)
+        if lost is None:
+            self.stats.count("input.loss_not_countable")
+        elif lost:
+            self.stats.dropped("lost_before_callback", lost)
+        return received
+
+    def _count_dds_lost(self, samples: int) -> None:
+        self.stats.count("input.dds_samples_lost", samples)
+
+    def report_callback_error(self, error: Exception) -> None:
+        """A callback raised out of the executor: log it (throttled) and count it; the node goes on."""
+        import traceback
+
+        text = f"{type(error).__name__}: {error}"
+        self.stats.error("callback", text)
+        self._log_throttled(("callback", type(error).__name__), "error",
+                            f"a callback raised {text}; the node goes on\n" + traceback.format_exc())
 
     def _reject(self, camera: int, msg, error: Exception):
         reason = getattr(error, "reason", "invalid")
@@ -454,6 +556,8 @@ class PerceptionNode(LifecycleNode):
             "cameras": ", ".join(c.label for c in s.cameras),
             "image_transport": s.image_transport,
             "process_rss_mb": f"{_rss_mb() or 0:.1f}",
+            "configure_error": self._configure_error,
+            "unknown_parameters": ", ".join(self._unknown_parameters),
         }
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

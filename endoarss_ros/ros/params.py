@@ -14,6 +14,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from endoarss_ros.inference.frames import MAX_DECODE_PIXELS
 from endoarss_ros.inference.instruments import InstrumentSettings
 from endoarss_ros.inference.options import BACKENDS, PRECISIONS  # the engine's lists, in its fallback order
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
@@ -66,7 +67,7 @@ SPECS: tuple[Spec, ...] = (
          "frame is not slow; [] or [0, 0] skips the warm-up.", read_only=True,
          array_type=ParameterType.PARAMETER_INTEGER_ARRAY),
     Spec("max_input_pixels", 3840 * 2160, "Frames with more pixels (width * height) are rejected "
-         "(reason too_large) before any copy.", int_range=(1, 1 << 28)),
+         "(reason too_large) before any copy or decoding.", int_range=(1, MAX_DECODE_PIXELS)),
     Spec("overlay_alpha", 0.5, "Opacity of the class colours on segmentation/overlay (0: the image, "
          "1: colours only).", float_range=(0.0, 1.0)),
     Spec("overlay_annotations", True, "Draw each instrument's box, axis, tip and id, the activity, the frame's "

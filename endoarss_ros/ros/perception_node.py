@@ -6,6 +6,7 @@ needs neither ROS nor torch.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 USAGE = """usage: endoarss-perception [--ros-args ...]
@@ -28,37 +29,43 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv[:ros_start]):
         print(USAGE)
         return 0
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before ROS was up (imports, parsing): nothing to clean up
+        return 0
 
+
+def _run(argv: list[str]) -> int:
+    problem = params_file_problem(argv)
+    if problem:
+        print(f"endoarss-perception: {problem}", file=sys.stderr)
+        return 1
     from endoarss_ros.ros import fastdds
 
     fastdds.apply_profile()  # before the first participant exists
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
 
     from endoarss_ros.ros.node import PerceptionNode
 
-    rclpy.init(args=["endoarss-perception", *argv])
     node = None
     code = 0
     try:
+        rclpy.init(args=["endoarss-perception", *argv])
         node = PerceptionNode()
-        if node.settings.autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: configure failed (see above); exiting")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: activate failed (see above); exiting")
-                return 1
+        if node.settings.autostart and not _autostart(node):
+            return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        _spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # noqa: BLE001 - e.g. an out-of-range parameter at start: say it plainly
-        print(f"endoarss-perception: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"endoarss-perception: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
         code = 1
     finally:
+        # A second Ctrl-C (or `timeout` and `ros2 launch` both signalling) must not cut the clean-up short.
+        _ignore_interrupts()
         if node is not None:
             try:
                 node.trigger_shutdown()
@@ -66,7 +73,67 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_interrupts()  # rclpy.shutdown put back the handler that raises KeyboardInterrupt
     return code
+
+
+def _autostart(node) -> bool:
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+        if trigger() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal(f"autostart: {name} failed (see above); exiting")
+            return False
+    return True
+
+
+def _spin(node, executor) -> None:
+    """Spin until shutdown. A callback that raises is reported and the node goes on serving: nothing a client
+    sends (a service request, a parameter, a message) may end the process."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    while rclpy.ok(context=node.context):
+        try:
+            executor.spin_once(timeout_sec=1.0)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as e:  # noqa: BLE001
+            node.report_callback_error(e)
+
+
+def _ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def params_file_problem(argv: list[str]) -> str | None:
+    """Why a ``--params-file`` among the ROS arguments cannot be used (None when all are readable YAML
+    mappings). rcl would otherwise fail inside ``rclpy.init`` with a traceback and no line number."""
+    import yaml
+
+    ros_args = argv[argv.index("--ros-args") + 1:] if "--ros-args" in argv else []
+    files = [ros_args[i + 1] for i, a in enumerate(ros_args[:-1]) if a == "--params-file"]
+    for path in files:
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        except OSError as e:
+            return f"cannot read the parameters file {path}: {e.strerror or e}"
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(e, "problem", None) or _first_line(e)
+            return f"the parameters file {path} is not valid YAML{where}: {what}"
+        if not isinstance(data, dict):
+            return (f"the parameters file {path} must be a mapping of node names to ros__parameters "
+                    f"(see config/perception.yaml), not {type(data).__name__}")
+    return None
 
 
 if __name__ == "__main__":

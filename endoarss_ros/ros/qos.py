@@ -31,8 +31,10 @@ def _policy_name(policy_id) -> str:
         return str(policy_id)
 
 
-def subscription_events(logger, topic: str) -> SubscriptionEventCallbacks:
-    """Warn (throttled) when a publisher cannot be matched: the most common reason for 'no output'."""
+def subscription_events(logger, topic: str, on_lost=None) -> SubscriptionEventCallbacks:
+    """Warn (throttled) when a publisher cannot be matched: the most common reason for 'no output'.
+    ``on_lost(n)`` hears the middleware's "message lost" event (samples it knows were lost in transport; Fast
+    DDS does not count samples replaced in the subscription's queue, nor any over shared memory)."""
     def on_incompatible(event):
         policy = _policy_name(event.last_policy_kind)
         logger.warning(
@@ -41,7 +43,11 @@ def subscription_events(logger, topic: str) -> SubscriptionEventCallbacks:
             "input_qos.reliability:=reliable while the camera publishes best effort; use best_effort (default).",
             throttle_duration_sec=5.0)
 
-    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+    def on_message_lost(event):
+        if on_lost is not None and event.total_count_change > 0:
+            on_lost(event.total_count_change)
+
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible, message_lost=on_message_lost)
 
 
 def publisher_events(logger, topic: str) -> PublisherEventCallbacks:

@@ -1,0 +1,56 @@
+"""Checks behind launch/perception.launch.py, kept here so they are tested without the launch tools.
+
+* ``normalise_topic``: one spelling of a topic argument for both remaps (``image`` and ``image/compressed``),
+  so ``image:=/robot/left/image_raw/`` works instead of killing the node with "Couldn't parse remap rule";
+* ``rviz_problem``: whether RViz 2 can be started, checked before anything is launched;
+* ``node_exit_problem``: whether the node's exit must end the launch with a failure.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+RVIZ_PACKAGE = "rviz2"
+
+
+def normalise_topic(value: str, argument: str = "image") -> str:
+    """``value`` without surrounding spaces, repeated or trailing slashes; ValueError naming the argument when
+    it is still not a valid ROS topic name."""
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    name = re.sub(r"/{2,}", "/", str(value).strip())
+    if len(name) > 1:
+        name = name.rstrip("/")
+    try:
+        validate_topic_name(name)
+    except InvalidTopicNameException as e:
+        why = str(e).strip().splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
+        raise ValueError(f"{argument}:={value!r} is not a valid topic name: {why}") from None
+    return name
+
+
+def rviz_problem(environ=None) -> str | None:
+    """Why ``rviz:=true`` cannot work here (None when the rviz2 executable is installed)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    environ = os.environ if environ is None else environ
+    try:
+        prefix = get_package_prefix(RVIZ_PACKAGE)
+    except (PackageNotFoundError, LookupError, ValueError):
+        where = environ.get("AMENT_PREFIX_PATH", "") or "(AMENT_PREFIX_PATH is empty)"
+        return (f"rviz:=true needs RViz 2, and the package {RVIZ_PACKAGE} is not installed here (searched "
+                f"{where}). Install it (e.g. `sudo apt install ros-jazzy-rviz2`) or launch with rviz:=false")
+    executable = os.path.join(prefix, "lib", RVIZ_PACKAGE, RVIZ_PACKAGE)
+    if not os.access(executable, os.X_OK):
+        return f"rviz:=true needs {executable}, which is missing or not executable: reinstall {RVIZ_PACKAGE}"
+    return None
+
+
+def node_exit_problem(name: str, returncode: int | None, shutting_down: bool) -> str | None:
+    """Why the node's exit must fail the launch (None when it must not): any non-zero code that launch's own
+    shutdown did not cause (a failed configure exits 1)."""
+    if shutting_down or returncode == 0:
+        return None
+    return (f"{name} exited with code {returncode} (see its log above); ending the launch with a failure "
+            "instead of leaving the rest running without perception")
