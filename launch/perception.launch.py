@@ -4,7 +4,10 @@
     ros2 launch endoarss_ros perception.launch.py model:=/data/endoarss.safetensors device:=cuda:0 rviz:=true
     ros2 launch endoarss_ros perception.launch.py image_transport:=compressed image:=/camera/image_raw
 
-Outputs: /<namespace>/activity, /<namespace>/segmentation/{mask,overlay,info}, /diagnostics.
+    ros2 launch endoarss_ros perception.launch.py use_sim_time:=true   # with `ros2 bag play --clock REC`
+
+Outputs: /<namespace>/activity, /<namespace>/segmentation/{mask,overlay,info}, /<namespace>/status,
+/<namespace>/instruments, /diagnostics.
 The image topic is normalised once for both remaps (a trailing slash is dropped; an invalid name is an error);
 rviz:=true checks that RViz 2 is installed before anything starts. When the node exits with an error (e.g. its
 model cannot be loaded) the launch ends and `ros2 launch` exits non-zero.
@@ -51,6 +54,7 @@ def _launch_actions(context, *args, **kwargs):
         if arg(name):  # empty: keep the params file's value
             overrides[name] = arg(name)
     overrides["image_transport"] = arg("image_transport")
+    overrides["use_sim_time"] = arg("use_sim_time") == "true"
     remappings = [("image", image), ("image/compressed", image + "/compressed")]
     perception = Node(
         package=PACKAGE, executable="perception_node", name="endoarss_perception", namespace=arg("namespace"),
@@ -59,8 +63,9 @@ def _launch_actions(context, *args, **kwargs):
     )
     actions = [perception, RegisterEventHandler(OnProcessExit(target_action=perception, on_exit=_on_node_exit))]
     if rviz:
-        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
-                            arguments=["-d", str(_share_dir() / "config" / "endoarss.rviz")]))
+        rviz_config = str(_share_dir() / "config" / "endoarss.rviz")
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", rviz_config],
+                            parameters=[{"use_sim_time": overrides["use_sim_time"]}]))
     return actions
 
 
@@ -89,6 +94,8 @@ def generate_launch_description() -> LaunchDescription:
                               "params file's"),
         DeclareLaunchArgument("image_transport", default_value="raw", choices=["raw", "compressed"],
                               description="raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
+                              description="Use /clock (a bag played with --clock) for result ages and staleness"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
                               description="Start RViz showing the image, the overlay and the mask (needs rviz2)"),
         # The node applies the same profile itself; setting it here covers RViz and anything else launched.

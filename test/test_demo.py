@@ -73,6 +73,7 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     for key in ("output_bag", "timeline", "video", "summary", "node_log"):
         assert Path(s["files"][key]).exists(), key
     assert (Path(s["files"]["output_bag"]) / "metadata.yaml").is_file()
+    assert "clock: sim time (/clock)" in Path(s["files"]["node_log"]).read_text()
     assert Path(s["files"]["video"]).stat().st_size > 0 and Path(s["files"]["timeline"]).stat().st_size > 1000
 
 

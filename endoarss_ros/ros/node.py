@@ -326,7 +326,9 @@ class PerceptionNode(LifecycleNode):
             self._subscriptions_in.append(self.create_subscription(msg_type, topic, callback, in_qos,
                                                                    event_callbacks=events))
         names = ", ".join(sub.topic_name for sub in self._subscriptions_in)
-        log.info(f"active: listening on {names} ({s.input_reliability}, depth {s.input_depth})")
+        # The clock decides what `age_ms` and the stale flag mean, so say which one it is.
+        clock = "sim time (/clock)" if self.get_parameter("use_sim_time").value else "system time"
+        log.info(f"active: listening on {names} ({s.input_reliability}, depth {s.input_depth}); clock: {clock}")
         self._state_label = "active"
         return TransitionCallbackReturn.SUCCESS
 

@@ -123,3 +123,10 @@ def test_a_trailing_slash_is_normalised_and_a_double_ctrl_c_ends_it_cleanly(laun
     assert code == 0, log[-3000:]
     assert "process has finished cleanly" in log, log[-3000:]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+
+
+def test_use_sim_time_reaches_the_node(launch_env, tmp_path, tiny_model):
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "use_sim_time:=true")
+    launch.wait_for("clock: sim time (/clock)")
+    os.killpg(launch.proc.pid, signal.SIGINT)
+    assert launch.wait(60) == 0, launch.output()[-3000:]
