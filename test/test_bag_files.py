@@ -280,3 +280,26 @@ def test_a_failing_rename_in_the_commit_undoes_the_ones_done(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
     assert [p.name for p in (tmp_path / "bag").iterdir()] == ["old.mcap"]
     assert "bag.summary.json" in calls and "bag.extra.txt" not in calls
+
+
+def test_video_of_frames_of_any_size_starting_with_a_one_pixel_frame(tmp_path):
+    """The video takes the first frame's size (even sides, at least 2): a 1x1 or one-row first frame is no error."""
+    import cv2
+    import numpy as np
+
+    from endoarss_ros.bag.media import OverlayVideo
+    from endoarss_ros.bag.partials import OutputSet
+
+    for first in ((1, 1, 3), (1, 301, 3)):
+        path = tmp_path / f"v{first[1]}.mp4"
+        with OutputSet() as outputs:
+            video = OverlayVideo(path, 10.0, outputs)
+            for shape in (first, (64, 80, 3), (5, 3, 3)):
+                video.add(np.full(shape, 200, np.uint8))
+            video.finish()
+            outputs.commit()
+        cap = cv2.VideoCapture(str(path))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+        assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (
+            max(2, first[1] - first[1] % 2), 2)
+        cap.release()

@@ -59,7 +59,7 @@ class OverlayVideo:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = rgb.shape[:2]
-            self.size = (w - w % 2, h - h % 2)
+            self.size = (max(2, w - w % 2), max(2, h - h % 2))  # the codec wants even sides, at least 2
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():
                 raise self._failure("OpenCV's mp4v writer did not open")
