@@ -160,3 +160,14 @@ def test_half_precision_on_a_cpu_is_one_clear_line(start_node, probe):  # noqa: 
     assert diag["_level"] == 2 and "precision bf16 needs a CUDA device" in diag["_message"]
     assert "device:=auto found none here" in diag["configure_error"] and diag["errors.configure"] == "1"
     assert node.alive()
+
+
+def test_an_unknown_instrument_class_fails_configure_with_the_reason_in_diagnostics(start_node, probe):  # noqa: F811
+    node = start_node("instruments.classes:=[scalpel]", autostart=False)
+    result = probe(node, [{"op": "transition", "transition": "configure"},
+                          {"op": "diagnostics", "wait": 2.5}])
+    assert result["steps"][0]["success"] is False
+    diag = result["diagnostics"]
+    assert "instruments.classes: instrument class 'scalpel' is not one of the model's classes" in \
+        diag["configure_error"], diag
+    assert diag["errors.configure"] == "1" and node.alive()

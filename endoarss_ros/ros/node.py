@@ -252,9 +252,7 @@ class PerceptionNode(LifecycleNode):
 
             resolve_classes(s.instruments.classes, self._seg_names)
         except ValueError as e:
-            log.error(f"configure failed: instruments.classes: {e}")
-            self._release_engine()
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f"instruments.classes: {e}")
         self._model_label = path.name
         if s.warmup_size:
             try:
