@@ -253,7 +253,7 @@ def check_compressed(format: str, data, *, max_pixels: int | None = None) -> Com
     is of that codec, and the image size from its header (``too_large`` above ``max_pixels``). Raises
     ``FrameError``; costs microseconds, whatever size the image claims."""
     codec = compressed_codec(format)
-    buf = data if isinstance(data, bytes) else bytes(data)
+    buf = memoryview(data).cast("B")  # a view, not a copy: the callback runs this on every frame
     if not buf:
         raise FrameError("zero_size", "compressed image has no data")
     header = png_header(buf) if codec == "png" else jpeg_header(buf)
