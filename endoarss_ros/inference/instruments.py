@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .quality import ANALYSIS_SIDE, DARK_LUMA
+from .quality import DARK_LUMA, shrink_factor
 
 TIP_BAND = 0.03  # of the region's length along its axis (at least 1 analysis pixel)
 EDGE_RADIUS = 2  # analysis pixels
@@ -81,11 +81,6 @@ def resolve_classes(spec, seg_classes: list[str]) -> list[int]:
             raise ValueError(f"instrument class {text!r} is not one of the model's classes {seg_classes}")
         ids.extend(match)
     return sorted(set(ids))
-
-
-def shrink_factor(height: int, width: int, side: int = ANALYSIS_SIDE) -> int:
-    """The integer factor that brings the long side to at most ``side`` (as ``quality.analysis_rgb``)."""
-    return max(1, -(-max(height, width) // side))
 
 
 def shrink_mask(mask: np.ndarray, f: int) -> np.ndarray:

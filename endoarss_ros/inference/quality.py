@@ -52,11 +52,17 @@ class ImageQuality:
         return dict(self.__dict__)  # dataclasses.asdict deep-copies: ten times slower
 
 
+def shrink_factor(height: int, width: int, side: int = ANALYSIS_SIDE) -> int:
+    """The integer factor that brings the long side to at most ``side``: the analysis image is ``(H // f, W // f)``
+    (the instrument geometry samples the mask by the same factor)."""
+    return max(1, -(-max(height, width) // side))
+
+
 def analysis_rgb(frame: RawFrame, side: int = ANALYSIS_SIDE) -> np.ndarray:
     """The frame as uint8 RGB with its long side at most ``side`` pixels (any supported encoding)."""
     p, e = frame.pixels, frame.encoding
     H, W = p.shape[:2]
-    f = max(1, -(-max(H, W) // side))
+    f = shrink_factor(H, W, side)
     size = (max(1, W // f), max(1, H // f))
     if e in YUYV_ENCODINGS or e in UYVY_ENCODINGS:
         # Keep whole macro-pixels (2 px sharing one U, V): every f-th row, every (f // 2)-th macro-pixel.
