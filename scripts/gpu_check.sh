@@ -93,7 +93,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked: the GPU check runs without ROS")
 
 sys.meta_path.insert(0, Block())
-import endoarss_ros.inference, endoarss_ros.inference.bench, endoarss_ros.model, endoarss_ros.model.surgery  # noqa
+import endoarss_ros.inference, endoarss_ros.tools.bench, endoarss_ros.model, endoarss_ros.model.surgery  # noqa
 from endoarss_ros.cli import build_parser, main
 build_parser("bench").parse_args(["bench", "--quick"])
 print("imported without ROS:", endoarss_ros.inference.__file__)
@@ -120,7 +120,7 @@ step "endoarss bench" "$out/bench.log" "$hard" "$python" -m endoarss_ros.cli ben
 if [ ! -s "$out/bench.md" ] && [ -s "$out/bench.json" ]; then  # killed: the JSON holds every finished row
     "$python" -c "
 import json, sys
-from endoarss_ros.inference.bench import markdown_table
+from endoarss_ros.tools.bench import markdown_table
 d = json.load(open(sys.argv[1]))
 print(markdown_table(d['results'], d['unavailable'], d['skipped']))" "$out/bench.json" >"$out/bench.md" 2>>"$out/bench.log"
 fi

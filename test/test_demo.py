@@ -78,7 +78,7 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
 
 
 def test_recording_is_reused_when_parameters_match(tmp_path):
-    from endoarss_ros.bag.recording import ensure_recording
+    from endoarss_ros.tools.demo_recording import ensure_recording
 
     path, record, reused = ensure_recording(tmp_path, seconds=0.3, fps=10, size=(32, 40), log=lambda *a: None)
     assert not reused and record["frames"] == 3 and sorted(p.name for p in path.iterdir()) == [

@@ -1,6 +1,9 @@
 """The package's layers, read from the source: no import runs from a lower layer to a higher one.
 
-Data flows msg -> inference -> model -> inference -> msg. Every ``import`` / ``from ... import`` (at module level
+Data flows msg -> inference -> model -> inference -> msg. The library (model .. inference) knows nothing of its
+callers; ``bag/`` (files) and ``ros/`` (the node) are siblings that wrap the pipeline; ``tools/`` (one module per
+``endoarss`` subcommand) sits above both, and ``cli`` only maps subcommand names to tools.
+Every ``import`` / ``from ... import`` (at module level
 or inside a function) and every ``importlib.import_module("endoarss_ros...")`` with a literal name counts.
 """
 from __future__ import annotations
@@ -17,13 +20,14 @@ RANK = {
     "model": 0,
     "data": 1, "metrics": 1,
     "inference": 2, "training": 2,
-    "bag": 3,
-    "ros": 4,
+    "bag": 3, "ros": 3,
+    "tools": 4,
     "cli": 5,
 }
 ROS_ONLY = ("rclpy", "endoarss_ros.msg", "diagnostic_msgs", "sensor_msgs", "std_msgs", "rcl_interfaces",
             "builtin_interfaces", "lifecycle_msgs")
-BAG_OR_ROS_ONLY = ("rosbags",)
+ROS_LAYERS = ("ros", "tools")  # the node, and the entry points that talk to it
+BAG_LAYERS = ("bag", "tools")  # rosbags: files, and the entry points that play them
 
 
 def _layer(path: Path, package: Path) -> str:
@@ -63,15 +67,15 @@ def _violations(package: Path = PACKAGE) -> list[str]:
             if module.startswith("endoarss_ros."):
                 target = module.split(".")[1]
                 if target == "msg":
-                    if layer != "ros":
-                        out.append(f"{where}:{line}: imports the generated messages ({module}) outside ros/")
+                    if layer not in ROS_LAYERS:
+                        out.append(f"{where}:{line}: imports the generated messages ({module}) outside ros/, tools/")
                 elif target != layer and RANK.get(target, -1) >= RANK[layer]:
                     out.append(f"{where}:{line}: {layer} (rank {RANK[layer]}) imports {module} "
                                f"(rank {RANK.get(target)})")
-            elif any(module == p or module.startswith(p + ".") for p in ROS_ONLY) and layer != "ros":
-                out.append(f"{where}:{line}: imports {module} outside ros/")
-            elif top in BAG_OR_ROS_ONLY and layer not in ("bag", "ros"):
-                out.append(f"{where}:{line}: imports {module} outside bag/ and ros/")
+            elif any(module == p or module.startswith(p + ".") for p in ROS_ONLY) and layer not in ROS_LAYERS:
+                out.append(f"{where}:{line}: imports {module} outside ros/, tools/")
+            elif top == "rosbags" and layer not in BAG_LAYERS:
+                out.append(f"{where}:{line}: imports {module} outside bag/, tools/")
     return out
 
 
@@ -88,5 +92,10 @@ def test_the_checker_sees_function_level_and_by_name_imports(tmp_path):
         "def f():\n    from ..ros import qos\n"
         "def g():\n    import importlib\n    importlib.import_module('endoarss_ros.bag.replay')\n"
         "def h():\n    import rclpy\n")
+    (package / "ros").mkdir()
+    (package / "ros" / "node.py").write_text("from endoarss_ros.bag import reader\nimport rosbags\n")  # siblings
+    (package / "tools").mkdir()
+    (package / "tools" / "play.py").write_text("import rclpy\nimport rosbags\nfrom endoarss_ros.bag import reader\n")
     found = _violations(package)
-    assert len(found) == 3 and all("inference/probe.py" in v for v in found), found
+    assert len(found) == 5, found
+    assert sum("inference/probe.py" in v for v in found) == 3 and sum("ros/node.py" in v for v in found) == 2, found

@@ -1,6 +1,6 @@
 """What a client, the user or the operating system can do to a running perception node: invalid lifecycle
 transitions, repeated interrupts, bad or misspelt parameters, bursts faster than the node. Real node processes
-driven by real rclpy client processes (endoarss_ros.ros.probe)."""
+driven by real rclpy client processes (test/node_probe.py)."""
 from __future__ import annotations
 
 import pytest

@@ -6,7 +6,7 @@ from test.conftest import requires_ros
 
 @requires_ros
 def test_1080p_images_and_activity_all_arrive_with_profile():
-    from endoarss_ros.ros.check import run_pair
+    from endoarss_ros.tools.check import run_pair
 
     sub, pub = run_pair(qos="best_effort", rate=30, seconds=3, width=1920, height=1080, profile=True)
     assert pub["sent"] == 90
@@ -20,7 +20,7 @@ def test_1080p_images_and_activity_all_arrive_with_profile():
 def test_without_profile_fast_dds_uses_its_small_default_segment():
     """The counterpart: without our profile the segment is Fast DDS's ~0.5 MiB default, the reason 6 MB
     frames are lost with best-effort QoS (how many are lost varies from run to run; we report it)."""
-    from endoarss_ros.ros.check import run_pair
+    from endoarss_ros.tools.check import run_pair
 
     sub, _ = run_pair(qos="best_effort", rate=30, seconds=1, width=1920, height=1080, profile=False)
     assert sub["profile"] is None

@@ -8,18 +8,19 @@ import math
 import numpy as np
 import pytest
 
-from endoarss_ros.inference import instruments, quality, status, status_eval
+from endoarss_ros.inference import instruments, quality, status
 from endoarss_ros.inference.frames import frame_from_array
+from endoarss_ros.tools import eval_status
 from test.conftest import REPO
 
 DEMO = REPO / "models" / "demo" / "endoarss_demo.safetensors"
-SMALL = status_eval.EvalSettings(frames=24, size=(256, 320), geometry_frames=60, sequences=1, sequence_seconds=6.0,
+SMALL = eval_status.EvalSettings(frames=24, size=(256, 320), geometry_frames=60, sequences=1, sequence_seconds=6.0,
                                  fps=5.0, model=str(DEMO))
 
 
 @pytest.mark.slow
 def test_degraded_frames_are_detected_and_clean_frames_are_not():
-    report = status_eval.degraded_detection(SMALL)
+    report = eval_status.degraded_detection(SMALL)
     rates = report["conditions"]
     for name in ("gaussian_noise", "gaussian_blur", "jpeg", "smoke", "blood"):
         assert rates[f"{name}/3"]["named"] >= 0.9, (name, rates[f"{name}/3"])  # measured: >= 0.97 at 640x512
@@ -30,7 +31,7 @@ def test_degraded_frames_are_detected_and_clean_frames_are_not():
 
 
 def test_geometry_from_the_true_masks_is_within_2_percent_of_the_diagonal():
-    report = status_eval.geometry_from_truth(SMALL)
+    report = eval_status.geometry_from_truth(SMALL)
     assert report["missing"] == 0 and report["instances"] >= 70
     assert report["both_within_2pct"] >= 0.93, report  # measured: 0.995 on 400 frames at 640x512
 
@@ -40,13 +41,13 @@ def test_usable_frames_score_higher_than_unusable_ones_and_the_model_finds_the_i
     from endoarss_ros.inference import InferenceEngine
 
     engine = InferenceEngine(str(DEMO), device="cpu", max_batch=4)
-    scores = status_eval.usable_vs_unusable(SMALL, engine)
+    scores = eval_status.usable_vs_unusable(SMALL, engine)
     usable, unusable = scores["usable"], scores["unusable"]
     assert usable["frames"] >= 100 and unusable["frames"] >= 100
     assert usable["activity_accuracy"] - unusable["activity_accuracy"] >= 0.2, scores
     assert usable["miou_foreground"] - unusable["miou_foreground"] >= 0.2, scores
     assert scores["clean"]["frames"] - scores["clean_usable"]["frames"] <= 2, scores["clean_flags"]
-    geometry = status_eval.geometry_with_model(SMALL, engine)
+    geometry = eval_status.geometry_with_model(SMALL, engine)
     assert geometry["detected"] >= 0.9 and geometry["tip_error_median_pct"] < 3.0, geometry
     assert geometry["box_iou_median"] >= 0.6, geometry
 

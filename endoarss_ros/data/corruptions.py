@@ -1,5 +1,5 @@
 """Image corruptions of uint8 RGB frames, severity 1..3, seeded (so a report is reproducible): the robustness
-evaluation (``training.robustness``) and the status evaluation (``inference.status_eval``) apply the same ones.
+evaluation (``training.robustness``) and the status evaluation (``tools.eval_status``) apply the same ones.
 
 * ``gaussian_noise``: additive N(0, sigma), sigma = 8 / 16 / 28 grey levels;
 * ``gaussian_blur``:  Gaussian blur, sigma = 1 / 2 / 3.5 pixels at 224-px scale (scaled with the frame);

@@ -6,8 +6,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..inference.smoother import DEFAULT_SMOOTHING
-from .replay import DEFAULT_MODEL, DEFAULT_NAMESPACE
+from endoarss_ros.bag.replay import DEFAULT_MODEL, DEFAULT_NAMESPACE
+from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING
 
 
 def add_arguments(parser) -> None:
@@ -50,7 +50,7 @@ def add_arguments(parser) -> None:
 
 
 def options_from_args(args):
-    from .replay import ReplayOptions
+    from endoarss_ros.bag.replay import ReplayOptions
 
     return ReplayOptions(
         input=Path(args.input), output=Path(args.output), model=args.model, topics=args.topics,
@@ -115,10 +115,10 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def run(args) -> int:
-    from .partials import InterruptedAfterCommit
-    from .reader import BagError
-    from .replay import replay
-    from .writer import OutputError
+    from endoarss_ros.bag.partials import InterruptedAfterCommit
+    from endoarss_ros.bag.reader import BagError
+    from endoarss_ros.bag.replay import replay
+    from endoarss_ros.bag.writer import OutputError
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
     try:

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .partials import partial_name, remove_stale_partials
+from endoarss_ros.bag.partials import partial_name, remove_stale_partials
 
 SEED = 7
 
@@ -15,7 +15,7 @@ def ensure_recording(out: Path, *, seconds: float, fps: float, size: tuple[int, 
                      log=print) -> tuple[Path, dict, bool]:
     """``out/recording`` with these parameters: reused when its ``recording.json`` matches, else regenerated
     (into a temporary folder renamed into place)."""
-    from .synth_bag import write_synth_bag
+    from endoarss_ros.bag.synth_bag import write_synth_bag
 
     path = out / "recording"
     params_path = out / "recording.json"

@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from . import count_parameters, estimate_flops, load_model
-    from .finetune import format_parameter_summary
-    from .weights import WeightsError, describe_report
+    from endoarss_ros.model import count_parameters, estimate_flops, load_model
+    from endoarss_ros.model.finetune import format_parameter_summary
+    from endoarss_ros.model.weights import WeightsError, describe_report
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     try:

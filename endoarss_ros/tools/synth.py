@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.synth_mode == "dataset":
-        from ..data.layout import write_synthetic_dataset
+        from endoarss_ros.data.layout import write_synthetic_dataset
 
         counts = {"train": args.train, "val": args.val, "test": args.test}
         written = write_synthetic_dataset(args.out_dir, counts, size=args.size, seed=args.seed,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out_dir}/classes.yaml")
         return 0
 
-    from .synth_bag import write_synth_bag
+    from endoarss_ros.bag.synth_bag import write_synth_bag
 
     info = write_synth_bag(args.out_bag, seconds=args.seconds, fps=args.fps, size=args.size,
                            encoding=args.encoding, storage=args.storage, seed=args.seed, progress=True)

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .config import TrainConfig
+    from endoarss_ros.training.config import TrainConfig
 
     overrides = list(args.overrides)
     for key, attr in (("name", "name"), ("out_dir", "out_dir"), ("data.root", "data"), ("data.layout", "layout"),
@@ -43,7 +43,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loop import train
+    from endoarss_ros.training.loop import train
 
     cfg = config_from_args(args)
     result = train(cfg, resume=args.resume)

@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from endoarss_ros.bag.recording import ensure_recording
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
-from endoarss_ros.ros.demo_live import LiveRun
-from endoarss_ros.ros.demo_report import output_files, print_summary
+from endoarss_ros.tools.demo_live import LiveRun
+from endoarss_ros.tools.demo_recording import ensure_recording
+from endoarss_ros.tools.demo_report import output_files, print_summary
 
 QUICK = {"seconds": 3.0, "fps": 10.0, "size": "320x256"}
 

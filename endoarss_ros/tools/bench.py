@@ -13,8 +13,8 @@ A backend that cannot run here (the engine fell back to another one) or a precis
 listed under ``unavailable`` with the reason, not measured twice. ``--time-budget`` stops starting new
 configurations once it is spent; those are listed under ``skipped``.
 
-The ROS measurement (publisher -> node -> subscriber, and the transport alone) is handed in by the caller
-(``endoarss bench`` wires it in where ROS 2 is installed): this module never imports the ROS layer.
+The ROS measurement (publisher -> node -> subscriber, and the transport alone; ``bench_ros``) runs where ROS 2
+(rclpy) is installed, and says why not elsewhere.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import argparse
 import copy
 import datetime
 import importlib
+import importlib.util
 import itertools
 import json
 import platform
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .options import UPSAMPLE_MODES
-from .stats import percentile
+from endoarss_ros.data.synth import generate_frame
+from endoarss_ros.inference.options import UPSAMPLE_MODES
+from endoarss_ros.inference.stats import percentile
 
 MODEL_PRESETS = ("official", "endoarss-tiny", "endoarss-small", "endoarss-base")
 # engine options per method: 'previous' is the CPU pipeline before the fast paths (one INTER_AREA resize of
@@ -95,18 +97,30 @@ def _model(name: str):
 SceneFn = Callable[[int, int, int], np.ndarray]  # (seed, H, W) -> uint8 RGB
 
 
+def ros_measure() -> RosMeasure | str:
+    """The over-ROS measurement (``bench_ros.measure``) where ROS 2 (rclpy) is installed, else why not."""
+    if importlib.util.find_spec("rclpy") is None:
+        return "ROS 2 (rclpy) is not available here"
+    from endoarss_ros.tools.bench_ros import measure  # imports rclpy
+
+    return measure
+
+
+def esd_scene(seed: int, H: int, W: int) -> np.ndarray:
+    """A synthetic endoscope frame (uint8 RGB), for ``--scene esd``."""
+    return generate_frame(seed, seed % 3, (H, W))[0]
+
+
 class _Frames:
     """The benchmark's input frames as message bytes ``(data, step)``, made once per size and encoding.
 
-    ``esd``: synthetic endoscope scenes (tissue, instruments, marks; the scene function is handed in by the CLI
-    from the data layer); ``bands``: an analytic pattern of colour bands and salt noise, far more class
-    boundaries than a surgical scene (a stress case for the ``logits`` upsample, whose cost follows them)."""
+    ``esd``: synthetic endoscope scenes (tissue, instruments, marks; ``esd_scene``); ``bands``: an analytic
+    pattern of colour bands and salt noise, far more class boundaries than a surgical scene (a stress case for
+    the ``logits`` upsample, whose cost follows them)."""
 
-    def __init__(self, scene: str, scene_fn: SceneFn | None = None, n: int = 4):
+    def __init__(self, scene: str, scene_fn: SceneFn = esd_scene, n: int = 4):
         if scene not in ("esd", "bands"):
             raise ValueError(f"--scene: unknown scene {scene!r} (esd, bands)")
-        if scene == "esd" and scene_fn is None:
-            raise ValueError("--scene esd needs the scene generator (run through `endoarss bench`), or --scene bands")
         self.scene, self.scene_fn, self.n = scene, scene_fn, n
         self._cache: dict = {}
 
@@ -119,7 +133,7 @@ class _Frames:
     def _one(self, W, H, encoding, k) -> tuple[bytes, int]:
         import cv2
 
-        from .frames import ENCODINGS
+        from endoarss_ros.inference.frames import ENCODINGS
 
         C = ENCODINGS[encoding]
         if self.scene == "bands":
@@ -150,7 +164,7 @@ class NaiveBaseline:
 
     @torch.no_grad()
     def infer(self, frame):
-        from .preprocess import cv2_full_rgb
+        from endoarss_ros.inference.preprocess import cv2_full_rgb
 
         rgb = cv2_full_rgb(frame)  # colour conversion as the released code does it (cv2 on the CPU)
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0  # full-resolution float on the CPU
@@ -187,7 +201,7 @@ class _Budget:
 
 def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) -> dict:
     """Naive pipeline p50/p95 per frame and its mask of the first frame, once per model x size."""
-    from .frames import frame_from_image_fields
+    from endoarss_ros.inference.frames import frame_from_image_fields
 
     key = (mname, W, H, source.scene)
     if key not in cache:
@@ -210,7 +224,7 @@ def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) ->
 
 def _time_batches(eng, W, H, batch, args, budget: _Budget, data) -> tuple[list[float], dict, float]:
     """End-to-end seconds per batch, per-stage seconds, and the timed run's wall time."""
-    from .frames import frame_from_image_fields
+    from endoarss_ros.inference.frames import frame_from_image_fields
 
     enc = args.encoding
     stages: dict[str, list[float]] = {}
@@ -241,7 +255,7 @@ def _time_batches(eng, W, H, batch, args, budget: _Budget, data) -> tuple[list[f
 
 
 def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float, source: _Frames) -> dict:
-    from .frames import frame_from_image_fields
+    from endoarss_ros.inference.frames import frame_from_image_fields
 
     device = eng._device
     if device.type == "cuda":
@@ -271,8 +285,8 @@ def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float, 
 
 def _engine(model, cfg: dict, args, device, max_batch: int):
     """(engine, setup seconds, None), or (None, 0, why this configuration cannot run here)."""
-    from .backends import BackendUnavailable
-    from .engine import InferenceEngine
+    from endoarss_ros.inference.backends import BackendUnavailable
+    from endoarss_ros.inference.engine import InferenceEngine
 
     opts = {"upsample": args.upsample, **METHODS[cfg["method"]]}
     if device.type == "cuda" and cfg["method"] != "fast":
@@ -341,7 +355,7 @@ def _ros_section(args, size: tuple[int, int], ros: RosMeasure | str | None) -> t
     """Node end to end over ROS and the transport alone, for the first input size (real processes).
 
     ``ros``: the measurement function, or why there is none."""
-    from .weights_path import DEFAULT_MODEL, resolve_model_path
+    from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 
     if args.no_ros:
         return None, "not measured (--no-ros)"
@@ -376,12 +390,11 @@ def robot_outputs_stage(sizes: list[tuple[int, int]], frames: int = 100, scene_f
     model uncertainty, flags, instrument regions and tracking; no overlay), per size (W, H), on a frame of
     ``scene_fn`` (flat tissue colour without one) and a mask with two crossing instruments; ms p50 / p95, with the
     image-quality and instrument parts timed alone."""
+    from endoarss_ros.inference import instruments, quality
+    from endoarss_ros.inference.engine import FrameResult
+    from endoarss_ros.inference.frames import frame_from_array
+    from endoarss_ros.inference.stream import CameraStream
     from endoarss_ros.model.config import MTLESD_SEG_CLASSES
-
-    from . import instruments, quality
-    from .engine import FrameResult
-    from .frames import frame_from_array
-    from .stream import CameraStream
 
     rows = []
     for W, H in sizes:
@@ -477,11 +490,13 @@ def _measure_all(args, device, budget: _Budget, save: Callable, sources: list[_F
     return results, unavailable, skipped
 
 
-def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn | None = None) -> int:
+def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene) -> int:
     """``ros``: the over-ROS measurement (``measure(model_path, frames=, width=, height=, rate=, device=,
-    timeout=) -> dict``), or the reason there is none; ``scene_fn``: the ``esd`` scene generator. The CLI passes
-    both (this module imports neither the ROS nor the data layer)."""
-    from .engine import resolve_device
+    timeout=) -> dict``), or the reason there is none (default: ``ros_measure()``); ``scene_fn``: the ``esd``
+    scene generator."""
+    if ros is None:
+        ros = ros_measure()
+    from endoarss_ros.inference.engine import resolve_device
 
     _apply_quick(args)
     if args.threads:

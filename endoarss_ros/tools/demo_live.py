@@ -238,7 +238,7 @@ class LiveRun:
         return ready
 
     def _play(self) -> dict:
-        cmd = [sys.executable, "-m", "endoarss_ros.ros.bag_player", str(self.recording), "--topics", IMAGE_TOPIC,
+        cmd = [sys.executable, "-m", "endoarss_ros.tools.play", str(self.recording), "--topics", IMAGE_TOPIC,
                "--qos", "best_effort", "--rate", str(self.rate), "--wait-subscribers", "30", "--json", "--quiet",
                "--clock", "50"]
         duration = self.record["frames"] / self.record["params"]["fps"] / self.rate

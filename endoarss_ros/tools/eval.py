@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_eval_dataset(args: argparse.Namespace, input_size: tuple[int, int], class_set=None):
-    from .config import DataConfig, SyntheticConfig
-    from .data import build_split
+    from endoarss_ros.training.config import DataConfig, SyntheticConfig
+    from endoarss_ros.training.data import build_split
 
     size = tuple(args.size * 2 if args.size and len(args.size) == 1 else args.size or input_size)
     if args.data:
@@ -58,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from endoarss_ros.model import load_model
-
-    from .loop import evaluate
-    from .metrics import format_table, summary
+    from endoarss_ros.training.loop import evaluate
+    from endoarss_ros.training.metrics import format_table, summary
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
               "background_included": {"miou_fg": False, "miou_all": True}, "eval_time_s": round(time.time() - t0, 2)}
     print(format_table(result))
     if args.robustness:
-        from .robustness import evaluate_robustness, format_robustness
+        from endoarss_ros.training.robustness import evaluate_robustness, format_robustness
 
         report["robustness"] = evaluate_robustness(model, ds, clean=result, batch_size=args.batch_size, device=device)
         print(format_robustness(report["robustness"]))

@@ -4,7 +4,7 @@
   latency = mask received - image stamp (the publisher stamps at publish time; one machine, one clock);
 * transport: the same publisher and subscriber with a trivial relay (no model) in place of the node.
 
-    python -m endoarss_ros.ros.bench_ros --model tiny.safetensors --frames 60 --rate 10
+    python -m endoarss_ros.tools.bench_ros --model tiny.safetensors --frames 60 --rate 10
 
 ``measure(model_path, ...)`` returns a dict; ``endoarss bench`` calls it when this module is importable.
 Roles (one per process): ``pub``, ``sub``, ``relay``.
@@ -116,7 +116,7 @@ def _python_env() -> dict:
 def _run_chain(middle: list[str], in_topic: str, out_topic: str, *, frames: int, width: int, height: int,
                rate: float, timeout: float) -> dict:
     env = _python_env()
-    me = [sys.executable, "-m", "endoarss_ros.ros.bench_ros"]
+    me = [sys.executable, "-m", "endoarss_ros.tools.bench_ros"]
     size = ["--width", str(width), "--height", str(height), "--frames", str(frames)]
     procs = []
     try:
@@ -161,7 +161,7 @@ def measure(model_path, *, frames: int = 60, width: int = 1920, height: int = 10
               "node": _run_chain(node_cmd, f"{ns}/image", f"{ns}/segmentation/mask", frames=frames, width=width,
                                  height=height, rate=rate, timeout=timeout)}
     if transport:
-        relay = [sys.executable, "-m", "endoarss_ros.ros.bench_ros", "relay", "--topic", f"{ns}/relay_in",
+        relay = [sys.executable, "-m", "endoarss_ros.tools.bench_ros", "relay", "--topic", f"{ns}/relay_in",
                  "--output", f"{ns}/relay_out"]
         result["transport"] = _run_chain(relay, f"{ns}/relay_in", f"{ns}/relay_out", frames=frames, width=width,
                                          height=height, rate=rate, timeout=timeout)

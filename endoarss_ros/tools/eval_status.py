@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .status import FLAG, IMAGE_FLAGS, StatusThresholds, frame_status
+from endoarss_ros.inference.status import FLAG, IMAGE_FLAGS, StatusThresholds, frame_status
 
 NAMED_FLAG = {"gaussian_noise": "NOISE", "gaussian_blur": "BLUR", "jpeg": "COMPRESSION_ARTIFACTS",
               "smoke": "SMOKE_OR_HAZE", "blood": "BLOOD_OR_SOILING", "dark": "TOO_DARK",
