@@ -93,7 +93,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked: the GPU check runs without ROS")
 
 sys.meta_path.insert(0, Block())
-import endoarss_ros.inference, endoarss_ros.tools.bench, endoarss_ros.model, endoarss_ros.model.surgery  # noqa
+import endoarss_ros.inference, endoarss_ros.tools.bench, endoarss_ros.model, endoarss_ros.model.deploy  # noqa
 from endoarss_ros.cli import build_parser, main
 build_parser("bench").parse_args(["bench", "--quick"])
 print("imported without ROS:", endoarss_ros.inference.__file__)

@@ -5,6 +5,7 @@ Every layer (data, model, training, ROS node) reads class names and overlay colo
 """
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,6 @@ def _color(c: Sequence[int]) -> Color:
 
 def default_colors(n: int) -> list[Color]:
     """Distinct overlay colours: black background, then evenly spaced saturated hues."""
-    import colorsys
 
     cols: list[Color] = [(0, 0, 0)]
     for i in range(1, n):

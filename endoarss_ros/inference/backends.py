@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -294,7 +295,6 @@ class OnnxRuntimeRunner(Runner):
         return np.float16 if self.precision == "fp16" else np.float32
 
     def _export(self, path: Path, batch: int) -> None:
-        import warnings
 
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")

@@ -32,9 +32,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from endoarss_ros.model.surgery import prepare_for_inference
+from endoarss_ros.model import load_model
+from endoarss_ros.model.deploy import prepare_for_inference
 
-from .backends import DTYPES, BackendUnavailable, LowResForward, default_cache_dir, fallback_chain, model_digest
+from .backends import (
+    DTYPES,
+    RUNNERS,
+    BackendUnavailable,
+    LowResForward,
+    default_cache_dir,
+    fallback_chain,
+    model_digest,
+)
 from .colors import class_colors
 from .frames import ENCODINGS, RawFrame
 from .options import BACKENDS, HALF_PRECISIONS, PRECISIONS, PREPROCESS_MODES, UPSAMPLE_MODES
@@ -223,7 +232,6 @@ class InferenceEngine:
     def _load(self, model_or_path) -> nn.Module:
         if isinstance(model_or_path, nn.Module):
             return copy.deepcopy(model_or_path).cpu().float()  # never modify the caller's model
-        from endoarss_ros.model import load_model
 
         return load_model(model_or_path, device="cpu")
 
@@ -233,7 +241,6 @@ class InferenceEngine:
         return self._digest
 
     def _make_runner(self, name: str):
-        from .backends import RUNNERS
 
         return RUNNERS[name](
             self._fn, device=self._device, precision=self.precision, input_hw=self.input_hw,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,6 @@ def _exact_cells(corners, cand, cells, k: int, ym: AxisMap, xm: AxisMap, mask: n
 def dense_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = False) -> np.ndarray:
     """The previous CPU method: every class upsampled to (H, W) with cv2 and a running max (align_corners:
     torch). Same answer as ``reference_logits_argmax`` up to float-rounding ties; kept for comparison."""
-    import cv2
 
     if align_corners:  # cv2 has no align_corners
         t = torch.from_numpy(np.ascontiguousarray(logits))[None]
@@ -133,7 +133,6 @@ def dense_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bo
 
 def nearest_mask(small: np.ndarray, H: int, W: int) -> np.ndarray:
     """uint8 (h, w) class ids -> (H, W), nearest-exact (the same function as torch's ``nearest-exact``)."""
-    import cv2
 
     return cv2.resize(small, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
 
@@ -150,7 +149,6 @@ def device_mask(logits: torch.Tensor, H: int, W: int, upsample: str, align_corne
 
 def cpu_overlay(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
     """Blend class colours over ``rgb`` where ``mask > 0`` (background pixels keep the image)."""
-    import cv2
 
     col = colors[mask]
     blended = cv2.addWeighted(rgb, 1.0 - alpha, col, alpha, 0.0)

@@ -23,6 +23,7 @@ Each chroma pair is shared by the two pixels of its macro-pixel (no chroma inter
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,6 @@ def halvings(H: int, W: int, h: int, w: int) -> int:
 def _area_resize(img: np.ndarray, size: tuple[int, int], prescale: bool) -> np.ndarray:
     """uint8 ``img`` (H, W[, C]) -> ``size`` = (h, w): INTER_AREA when shrinking (after the halvings when
     ``prescale``), INTER_LINEAR when growing."""
-    import cv2
 
     h, w = size
     H, W = img.shape[:2]
@@ -113,7 +113,6 @@ def cv2_preprocess(frame: RawFrame, size: tuple[int, int], out: np.ndarray | Non
 
     ``prescale=False`` is one INTER_AREA resize of the whole frame (slower; the previous method).
     """
-    import cv2
 
     p, e = frame.pixels, frame.encoding
     if e in YUYV_ENCODINGS or e in UYVY_ENCODINGS:
@@ -139,7 +138,6 @@ def _cv2_ok(a: np.ndarray) -> bool:
 
 def cv2_full_rgb(frame: RawFrame) -> np.ndarray:
     """Full-resolution uint8 RGB (for the CPU overlay only)."""
-    import cv2
 
     p, e = frame.pixels, frame.encoding
     if e in YUYV_ENCODINGS:

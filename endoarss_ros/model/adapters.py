@@ -102,31 +102,3 @@ def apply_lora(vit: nn.Module, *, kind: str, rank: int, alpha: float, targets: t
             if slot is not None:
                 parent, attr = slot
                 setattr(parent, attr, _wrap(getattr(parent, attr), cls, rank=rank, alpha=alpha))
-
-
-def _plain_linear(layer: nn.Linear, weight: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    new.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias)
-    new.requires_grad_(layer.weight.requires_grad)
-    return new
-
-
-@torch.no_grad()
-def merge_lora_modules(root: nn.Module) -> int:
-    """Fold every LoRA / DV-LoRA layer under ``root`` into a plain ``nn.Linear``. Returns how many."""
-    from .tesla import TeslaLinear  # local: tesla builds on this module
-
-    count = 0
-    for parent in list(root.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, TeslaLinear):
-                setattr(parent, name, child.merged())
-                count += 1
-            elif isinstance(child, LoRALinear):
-                setattr(parent, name, _plain_linear(child, child.weight + child.delta_weight()))
-                count += 1
-    return count

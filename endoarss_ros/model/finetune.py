@@ -6,7 +6,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .adapters import is_adapter_param, merge_lora_modules
+from .adapters import LoRALinear, is_adapter_param
+from .tesla import TeslaLinear
 
 
 def freeze_for_adapter_training(model: nn.Module, *, train_dv_vectors: bool | None = None) -> nn.Module:
@@ -82,3 +83,29 @@ def merge_adapters(model: nn.Module) -> nn.Module:
     if cfg is not None and cfg.adapter.kind != "none":
         model.config = replace(cfg, adapter=replace(cfg.adapter, merged=True))  # never mutate a shared config
     return model
+
+
+def _plain_linear(layer: nn.Linear, weight: torch.Tensor) -> nn.Linear:
+    new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    new.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    new.requires_grad_(layer.weight.requires_grad)
+    return new
+
+
+@torch.no_grad()
+def merge_lora_modules(root: nn.Module) -> int:
+    """Fold every LoRA / DV-LoRA layer under ``root`` into a plain ``nn.Linear``. Returns how many."""
+    count = 0
+    for parent in list(root.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, TeslaLinear):
+                setattr(parent, name, child.merged())
+                count += 1
+            elif isinstance(child, LoRALinear):
+                setattr(parent, name, _plain_linear(child, child.weight + child.delta_weight()))
+                count += 1
+    return count

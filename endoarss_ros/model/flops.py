@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 @torch.no_grad()
@@ -12,7 +13,6 @@ def estimate_flops(model: nn.Module, input_size: tuple[int, int] | None = None) 
     Counts what the model runs for that input, including the internal resize and the final upsample's
     neighbours (interpolation and elementwise ops are not counted by the flop counter, as usual).
     """
-    from torch.utils.flop_counter import FlopCounterMode
 
     if input_size is None:
         input_size = tuple(model.config.input_size)

@@ -26,12 +26,15 @@ from __future__ import annotations
 import fnmatch
 import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .adapters import is_adapter_param
@@ -84,7 +87,6 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     with open(path, "rb") as f:
         head = f.read(16)
     if _looks_like_safetensors(head):
-        from safetensors import safe_open
 
         tensors, meta = {}, {}
         try:
@@ -118,7 +120,6 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 def _check_zip_checksums(path: Path) -> None:
     """``torch.save`` files are zip archives with a CRC-32 per entry, which torch.load does not verify:
     check them, so that bit flips in tensor data are an error instead of silently wrong weights."""
-    import zipfile
 
     if not zipfile.is_zipfile(path):
         return  # the legacy (pre-1.6) format: no checksums
@@ -510,7 +511,6 @@ def _resolve(path: str | Path) -> Path:
 
 def save_model(model: EndoARSS, path: str | Path) -> Path:
     """Write ``<path>.safetensors`` (config JSON in its metadata) and the same config as ``<path>.yaml``."""
-    from safetensors.torch import save_file
 
     p = Path(path)
     if p.suffix in (".safetensors", ".yaml"):

@@ -15,9 +15,13 @@ A lifecycle transition that is not available in the current state is refused (th
 """
 from __future__ import annotations
 
+import ctypes
+import difflib
+import functools
 import gc
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +71,6 @@ def _rss_mb() -> float | None:
 def _return_freed_heap_to_os() -> None:
     """glibc keeps freed heap pages mapped; trimming gives the model's CPU memory back to the system."""
     try:
-        import ctypes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
@@ -76,8 +79,6 @@ def _return_freed_heap_to_os() -> None:
 
 def _logged(transition):
     """rclpy turns an exception in a transition callback into ERROR without a word: log it first."""
-    import functools
-    import traceback
 
     @functools.wraps(transition)
     def wrapper(self, state):
@@ -128,7 +129,6 @@ class PerceptionNode(LifecycleNode):
     def _warn_unknown_parameters(self) -> list[str]:
         """rclpy silently ignores a -p or params-file value for a name that is never declared (a typo like
         ``modle``): say so once, naming it and the parameters there are."""
-        import difflib
 
         known = sorted(self._parameters)
         unknown = sorted(set(self._parameter_overrides) - set(known))
@@ -437,7 +437,6 @@ class PerceptionNode(LifecycleNode):
 
     def report_callback_error(self, error: Exception) -> None:
         """A callback raised out of the executor: log it (throttled) and count it; the node goes on."""
-        import traceback
 
         text = f"{type(error).__name__}: {error}"
         self.stats.error("callback", text)

@@ -31,13 +31,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from endoarss_ros.data.synth import generate_frame
+from endoarss_ros.inference import instruments, quality
+from endoarss_ros.inference.backends import BackendUnavailable
+from endoarss_ros.inference.engine import FrameResult, InferenceEngine, resolve_device
+from endoarss_ros.inference.frames import ENCODINGS, frame_from_array, frame_from_image_fields
 from endoarss_ros.inference.options import UPSAMPLE_MODES
+from endoarss_ros.inference.preprocess import cv2_full_rgb
 from endoarss_ros.inference.stats import percentile
+from endoarss_ros.inference.stream import CameraStream
+from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
+from endoarss_ros.model import ModelConfig, build_model, load_model
+from endoarss_ros.model.config import MTLESD_SEG_CLASSES
+from endoarss_ros.tools.bench_ros import measure
 
 MODEL_PRESETS = ("official", "endoarss-tiny", "endoarss-small", "endoarss-base")
 # engine options per method: 'previous' is the CPU pipeline before the fast paths (one INTER_AREA resize of
@@ -80,7 +91,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model(name: str):
-    from endoarss_ros.model import ModelConfig, build_model, load_model
 
     torch.manual_seed(0)
     presets = {
@@ -101,9 +111,7 @@ def ros_measure() -> RosMeasure | str:
     """The over-ROS measurement (``bench_ros.measure``) where ROS 2 (rclpy) is installed, else why not."""
     if importlib.util.find_spec("rclpy") is None:
         return "ROS 2 (rclpy) is not available here"
-    from endoarss_ros.tools.bench_ros import measure  # imports rclpy
-
-    return measure
+    return measure  # imports rclpy when it runs
 
 
 def esd_scene(seed: int, H: int, W: int) -> np.ndarray:
@@ -131,9 +139,7 @@ class _Frames:
         return self._cache[key]
 
     def _one(self, W, H, encoding, k) -> tuple[bytes, int]:
-        import cv2
 
-        from endoarss_ros.inference.frames import ENCODINGS
 
         C = ENCODINGS[encoding]
         if self.scene == "bands":
@@ -164,7 +170,6 @@ class NaiveBaseline:
 
     @torch.no_grad()
     def infer(self, frame):
-        from endoarss_ros.inference.preprocess import cv2_full_rgb
 
         rgb = cv2_full_rgb(frame)  # colour conversion as the released code does it (cv2 on the CPU)
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0  # full-resolution float on the CPU
@@ -201,7 +206,6 @@ class _Budget:
 
 def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) -> dict:
     """Naive pipeline p50/p95 per frame and its mask of the first frame, once per model x size."""
-    from endoarss_ros.inference.frames import frame_from_image_fields
 
     key = (mname, W, H, source.scene)
     if key not in cache:
@@ -224,7 +228,6 @@ def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) ->
 
 def _time_batches(eng, W, H, batch, args, budget: _Budget, data) -> tuple[list[float], dict, float]:
     """End-to-end seconds per batch, per-stage seconds, and the timed run's wall time."""
-    from endoarss_ros.inference.frames import frame_from_image_fields
 
     enc = args.encoding
     stages: dict[str, list[float]] = {}
@@ -255,7 +258,6 @@ def _time_batches(eng, W, H, batch, args, budget: _Budget, data) -> tuple[list[f
 
 
 def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float, source: _Frames) -> dict:
-    from endoarss_ros.inference.frames import frame_from_image_fields
 
     device = eng._device
     if device.type == "cuda":
@@ -285,8 +287,6 @@ def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float, 
 
 def _engine(model, cfg: dict, args, device, max_batch: int):
     """(engine, setup seconds, None), or (None, 0, why this configuration cannot run here)."""
-    from endoarss_ros.inference.backends import BackendUnavailable
-    from endoarss_ros.inference.engine import InferenceEngine
 
     opts = {"upsample": args.upsample, **METHODS[cfg["method"]]}
     if device.type == "cuda" and cfg["method"] != "fast":
@@ -355,7 +355,6 @@ def _ros_section(args, size: tuple[int, int], ros: RosMeasure | str | None) -> t
     """Node end to end over ROS and the transport alone, for the first input size (real processes).
 
     ``ros``: the measurement function, or why there is none."""
-    from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 
     if args.no_ros:
         return None, "not measured (--no-ros)"
@@ -374,7 +373,6 @@ def _ros_section(args, size: tuple[int, int], ros: RosMeasure | str | None) -> t
 
 def _instrument_mask(H: int, W: int) -> np.ndarray:
     """A class mask with two instruments crossing near the centre (MTLESD ids: forceps 1, knife 3) and a flap."""
-    import cv2
 
     mask = np.zeros((H, W), np.uint8)
     u = min(H, W)
@@ -390,11 +388,6 @@ def robot_outputs_stage(sizes: list[tuple[int, int]], frames: int = 100, scene_f
     model uncertainty, flags, instrument regions and tracking; no overlay), per size (W, H), on a frame of
     ``scene_fn`` (flat tissue colour without one) and a mask with two crossing instruments; ms p50 / p95, with the
     image-quality and instrument parts timed alone."""
-    from endoarss_ros.inference import instruments, quality
-    from endoarss_ros.inference.engine import FrameResult
-    from endoarss_ros.inference.frames import frame_from_array
-    from endoarss_ros.inference.stream import CameraStream
-    from endoarss_ros.model.config import MTLESD_SEG_CLASSES
 
     rows = []
     for W, H in sizes:
@@ -496,7 +489,6 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     scene generator."""
     if ros is None:
         ros = ros_measure()
-    from endoarss_ros.inference.engine import resolve_device
 
     _apply_quick(args)
     if args.threads:

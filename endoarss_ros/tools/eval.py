@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 
@@ -53,7 +54,6 @@ def build_eval_dataset(args: argparse.Namespace, input_size: tuple[int, int], cl
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
 
     import torch
 

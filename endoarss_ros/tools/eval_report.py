@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from endoarss_ros.data.datasets import resize_pair
+from endoarss_ros.data.synth import generate_sequence
+from endoarss_ros.model import load_model
 from endoarss_ros.training.config import DataConfig, SyntheticConfig
 from endoarss_ros.training.data import build_split
 from endoarss_ros.training.loop import evaluate
@@ -39,8 +42,6 @@ class SequenceFrames(Dataset):
     """Frames of a synthetic sequence at ``render_hw``, shrunk to ``size`` (image INTER_AREA, mask nearest)."""
 
     def __init__(self, seed: int, num_frames: int, fps: float, render_hw: tuple[int, int], size: tuple[int, int]):
-        from endoarss_ros.data.datasets import resize_pair
-        from endoarss_ros.data.synth import generate_sequence
 
         self.items = []
         for fr in generate_sequence(seed, num_frames, fps=fps, size=render_hw):
@@ -78,7 +79,6 @@ def timing(model, size: tuple[int, int], frames: int = 20, source_hw: tuple[int,
 
 def build_report(weights: str | Path, *, seed: int = 1000, count: int = 150, render_size: int = 336,
                  seq_seed: int = 2000, seq_frames: int = 90, seq_fps: float = 3.0, with_timing: bool = True) -> dict:
-    from endoarss_ros.model import load_model
 
     model = load_model(weights)
     size = tuple(model.config.input_size)

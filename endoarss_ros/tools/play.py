@@ -12,6 +12,7 @@ result (now - its image's stamp) means the same as live.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -235,7 +236,6 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    import argparse
 
     parser = argparse.ArgumentParser(prog="endoarss play", description=__doc__.splitlines()[0])
     add_arguments(parser)

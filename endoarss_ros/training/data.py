@@ -1,6 +1,8 @@
 """Datasets for training and evaluation: on-disk layouts or in-memory synthetic frames."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -83,7 +85,6 @@ def train_transform(cfg: DataConfig):
 def _disk_dataset(cfg: DataConfig, split: str, size, transform, class_set: ClassSet | None):
     if cfg.layout == "released":
         return ReleasedLayoutDataset(cfg.root, split, size=size, transform=transform, class_set=class_set)
-    from pathlib import Path
 
     return GenericLayoutDataset(Path(cfg.root) / split, size=size, transform=transform, class_set=class_set)
 

@@ -14,6 +14,7 @@ exists (evaluated once, after training, with the best weights -- never used for 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from endoarss_ros.data.classes import MTLESD, ClassSet
 from endoarss_ros.model import build_model, freeze_for_adapter_training, load_model, save_model
@@ -34,6 +37,7 @@ from .config import TrainConfig, build_model_config
 from .data import build_split, build_train_val, dataset_class_set
 from .losses import activity_loss, segmentation_loss
 from .metrics import MetricTracker, summary
+from .plots import write_plots
 from .weighting import build_weighting, split_parameters
 
 STATE_FILE = "trainer_state.pt"
@@ -95,7 +99,6 @@ def build_training_model(cfg: TrainConfig, class_set: ClassSet | None = None) ->
 
 def parameter_hash(model: nn.Module) -> str:
     """SHA-256 over all parameters and buffers (bytes, in name order): equal on ranks in sync."""
-    import hashlib
 
     h = hashlib.sha256()
     sd = getattr(model, "module", model).state_dict()
@@ -119,7 +122,6 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, device
     tracker = MetricTracker(cs.num_seg_classes, cs.num_activity_classes, ignore_index)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
     if progress:
-        from tqdm import tqdm
 
         loader = tqdm(loader, desc="eval", unit="batch", leave=False)
     seg_sum = act_sum = 0.0
@@ -255,7 +257,6 @@ class _Trainer:
         """Continue from the run folder's last weights and trainer state (nothing to do when there are none)."""
         if not self.state_path.is_file():
             return
-        from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(self.run_dir / "last.safetensors")))
         state = torch.load(self.state_path, map_location="cpu", weights_only=True)
@@ -288,7 +289,6 @@ class _Trainer:
         it = iter(self.loader)
         bar = None
         if self.is_main and cfg.progress:
-            from tqdm import tqdm
 
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
         for _ in range(self.steps_per_epoch):
@@ -364,7 +364,6 @@ class _Trainer:
         if self.is_main:
             test_result = self._evaluate_test(final)
             try:
-                from .plots import write_plots
 
                 val_best = json.loads((run_dir / "best_val_metrics.json").read_text())
                 write_plots(run_dir, self.history, test_result or val_best,

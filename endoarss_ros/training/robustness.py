@@ -12,6 +12,9 @@ import torch
 
 from endoarss_ros.data.corruptions import CORRUPTIONS, SEVERITIES
 
+from .loop import evaluate
+from .metrics import summary
+
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt_batch", "evaluate_robustness", "format_robustness"]
 
 
@@ -34,8 +37,6 @@ def evaluate_robustness(model, dataset, *, corruptions=None, severities=SEVERITI
 
     The drop per corruption is averaged over severities, for activity accuracy and foreground mIoU.
     """
-    from .loop import evaluate
-    from .metrics import summary
 
     if clean is None:
         clean = evaluate(model, dataset, **eval_kwargs)

@@ -1,4 +1,4 @@
-"""Model surgery for inference: adapters merged, conv+BN folded, the position embedding fixed for one size.
+"""A trained model made ready to deploy: adapters merged, conv+BN folded, the position embedding fixed for one size.
 
 Each step leaves the outputs unchanged (up to float rounding) and makes the forward pass cheaper or easier to
 compile and export. All of them work in place on a model in eval mode.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .adapters import LoRALinear
 from .finetune import merge_adapters
@@ -16,7 +17,6 @@ from .tesla import TeslaLinear
 @torch.no_grad()
 def fuse_conv_bn(root: nn.Module) -> int:
     """Fold every eval-mode ``Conv2d -> BatchNorm2d`` pair inside an ``nn.Sequential`` into the conv."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     count = 0
     for mod in list(root.modules()):
