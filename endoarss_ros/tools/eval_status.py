@@ -11,7 +11,7 @@ activity ``i % 3``), written as JSON and summarised in docs/perception_status.md
 2. usable vs unusable: the same frames through the model (``--model``, default the demo weights) and the
    full status (image flags + LOW_CONFIDENCE); activity accuracy and foreground mIoU of the frames marked
    usable and of those marked unusable;
-3. instrument geometry against the renderer's ground truth (``data.synth.InstrumentTruth``): from the true masks
+3. instrument geometry against the renderer's ground truth (``data.render.InstrumentTruth``): from the true masks
    (random frames), tip and entry-point error as a fraction of the image diagonal; with the model's masks on
    rendered sequences (tracking on), median tip error, box IoU, detection rate and id switches per minute.
 """
