@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from endoarss_ros.metrics import classification_metrics, segmentation_metrics
-from endoarss_ros.training.metrics import MetricTracker, confusion_matrix, format_table
+from endoarss_ros.metrics.tracker import MetricTracker, confusion_matrix, format_table
 
 
 def test_confusion_matrix_rows_truth_columns_prediction_and_ignore():

@@ -29,8 +29,8 @@ from endoarss_ros.inference.status import StatusThresholds, lost_frame_status
 from endoarss_ros.inference.stream import CameraStream, StreamSettings
 from endoarss_ros.inference.tallies import StatusTally, TrackTally
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
+from endoarss_ros.metrics.frames import GroundTruthEvaluator
 
-from ..metrics import GroundTruthEvaluator
 from . import replay_report as report
 from .media import OverlayVideo, plot_timeline
 from .messages import make_header, to_rosbags

@@ -1,13 +1,23 @@
-"""Summaries of a stream of statuses and instruments, for the replay's summary JSON and the demo's printout
-(both count the same way, from results in process or from received messages)."""
+"""Counts of a stream: statuses and instruments for the replay's summary JSON and the demo's printout (both count
+the same way, from results in process or from received messages), and the latency percentiles of the node's
+diagnostics, the demo and the benchmarks."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .status import FLAGS
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile (``q`` in [0, 1]) of ``values``; None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

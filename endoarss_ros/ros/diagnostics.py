@@ -9,8 +9,8 @@ import threading
 import time
 
 from endoarss_ros.inference.frames import FRAME_ERROR_REASONS
-from endoarss_ros.inference.stats import percentile
 from endoarss_ros.inference.status import FLAGS
+from endoarss_ros.inference.tallies import percentile
 
 LOW_USABLE_FRACTION = 0.5  # WARN when fewer of the recent frames than this were usable
 

@@ -43,8 +43,8 @@ from endoarss_ros.inference.engine import FrameResult, InferenceEngine, resolve_
 from endoarss_ros.inference.frames import ENCODINGS, frame_from_array, frame_from_image_fields
 from endoarss_ros.inference.options import UPSAMPLE_MODES
 from endoarss_ros.inference.preprocess import cv2_full_rgb
-from endoarss_ros.inference.stats import percentile
 from endoarss_ros.inference.stream import CameraStream
+from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.model import ModelConfig, build_model, load_model
 from endoarss_ros.model.config import MTLESD_SEG_CLASSES

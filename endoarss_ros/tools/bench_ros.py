@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from endoarss_ros.inference.stats import percentile
+from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.ros import fastdds
 
 

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY
-from endoarss_ros.inference.stats import percentile
 from endoarss_ros.inference.status import FLAGS
-from endoarss_ros.inference.tallies import StatusTally, TrackTally
+from endoarss_ros.inference.tallies import StatusTally, TrackTally, percentile
 
 NAMESPACE = "/endoarss"
 IMAGE_TOPIC = "/endoscope/image_raw"
@@ -69,7 +68,7 @@ class Listener:
         node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
 
     def on_info(self, msg) -> None:
-        from endoarss_ros.metrics import GroundTruthEvaluator
+        from endoarss_ros.metrics.frames import GroundTruthEvaluator
 
         act_names = self.gt.activity_names or [str(i) for i in range(3)]
         with self.lock:

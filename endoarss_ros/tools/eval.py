@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from endoarss_ros.metrics.tracker import format_table, summary
     from endoarss_ros.model import load_model
     from endoarss_ros.training.loop import evaluate
-    from endoarss_ros.training.metrics import format_table, summary
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

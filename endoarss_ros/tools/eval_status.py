@@ -160,7 +160,7 @@ class _Scores:
         self.act[true_activity, activity] += 1
 
     def report(self, seg_names, act_names) -> dict:
-        from endoarss_ros.metrics import classification_metrics, segmentation_metrics
+        from endoarss_ros.metrics.frames import classification_metrics, segmentation_metrics
 
         frames = int(self.act.sum())
         if not frames:

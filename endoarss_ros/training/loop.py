@@ -31,12 +31,12 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from endoarss_ros.data.classes import MTLESD, ClassSet
+from endoarss_ros.metrics.tracker import MetricTracker, summary
 from endoarss_ros.model import build_model, freeze_for_adapter_training, load_model, save_model
 
 from .config import TrainConfig, build_model_config
 from .data import build_split, build_train_val, dataset_class_set
 from .losses import activity_loss, segmentation_loss
-from .metrics import MetricTracker, summary
 from .plots import write_plots
 from .weighting import build_weighting, split_parameters
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from endoarss_ros.data.corruptions import CORRUPTIONS, SEVERITIES
+from endoarss_ros.metrics.tracker import summary
 
 from .loop import evaluate
-from .metrics import summary
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt_batch", "evaluate_robustness", "format_robustness"]
 

@@ -1,14 +1,14 @@
 """Confusion-matrix metrics for activity recognition and segmentation.
 
 Torch-side accumulation (``confusion_matrix``, ``MetricTracker``) and reporting of the metrics defined in
-``endoarss_ros.metrics`` (conventions there).
+``metrics.frames`` (conventions there).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..metrics import classification_metrics, segmentation_metrics
+from .frames import classification_metrics, segmentation_metrics
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255) -> np.ndarray:
