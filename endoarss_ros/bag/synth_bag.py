@@ -89,24 +89,38 @@ def write_synth_bag(path: str | Path, *, seconds: float = 10.0, fps: float = 30.
     ``encoding``: rgb8 / bgr8 (raw Image) or jpeg / png (CompressedImage). ``storage``: mcap / sqlite3.
     ``checksums``: fill in the MCAP chunk CRCs (False: none, as some recorders write them).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from ..data.synth import generate_sequence
+
+    if fps <= 0 or seconds <= 0:
+        raise ValueError("fps and seconds must be positive")
+    frames = max(1, int(round(seconds * fps)))
+    return write_frames_bag(path, generate_sequence(seed, frames, fps, size, **synth_options), frames, fps, size,
+                            encoding=encoding, storage=storage, start_ns=start_ns, jpeg_quality=jpeg_quality,
+                            class_set=class_set, progress=progress, checksums=checksums)
+
+
+def write_procedure_bag(path: str | Path, procedure, **options) -> SynthBagInfo:
+    """A synthetic procedure (``data.procedures.Procedure``) as a bag; ``options`` as ``write_frames_bag``."""
+    s = procedure.settings
+    return write_frames_bag(path, procedure.frames(), procedure.num_frames, s.fps, s.size, **options)
+
+
+def write_frames_bag(path: str | Path, sequence, frames: int, fps: float, size: tuple[int, int], *,
+                     encoding: str = "rgb8", storage: str = "mcap", start_ns: int = DEFAULT_START_NS,
+                     jpeg_quality: int = 90, class_set: ClassSet = MTLESD, progress: bool = False,
+                     checksums: bool = True) -> SynthBagInfo:
+    """Write ``frames`` items of ``sequence`` (each with ``rgb``, ``mask``, ``activity``) at ``fps``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
 
     if encoding not in RAW_ENCODINGS + COMPRESSED_FORMATS:
         raise ValueError(f"encoding must be one of {RAW_ENCODINGS + COMPRESSED_FORMATS}, got {encoding!r}")
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
     if storage not in plugins:
         raise ValueError(f"storage must be mcap or sqlite3, got {storage!r}")
-    if fps <= 0 or seconds <= 0:
-        raise ValueError("fps and seconds must be positive")
     path = Path(path)
     store = typestore()
     compressed = encoding in COMPRESSED_FORMATS
-    frames = max(1, int(round(seconds * fps)))
     info = SynthBagInfo(path, frames, fps, tuple(size), encoding, storage, start_ns=start_ns)
-
-    sequence = generate_sequence(seed, frames, fps, size, **synth_options)
     if progress:
         from tqdm import tqdm
 

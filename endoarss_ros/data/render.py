@@ -327,12 +327,12 @@ def instrument_truth(scene: Scene, state: FrameState, size: int | tuple[int, int
 
 
 def render(scene: Scene, state: FrameState, size: int | tuple[int, int], rng: Rng | None = None, *,
-           sensor_noise: float = 1.5, light: tuple[np.ndarray, np.ndarray] | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
+           sensor_noise: float = 1.5, light: tuple[np.ndarray, np.ndarray] | None = None,
+           instruments: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``state`` of ``scene``: (rgb uint8 HxWx3, mask uint8 HxW of class ids).
 
     ``light`` is a cached ``_light_map`` (it only depends on the scene's optics and the size). Where the
-    instruments are: ``instrument_truth``.
+    instruments are: ``instrument_truth``; ``instruments=False``: withdrawn out of view (not drawn).
     """
     h, w = frame_size(size)
     fr = _Frame(scene, state.camera, h, w)
@@ -346,7 +346,7 @@ def render(scene: Scene, state: FrameState, size: int | tuple[int, int], rng: Rn
         _draw_marks(img, mask, scene, fr, _dots_placed(scene, state))
         if a == CIRCUMFERENTIAL_INCISION:
             _draw_incision(img, mask, scene, fr, state.progress)
-    for pose in _instrument_poses(scene, state, fr):
+    for pose in _instrument_poses(scene, state, fr) if instruments else ():
         _DRAW_INSTRUMENT[pose.class_id](img, mask, scene, fr, pose)
 
     if scene.smoke_level > 0:

@@ -43,8 +43,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     bag.add_argument("--seed", type=int, default=0)
 
+    _add_procedure_arguments(sub.add_parser(
+        "procedures", help="Whole ESD procedures (minutes, one scene, recurrences, ambiguous intervals): "
+                           "videos with NAME-phase.txt, or bags"))
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}") from e
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI, got {text!r}")
+    return lo, hi
+
+
+def _add_procedure_arguments(p: argparse.ArgumentParser) -> None:
+    from endoarss_ros.data.procedures import AMBIGUITY_KINDS, ProcedureSettings
+
+    d = ProcedureSettings()
+    p.add_argument("out_dir", help="folder to write (video: NAME.mp4 + NAME-phase.txt; bag: one bag per procedure)")
+    p.add_argument("--count", type=int, default=4, help="procedures (default 4)")
+    p.add_argument("--minutes", type=float, default=d.minutes, help=f"length of each (default {d.minutes:g})")
+    p.add_argument("--fps", type=float, default=d.fps, help=f"frames per second (default {d.fps:g})")
+    p.add_argument("--size", type=_size_wh, default=d.size, help="WxH (default 224x180)")
+    p.add_argument("--seed", type=int, default=0, help="procedure k uses seed (SEED, k): other seeds, other sets")
+    p.add_argument("--format", choices=("video", "bag"), default="video")
+    p.add_argument("--shares", type=lambda t: tuple(float(v) for v in t.split(",")), default=d.shares,
+                   help="time shares of marking,incision,dissection (default %(default)s)")
+    p.add_argument("--returns", type=float, default=d.returns,
+                   help="expected returns to incision during dissection (at least one; default %(default)s)")
+    p.add_argument("--return-seconds", type=_pair, default=d.return_seconds, help="LO,HI (default %(default)s)")
+    p.add_argument("--ambiguity-rate", type=float, default=d.ambiguity_rate,
+                   help="fraction of the time in ambiguous intervals (default %(default)s)")
+    p.add_argument("--ambiguity-seconds", type=_pair, default=d.ambiguity_seconds,
+                   help="LO,HI length of one ambiguous interval (default %(default)s)")
+    p.add_argument("--ambiguity-kinds", nargs="+", choices=AMBIGUITY_KINDS, default=list(AMBIGUITY_KINDS))
+
+
+def _write_procedures(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from endoarss_ros.data.procedures import ProcedureSettings, numbered_procedure, write_procedure_videos
+
+    try:
+        settings = ProcedureSettings(
+            minutes=args.minutes, fps=args.fps, size=args.size, shares=args.shares, returns=args.returns,
+            return_seconds=args.return_seconds, ambiguity_rate=args.ambiguity_rate,
+            ambiguity_seconds=args.ambiguity_seconds, ambiguity_kinds=tuple(args.ambiguity_kinds))
+    except ValueError as e:
+        print(f"endoarss synth procedures: {e}", file=sys.stderr)
+        return 2
+    bar = None if sys.stderr.isatty() else False
+    progress = (lambda it, **kw: tqdm(it, unit="frame", leave=False, **kw)) if bar is None else None
+    if args.format == "video":
+        paths = write_procedure_videos(args.out_dir, args.count, settings, args.seed, progress=progress)
+    else:
+        from endoarss_ros.bag.synth_bag import write_procedure_bag
+
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        paths = []
+        for k in range(args.count):
+            name, proc = numbered_procedure(args.seed, k, settings)
+            paths.append(write_procedure_bag(Path(args.out_dir) / name, proc, progress=bar is None).path)
+    h, w = settings.size
+    print(f"{args.out_dir}: {len(paths)} procedures of {settings.minutes:g} min, {w}x{h} at {settings.fps:g} fps"
+          f" ({args.format})")
+    return 0
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.synth_mode == "procedures":
+        return _write_procedures(args)
     if args.synth_mode == "dataset":
         from endoarss_ros.data.layout import write_synthetic_dataset
 
