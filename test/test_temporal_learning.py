@@ -1,0 +1,106 @@
+"""Feature cache, train-temporal and eval-temporal end to end on tiny procedures and a tiny frame model."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from endoarss_ros.cli import main
+from endoarss_ros.data.procedures import ProcedureSettings, write_procedure_videos
+
+SETTINGS = ProcedureSettings(minutes=0.75, fps=2.0, size=(48, 64), ambiguity_rate=0.2, return_seconds=(5, 8))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from endoarss_ros.model import ModelConfig, build_model, save_model
+
+    return str(save_model(build_model(ModelConfig.endoarss_tiny()), tmp_path_factory.mktemp("model") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def procedures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("procedures")
+    write_procedure_videos(root / "train", 2, SETTINGS, seed=1)
+    write_procedure_videos(root / "val", 1, SETTINGS, seed=2)
+    write_procedure_videos(root / "test", 1, ProcedureSettings(minutes=1.0, fps=2.0, size=(48, 64)), seed=3)
+    return root
+
+
+def test_feature_cache_skips_finished_videos_and_notices_edits(tiny_model, procedures, tmp_path):
+    from endoarss_ros.training.temporal_features import FeatureExtractor, cached_features, layout_videos
+
+    ex = FeatureExtractor(tiny_model, batch=4)
+    videos = layout_videos(procedures / "train", ex.activity_classes)
+    logged: list[str] = []
+    first = cached_features(ex, videos, tmp_path, log=logged.append)
+    assert len(logged) == 2 and len(list(tmp_path.glob("*.npz"))) == 2
+    f = first[0]
+    assert f.features.shape == (90, len(ex.feature_names)) and f.probs.shape == (90, 3)
+    assert np.allclose(f.stamps, np.arange(90) / 2.0) and set(np.unique(f.labels)) <= {0, 1, 2}
+    logged.clear()
+    again = cached_features(ex, videos, tmp_path, log=logged.append)
+    assert logged == [] and np.array_equal(again[1].features, first[1].features)
+    # An interrupted run leaves one video undone: only that one is extracted.
+    sorted(tmp_path.glob("*.npz"))[1].unlink()
+    cached_features(ex, videos, tmp_path, log=logged.append)
+    assert len(logged) == 1 and videos[1].name in logged[0]
+    # Relabelled video -> another key -> extracted again.
+    phase = procedures / "train" / f"{videos[0].name}-phase.txt"
+    text = phase.read_text()
+    try:
+        phase.write_text(text.replace("\t" + ex.activity_classes[2] + "\n", "\t" + ex.activity_classes[1] + "\n", 1))
+        logged.clear()
+        cached_features(ex, layout_videos(procedures / "train", ex.activity_classes), tmp_path, log=logged.append)
+        assert len(logged) == 1 and videos[0].name in logged[0]
+    finally:
+        phase.write_text(text)
+
+
+def test_train_then_eval_temporal(tiny_model, procedures, tmp_path, capsys):
+    from endoarss_ros.inference.temporal import load_temporal_for
+    from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES, MTLESD_SEG_CLASSES
+
+    run = tmp_path / "run"
+    cache = tmp_path / "cache"
+    assert main(["train-temporal", "--model", tiny_model, "--videos", str(procedures / "train"), "--val-videos",
+                 str(procedures / "val"), "-o", str(run), "--cache", str(cache), "--epochs", "2",
+                 "--validate-every", "1", "--channels", "8", "--layers", "4"]) == 0
+    for name in ("config.json", "metrics.json", "training.png", "timelines_val.png", "temporal.safetensors"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2 and metrics["best_epoch"] in (1, 2)
+    assert "frame_accuracy_train_videos" in metrics["frame_model_check"]
+    model, binding = load_temporal_for(run / "temporal.safetensors", tiny_model, MTLESD_SEG_CLASSES,
+                                       MTLESD_ACTIVITY_CLASSES)
+    assert binding.tick_s == 1.0 and binding.session_settings["switch_evidence"] == metrics["switch_evidence"]
+
+    out = tmp_path / "eval"
+    assert main(["eval-temporal", str(run / "temporal.safetensors"), "--model", tiny_model, "--videos",
+                 str(procedures / "test"), "-o", str(out), "--cache", str(cache)]) == 0
+    report = json.loads((out / "eval_temporal.json").read_text())
+    for method in ("temporal", "ema", "frame"):
+        s = report["clean"][method]["summary"]
+        assert s["videos"] == 1 and 0 <= s["accuracy"] <= 1 and "f1@50" in s
+        assert report["robust"][method]["summary"]["videos"] == 1
+    assert len(report["targets"]) == 6
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == report["frames"] == 120
+    assert {r["source"] for r in rows} <= {"temporal", "frame_ema"} and (out / "timelines.png").is_file()
+
+
+def test_a_temporal_model_for_another_frame_model_is_refused(tiny_model, procedures, tmp_path, capsys):
+    from endoarss_ros.model import ModelConfig, build_model, save_model
+
+    other = save_model(build_model(ModelConfig.endoarss_tiny()), tmp_path / "other")
+    run = tmp_path / "run"
+    assert main(["train-temporal", "--model", tiny_model, "--videos", str(procedures / "train"), "-o", str(run),
+                 "--epochs", "1", "--channels", "8", "--layers", "3"]) == 0
+    capsys.readouterr()
+    assert main(["eval-temporal", str(run / "temporal.safetensors"), "--model", str(other), "--videos",
+                 str(procedures / "test"), "-o", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "frame model" in err and len(err.strip().splitlines()) == 1
