@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .weights import WeightsError, read_state_dict
+from .weights.read import WeightsError, read_state_dict
 
 FORMAT = "endoarss_temporal"
 FORMAT_KEY = "format"
