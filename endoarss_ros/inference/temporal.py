@@ -274,19 +274,28 @@ def expected_binding(frame_weights: str | Path, seg_classes: Sequence[str], acti
                            tuple(feature_names(seg_classes, activity_classes)), None)
 
 
+class TemporalModelError(ValueError):
+    """A temporal weights file that cannot be used with this frame model; the message is one line."""
+
+
 def load_temporal_for(path: str | Path, frame_weights: str | Path, seg_classes: Sequence[str],
                       activity_classes: Sequence[str]):
     """``(model, binding)`` of a temporal weights file checked against the frame model it will read from.
-    Raises FileNotFoundError / WeightsError / TemporalBindingError with one line naming both sides."""
+    Raises ``TemporalModelError`` with one line (missing, damaged, not a temporal model, or bound to another
+    frame model, classes, feature layout: naming both sides)."""
     from endoarss_ros.model.temporal import load_temporal
 
     path = Path(path)
     if not path.is_file():
         why = "it is a directory" if path.is_dir() else "no such file"
-        raise FileNotFoundError(f"temporal model {path.absolute()}: {why}")
-    return load_temporal(path, expect=expected_binding(frame_weights, seg_classes, activity_classes))
+        raise TemporalModelError(f"temporal model {path.absolute()}: {why}")
+    try:
+        return load_temporal(path, expect=expected_binding(frame_weights, seg_classes, activity_classes))
+    except (OSError, ValueError, RuntimeError) as e:  # WeightsError, TemporalBindingError, unreadable files
+        lines = str(e).strip().splitlines()
+        raise TemporalModelError(lines[0] if lines else f"temporal model {path}: {type(e).__name__}") from e
 
 
 __all__ = ["SOURCE_FRAME", "SOURCE_FRAME_EMA", "SOURCE_TEMPORAL", "ActivityClock", "EvidenceGate",
-           "TemporalEstimate", "TemporalSession", "TemporalSettings", "expected_binding", "load_temporal_for",
-           "tick_of", "ticks_from_frames"]
+           "TemporalEstimate", "TemporalModelError", "TemporalSession", "TemporalSettings", "expected_binding",
+           "load_temporal_for", "tick_of", "ticks_from_frames"]

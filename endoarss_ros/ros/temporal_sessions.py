@@ -13,6 +13,7 @@ from pathlib import Path
 from endoarss_ros.inference.temporal import (
     SOURCE_FRAME_EMA,
     SOURCE_TEMPORAL,
+    TemporalModelError,
     TemporalSession,
     TemporalSettings,
     load_temporal_for,
@@ -50,9 +51,8 @@ class TemporalSessions:
         path = resolve_model_path(parameter)
         try:
             model, binding = load_temporal_for(path, frame_weights, seg_classes, activity_classes)
-        except Exception as e:  # noqa: BLE001 - missing, damaged, foreign or mismatched: one line, configure fails
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return f"cannot use the temporal model (parameter temporal_model={parameter!r}): {first}"
+        except TemporalModelError as e:  # missing, damaged, foreign or mismatched: one line, configure fails
+            return f"cannot use the temporal model (parameter temporal_model={parameter!r}): {e}"
         settings = TemporalSettings.from_binding(binding)
         self.path, self.binding, self.labels = path, binding, list(camera_labels)
         self.sessions = [TemporalSession(model, binding, settings) for _ in self.labels]
