@@ -13,6 +13,7 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 * ``{"op": "transition", "transition": "configure"}`` (or a raw ``"id"`` / ``"label"``) / ``{"op": "get_state"}``;
 * ``{"op": "set_params", "params": {"overlay_alpha": 0.2}}`` / ``{"op": "get_params", "names": [...]}``;
 * ``{"op": "diagnostics", "wait": 2.5}``: the node's newest ``/diagnostics`` values after waiting;
+* ``{"op": "trigger", "service": "reset_temporal"}``: call a std_srvs/Trigger service of the node;
 * ``{"op": "sleep", "seconds": 1}``.
 """
 from __future__ import annotations
@@ -215,7 +216,8 @@ class Probe:
             elif kind == "activity":
                 rec.update(class_id=msg.class_id, label=msg.label, confidence=msg.confidence,
                            class_names=list(msg.class_names), probabilities=[float(p) for p in msg.probabilities],
-                           raw_probabilities=[float(p) for p in msg.raw_probabilities])
+                           raw_probabilities=[float(p) for p in msg.raw_probabilities], source=msg.source,
+                           duration_s=float(msg.duration_s))
             elif kind == "info":
                 rec.update(class_names=list(msg.class_names), colors=list(bytes(msg.colors)),
                            mask_encoding=msg.mask_encoding, model=msg.model)
@@ -376,6 +378,13 @@ class Probe:
         response = self._service(GetParameters, "get_parameters", GetParameters.Request(names=step["names"]))
         values = [parameter_value_to_python(v) for v in response.values] if response else []
         return {"op": "get_params", "values": dict(zip(step["names"], values))}
+
+    def op_trigger(self, step):
+        from std_srvs.srv import Trigger
+
+        response = self._service(Trigger, step["service"], Trigger.Request(), step.get("timeout", 60.0))
+        return {"op": "trigger", "answered": response is not None, "success": bool(response and response.success),
+                "message": response.message if response else None, "t": time.monotonic()}
 
     def op_diagnostics(self, step):
         self.diagnostics = None

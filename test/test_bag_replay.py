@@ -301,7 +301,7 @@ def test_bag_without_image_topics(tmp_path, engine, tiny_model):
     header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="")
     act = t["endoarss_ros/msg/Activity"](header=header, label="Marking", class_id=0, confidence=1.0,
                                          class_names=["Marking"], probabilities=np.ones(1, np.float32),
-                                         raw_probabilities=np.ones(1, np.float32))
+                                         raw_probabilities=np.ones(1, np.float32), source="", duration_s=0.0)
     _write_bag(tmp_path / "in", [("/endoscope/ground_truth/activity", "endoarss_ros/msg/Activity", 10**9, act)])
     with pytest.raises(BagError, match="no image topics") as err:
         replay(_opts(tmp_path / "in", tmp_path / "out", engine, tiny_model))

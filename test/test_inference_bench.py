@@ -46,6 +46,10 @@ def test_bench_quick_json(tmp_path, capsys):
     for part in ("total_ms", "image_quality_ms", "instruments_ms"):
         assert 0 < outputs[part]["p50"] <= outputs[part]["p95"]
     assert outputs["total_ms"]["p50"] >= outputs["image_quality_ms"]["p50"]
+    temporal = data["temporal"]  # the temporal model's step on one core, and its state per camera
+    assert temporal["ticks_per_camera"] == 200 and temporal["receptive_field_ticks"] == 2047
+    assert 0 < temporal["step_ms"]["p50"] <= temporal["step_ms"]["p95"]
+    assert 0 < temporal["state_bytes_per_camera"] <= 1_000_000
 
 
 def _args(tmp_path, *extra):

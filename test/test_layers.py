@@ -25,7 +25,7 @@ RANK = {
     "cli": 5,
 }
 ROS_ONLY = ("rclpy", "endoarss_ros.msg", "diagnostic_msgs", "sensor_msgs", "std_msgs", "rcl_interfaces",
-            "builtin_interfaces", "lifecycle_msgs")
+            "builtin_interfaces", "lifecycle_msgs", "std_srvs")
 ROS_LAYERS = ("ros", "tools")  # the node, and the entry points that talk to it
 BAG_LAYERS = ("bag", "tools")  # rosbags: files, and the entry points that play them
 

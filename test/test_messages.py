@@ -9,7 +9,8 @@ def test_activity_round_trip():
 
     msg = Activity(label="Submucosal Dissection", class_id=2, confidence=0.75,
                    class_names=["Marking", "Circumferential Incision", "Submucosal Dissection"],
-                   probabilities=[0.05, 0.2, 0.75], raw_probabilities=[0.1, 0.3, 0.6])
+                   probabilities=[0.05, 0.2, 0.75], raw_probabilities=[0.1, 0.3, 0.6],
+                   source=Activity.SOURCE_TEMPORAL, duration_s=12.5)
     msg.header.frame_id = "endoscope"
     msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 345
     back = rclpy_serialization.deserialize_message(rclpy_serialization.serialize_message(msg), Activity)
@@ -18,6 +19,16 @@ def test_activity_round_trip():
     assert list(back.class_names) == list(msg.class_names)
     assert list(back.probabilities) == pytest.approx([0.05, 0.2, 0.75])
     assert list(back.raw_probabilities) == pytest.approx([0.1, 0.3, 0.6])
+    assert back.source == "temporal" and back.duration_s == 12.5
+
+
+def test_activity_source_constants_are_the_pipelines():
+    from endoarss_ros.msg import Activity
+
+    from endoarss_ros.inference import temporal
+
+    assert (Activity.SOURCE_TEMPORAL, Activity.SOURCE_FRAME_EMA, Activity.SOURCE_FRAME) == (
+        temporal.SOURCE_TEMPORAL, temporal.SOURCE_FRAME_EMA, temporal.SOURCE_FRAME)
 
 
 def test_segmentation_info_round_trip():

@@ -28,6 +28,7 @@ from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds, lost_frame_status
 from endoarss_ros.inference.stream import CameraStream, StreamSettings
 from endoarss_ros.inference.tallies import StatusTally, TrackTally
+from endoarss_ros.inference.temporal import TemporalSession, TemporalSettings, load_temporal_for
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.metrics.frames import GroundTruthEvaluator
 
@@ -71,6 +72,7 @@ class ReplayOptions:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True
     engine: object | None = None  # an InferenceEngine to reuse (tests, demo)
+    temporal_model: str = ""  # temporal activity weights bound to ``model`` ('' = frame-wise + EMA)
 
     @property
     def stream_settings(self) -> StreamSettings:
@@ -159,9 +161,11 @@ class _ReplayRun:
         self.pending_eval: dict[int, tuple[np.ndarray, int]] = {}
         self.truth_activities: dict[int, int] = {}
         namespaces = output_namespaces(self.topics, opts.namespace)
-        self.states = {t: _TopicState(t, namespaces[t], CameraStream(self.seg_names, self.act_names, engine.colors,
-                                                                     opts.stream_settings),
-                                      StatusTally(), TrackTally(self.seg_names)) for t in self.topics}
+        temporal = self._temporal_model()
+        self.states = {t: _TopicState(t, namespaces[t], CameraStream(
+            self.seg_names, self.act_names, engine.colors, opts.stream_settings,
+            temporal=TemporalSession(*temporal, TemporalSettings.from_binding(temporal[1])) if temporal else None),
+            StatusTally(), TrackTally(self.seg_names)) for t in self.topics}
         self.failed: list[dict] = []
         self.want_overlay = opts.overlay or opts.video is not None
         self.video = (OverlayVideo(Path(opts.video), self._video_fps(), outputs) if opts.video is not None
@@ -169,6 +173,13 @@ class _ReplayRun:
         self.inference_s = 0.0
         self.progress = None
         self.out: BagOutput | None = None
+
+    def _temporal_model(self):
+        """(model, binding) of ``--temporal-model``, checked against the frame model; None without one."""
+        if not self.opts.temporal_model:
+            return None
+        return load_temporal_for(resolve_model_path(self.opts.temporal_model), resolve_model_path(self.opts.model),
+                                 self.engine.seg_classes, self.engine.activity_classes)
 
     def _evaluator(self) -> GroundTruthEvaluator:
         return GroundTruthEvaluator(len(self.seg_names), len(self.act_names), seg_names=self.seg_names,
@@ -236,7 +247,7 @@ class _ReplayRun:
 
     def _write_results(self, frame: BagFrame, result, inference_s: float) -> None:
         st, out, store = self.states[frame.topic], self.out, self.out.store
-        stream = st.stream.update(frame.frame, result)
+        stream = st.stream.update(frame.frame, result, frame.stamp / 1e9)
         activity = stream.activity
         header = frame.header
         frame_id = str(getattr(header, "frame_id", ""))
@@ -309,6 +320,8 @@ class _ReplayRun:
             "pixel_fractions": {t: report.pixel_fractions(s.pixels, self.seg_names) for t, s in states.items()},
             "status": {t: s.statuses.summary() for t, s in states.items()},
             "instruments": {t: s.tracks.summary() for t, s in states.items()},
+            "temporal": {"model": str(opts.temporal_model), "topics": {
+                t: s.stream.temporal.diagnostics() for t, s in states.items()}} if opts.temporal_model else None,
             "ground_truth": None,
             "files": {"bag": str(opts.output), "summary": str(opts.summary_path),
                       "timeline": str(opts.timeline_path) if opts.timeline_path else None,

@@ -61,13 +61,16 @@ def compressed_image_fields(header, format: str, data: np.ndarray) -> dict:  # n
     return {"header": header, "format": format, "data": np.asarray(data, dtype=np.uint8).reshape(-1)}
 
 
-def activity_fields(header, class_names: Sequence[str], probabilities, raw_probabilities, class_id: int) -> dict:
-    """``endoarss_ros/Activity``: the winner ``class_id`` of the (smoothed) ``probabilities``."""
+def activity_fields(header, class_names: Sequence[str], probabilities, raw_probabilities, class_id: int,
+                    source: str = "", duration_s: float = 0.0) -> dict:
+    """``endoarss_ros/Activity``: the winner ``class_id`` of the (smoothed or temporal) ``probabilities``,
+    the estimator that produced it (``source``, ``temporal.SOURCE_*``) and how long it has held."""
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)
     return {"header": header, "label": class_names[class_id], "class_id": int(class_id),
             "confidence": float(probabilities[class_id]), "class_names": list(class_names),
             "probabilities": probabilities,
-            "raw_probabilities": np.asarray(raw_probabilities, dtype=np.float32).reshape(-1)}
+            "raw_probabilities": np.asarray(raw_probabilities, dtype=np.float32).reshape(-1),
+            "source": str(source), "duration_s": _f32(duration_s)}
 
 
 def one_hot_activity_fields(header, class_names: Sequence[str], class_id: int) -> dict:
@@ -129,7 +132,7 @@ def frame_fields(header, result, stream, activity_names: Sequence[str], seg_name
     h, w = result.mask.shape[:2]
     fields = {
         "activity": activity_fields(header, activity_names, activity.probabilities, result.activity_probs,
-                                    activity.class_id),
+                                    activity.class_id, activity.source, activity.duration_s),
         "mask": image_fields(header, result.mask, MASK_ENCODING),
         "instruments": instrument_array_fields(header, w, h, stream.instruments, seg_names),
     }

@@ -1,7 +1,8 @@
 """One camera's state across frames, the same in the node, the offline replay and the bench: the activity
-smoother, the instrument tracker and the status thresholds. ``CameraStream.update`` turns one engine result
-into everything published for the frame but the mask: smoothed activity, status (quality, uncertainty), tracked
-instruments, and the annotated overlay when the engine made one.
+smoother, the optional temporal model session, the instrument tracker and the status thresholds.
+``CameraStream.update`` turns one engine result into everything published for the frame but the mask: the
+activity (the temporal model's once it is warm, else the frame-wise EMA, which always runs so it is ready as the
+fallback), status (quality, uncertainty), tracked instruments, and the annotated overlay when the engine made one.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import numpy as np
 from . import instruments as inst
 from . import quality
 from .annotate import annotate
-from .smoother import DEFAULT_SMOOTHING, ActivityEstimate, ActivitySmoother, Smoothing
+from .smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
 from .status import FrameStatus, StatusThresholds, frame_status, model_uncertainty
+from .temporal import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
+from .temporal_features import frame_features, usable_for_temporal
 
 
 @dataclass(frozen=True)
@@ -26,19 +29,30 @@ class StreamSettings:
     annotate: bool = True  # draw instruments, activity, status and legend on the overlay
 
 
+class PublishedActivity(NamedTuple):
+    probabilities: np.ndarray  # float32 (K,): the temporal posterior or the smoothed frame-wise probabilities
+    class_id: int
+    source: str  # temporal.SOURCE_*: which estimator produced it (Activity.source)
+    duration_s: float  # how long class_id has held in stamp time (NaN when update got no stamp)
+
+
 class StreamOutput(NamedTuple):
-    activity: ActivityEstimate
+    activity: PublishedActivity
     status: FrameStatus  # without timing: ``status.with_timing`` when it is published
     instruments: list[inst.Instrument]
     overlay: np.ndarray | None  # the engine's overlay, annotated unless settings say no (None when there was none)
     compute_s: float  # time spent here
+    features: np.ndarray | None = None  # the frame's temporal features (``temporal_features.frame_features``)
+    temporal: TemporalEstimate | None = None  # the temporal session's estimate, when there is one
 
 
 class CameraStream:
     """Per camera. ``seg_classes`` / ``activity_classes``: the published names; ``colors``: the class colours
-    (``engine.colors``). Raises ValueError when ``settings.instruments.classes`` names an unknown class."""
+    (``engine.colors``); ``temporal``: a ``temporal.TemporalSession`` for this camera, or None (frame-wise EMA
+    only). Raises ValueError when ``settings.instruments.classes`` names an unknown class."""
 
-    def __init__(self, seg_classes, activity_classes, colors: np.ndarray, settings: StreamSettings | None = None):
+    def __init__(self, seg_classes, activity_classes, colors: np.ndarray, settings: StreamSettings | None = None,
+                 temporal=None):
         self.seg_classes, self.activity_classes = list(seg_classes), list(activity_classes)
         self.colors = np.asarray(colors, np.uint8)
         self.settings = settings or StreamSettings()
@@ -46,6 +60,8 @@ class CameraStream:
         self.smoother = ActivitySmoother.from_settings(len(self.activity_classes), self.settings.smoothing)
         self.tracker = inst.InstrumentTracker(self.settings.instruments.max_match_distance,
                                               self.settings.instruments.max_missed_frames)
+        self.temporal = temporal
+        self.clock = ActivityClock()
 
     def reconfigure(self, settings: StreamSettings) -> None:
         """New settings (live parameters): the smoother restarts if smoothing changed, the tracker if tracking
@@ -59,16 +75,18 @@ class CameraStream:
         if (s.max_match_distance, s.max_missed_frames) != (o.max_match_distance, o.max_missed_frames):
             self.tracker = inst.InstrumentTracker(s.max_match_distance, s.max_missed_frames)
 
-    def update(self, frame, result) -> StreamOutput:
-        """``frame``: the ``RawFrame`` given to the engine; ``result``: its ``FrameResult``."""
+    def update(self, frame, result, stamp_s: float | None = None) -> StreamOutput:
+        """``frame``: the ``RawFrame`` given to the engine; ``result``: its ``FrameResult``; ``stamp_s``: the
+        image's header stamp in seconds (the temporal clock; needed with a temporal session)."""
         t0 = time.perf_counter()
         s = self.settings
-        activity = self.smoother.update(result.activity_probs)
         rgb = quality.analysis_rgb(frame)
         measures = quality.measure(frame, rgb).as_dict()
         measures.update(model_uncertainty(result.activity_probs, result.confidence,
                                           s.thresholds.pixel_confidence_threshold))
         status = frame_status(measures, s.thresholds)
+        features = frame_features(result, len(self.seg_classes), status.measures)
+        activity, estimate = self._activity(result.activity_probs, features, usable_for_temporal(status), stamp_s)
         found = inst.extract(result.mask, self.instrument_classes, confidence=result.confidence, image=rgb,
                              min_area_fraction=s.instruments.min_area_fraction)
         tracked = self.tracker.update(found, result.mask.shape)
@@ -78,5 +96,27 @@ class CameraStream:
                                activity=self.activity_classes[activity.class_id],
                                confidence=float(activity.probabilities[activity.class_id]),
                                names=self.seg_classes, colors=self.colors)
-        return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0)
+        return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0, features, estimate)
+
+    def _activity(self, probs, features, usable: bool, stamp_s: float | None):
+        ema = self.smoother.update(probs)  # always: the fallback is ready when the temporal model is not
+        estimate = None
+        if self.temporal is not None:
+            if stamp_s is None:
+                raise ValueError("CameraStream.update needs the frame's stamp_s with a temporal session")
+            estimate = self.temporal.update(stamp_s, features, usable)
+        if estimate is not None and estimate.warm:
+            probabilities, class_id, source = estimate.probabilities, estimate.class_id, SOURCE_TEMPORAL
+        else:
+            source = SOURCE_FRAME_EMA if self.smoother.enabled else SOURCE_FRAME
+            probabilities, class_id = ema.probabilities, ema.class_id
+        duration = self.clock.update(stamp_s, class_id) if stamp_s is not None else float("nan")
+        return PublishedActivity(probabilities, class_id, source, duration), estimate
+
+    def reset_temporal(self, reason: str) -> bool:
+        """Reset the temporal session (False when there is none)."""
+        if self.temporal is None:
+            return False
+        self.temporal.reset(reason)
+        return True
 

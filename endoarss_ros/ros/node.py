@@ -43,6 +43,7 @@ from endoarss_ros.ros import conversions, params, qos
 from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
 from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
 from endoarss_ros.ros.input_loss import SequenceGaps
+from endoarss_ros.ros.temporal_sessions import TemporalSessions, stamp_seconds
 
 NODE_NAME = "endoarss_perception"
 LOG_THROTTLE_S = 2.0
@@ -116,6 +117,7 @@ class PerceptionNode(LifecycleNode):
         self.settings = params.Settings.from_node(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._guard_change_state_service()
+        self._temporal = TemporalSessions(self)  # ~/reset_temporal; the model itself is loaded at configure
         quiet_opencv_log()  # undecodable frames are reported by the node's own (throttled) log
         # Not a lifecycle publisher: diagnostics report the node in every state.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -166,8 +168,8 @@ class PerceptionNode(LifecycleNode):
         from endoarss_ros.inference.stream import CameraStream
 
         s = self.settings
-        return [CameraStream(self._seg_names, self._activity_names, self._engine.colors, s.stream)
-                for _ in s.cameras]
+        return [CameraStream(self._seg_names, self._activity_names, self._engine.colors, s.stream,
+                             temporal=self._temporal.session(i)) for i in range(len(s.cameras))]
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def _guard_change_state_service(self) -> None:
@@ -253,6 +255,10 @@ class PerceptionNode(LifecycleNode):
             resolve_classes(s.instruments.classes, self._seg_names)
         except ValueError as e:
             return self._configure_failed(f"instruments.classes: {e}")
+        problem = self._temporal.configure(s.temporal_model, path, engine.seg_classes, engine.activity_classes,
+                                           [c.label for c in s.cameras])
+        if problem is not None:
+            return self._configure_failed(problem)
         self._model_label = path.name
         if s.warmup_size:
             try:
@@ -333,6 +339,7 @@ class PerceptionNode(LifecycleNode):
     @_logged
     def on_deactivate(self, state):
         self._stop_streaming()
+        self._temporal.reset_all("lifecycle deactivate")  # activate starts over
         self._state_label = "inactive"
         return super().on_deactivate(state)
 
@@ -377,6 +384,7 @@ class PerceptionNode(LifecycleNode):
     def _release_engine(self):
         engine, self._engine = self._engine, None
         self._streams = []
+        self._temporal.release()
         if engine is not None:
             try:
                 engine.close()
@@ -493,7 +501,7 @@ class PerceptionNode(LifecycleNode):
         for item, frame, result, overlay in zip(items, frames, results, want_overlay):
             out = outputs[item.camera]
             header = item.message.header
-            stream = self._streams[item.camera].update(frame, result)
+            stream = self._streams[item.camera].update(frame, result, stamp_seconds(header))
             for key, fields in frame_fields(header, result, stream, self._activity_names, self._seg_names,
                                             overlay=overlay).items():
                 out.publish(key, fields)
@@ -557,6 +565,7 @@ class PerceptionNode(LifecycleNode):
             "process_rss_mb": f"{_rss_mb() or 0:.1f}",
             "configure_error": self._configure_error,
             "unknown_parameters": ", ".join(self._unknown_parameters),
+            **self._temporal.diagnostics(),
         }
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

@@ -48,6 +48,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("model", DEFAULT_MODEL, "Weights file (.safetensors with its config, or a released checkpoint). "
          "Relative paths are resolved against the current directory, then the package share directory "
          "and the source tree.", read_only=True),
+    Spec("temporal_model", "", "Temporal activity model (.safetensors from `endoarss train-temporal`) bound to "
+         "`model`; '' publishes the frame-wise activity with EMA smoothing. A file that is missing, damaged or "
+         "trained for another frame model fails configure.", read_only=True),
     Spec("device", "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.", read_only=True),
     Spec("precision", "fp32", "Inference precision: fp32, fp16 or bf16 (fp16/bf16 on CUDA only).",
          read_only=True, choices=PRECISIONS),
@@ -214,6 +217,7 @@ class Settings:
     """The parameters' values, typed, as the node uses them (defaults live in ``SPECS`` alone)."""
     autostart: bool
     model: str
+    temporal_model: str
     device: str
     precision: str
     backend: str
@@ -254,7 +258,8 @@ class Settings:
             return (v[0], v[1]) if v and any(v) else None
 
         return cls(
-            autostart=bool(values["autostart"]), model=values["model"], device=values["device"],
+            autostart=bool(values["autostart"]), model=values["model"], temporal_model=values["temporal_model"],
+            device=values["device"],
             precision=values["precision"], backend=values["backend"],
             engine_cache_dir=values["engine_cache_dir"], input_size=size(values["input_size"]),
             class_names_file=values["class_names_file"], max_batch=int(values["max_batch"]),

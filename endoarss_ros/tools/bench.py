@@ -48,6 +48,7 @@ from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.model import ModelConfig, build_model, load_model
 from endoarss_ros.model.config import MTLESD_SEG_CLASSES
+from endoarss_ros.tools import bench_temporal
 from endoarss_ros.tools.bench_ros import measure
 
 MODEL_PRESETS = ("official", "endoarss-tiny", "endoarss-small", "endoarss-base")
@@ -86,6 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ros-frames", type=int, default=60, help="frames published to the node over ROS")
     p.add_argument("--ros-rate", type=float, default=10.0, help="publishing rate (Hz) for the over-ROS measurement")
     p.add_argument("--no-ros", action="store_true", help="skip the measurement over ROS")
+    p.add_argument("--temporal-model", default=None, metavar="PATH",
+                   help="temporal model whose step cost to measure (default: the default config, random weights)")
+    p.add_argument("--temporal-ticks", type=int, default=2000, help="timed temporal ticks per camera")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke run: endoarss-tiny, one small size, ~20 frames, eager + onnxruntime")
 
@@ -443,6 +447,7 @@ def _apply_quick(args) -> None:
         args.models, args.sizes, args.backends = "endoarss-tiny", "640x360", "eager,onnxruntime"
         args.frames, args.warmup, args.baseline_frames = min(args.frames, 20), min(args.warmup, 2), 3
         args.ros_frames = min(args.ros_frames, 20)
+        args.temporal_ticks = min(args.temporal_ticks, 200)
 
 
 def _measure_all(args, device, budget: _Budget, save: Callable, sources: list[_Frames]) -> tuple[list, list, list]:
@@ -498,10 +503,11 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     budget = _Budget(args.time_budget)
 
     robot_outputs: list[dict] = []
+    temporal: dict = {}
 
     def save(results, unavailable, skipped, ros_result=None, ros_note="not measured yet (run in progress)"):
         out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
-               "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs}
+               "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs, "temporal": temporal or None}
         if args.json_path:
             Path(args.json_path).write_text(json.dumps(out, indent=2))
 
@@ -511,6 +517,8 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     for row in robot_outputs:
         print(f"status + instruments {row['input']}: p50 {row['total_ms']['p50']:.2f} ms (image quality "
               f"{row['image_quality_ms']['p50']:.2f}, instruments {row['instruments_ms']['p50']:.2f})", flush=True)
+    temporal.update(bench_temporal.measure(args.temporal_model, ticks=args.temporal_ticks))
+    print(bench_temporal.summary_line(temporal), flush=True)
     ros_result, ros_note = _ros_section(args, _sizes(args.sizes)[0], ros)
     save(results, unavailable, skipped, ros_result, ros_note)
     if args.markdown:

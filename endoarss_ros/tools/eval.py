@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from endoarss_ros.metrics.tracker import format_table, summary
     from endoarss_ros.model import load_model
-    from endoarss_ros.training.loop import evaluate
+    from endoarss_ros.training.evaluation import evaluate
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ from endoarss_ros.metrics.tracker import format_table, summary
 from endoarss_ros.model import load_model
 from endoarss_ros.training.config import DataConfig, SyntheticConfig
 from endoarss_ros.training.data import build_split
-from endoarss_ros.training.loop import evaluate
+from endoarss_ros.training.evaluation import evaluate
 
 
 def synthetic_test_set(seed: int, count: int, render_size: int, size: tuple[int, int]) -> Dataset:

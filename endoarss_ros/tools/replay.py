@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
                         help=f"EMA weight of the newest frame (default {DEFAULT_SMOOTHING.alpha})")
     parser.add_argument("--smoothing-hysteresis", type=float, default=DEFAULT_SMOOTHING.hysteresis,
                         help=f"margin a new activity needs to take over (default {DEFAULT_SMOOTHING.hysteresis})")
+    parser.add_argument("--temporal-model", default="", metavar="PATH",
+                        help="temporal activity model bound to --model (from `endoarss train-temporal`); "
+                             "default: frame-wise activity with EMA smoothing")
     parser.add_argument("--overlay-alpha", type=float, default=0.5)
     parser.add_argument("--no-annotations", dest="annotate", action="store_false",
                         help="overlay and video without the instruments, activity, status and legend drawn on")
@@ -57,7 +60,8 @@ def options_from_args(args):
         namespace=args.namespace, overlay=args.overlay, info=args.info, copy_input=args.copy_input,
         batch=args.batch, device=args.device, precision=args.precision, backend=args.backend,
         smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha,
-        smoothing_hysteresis=args.smoothing_hysteresis, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
+        smoothing_hysteresis=args.smoothing_hysteresis, temporal_model=args.temporal_model,
+        overlay_alpha=args.overlay_alpha, annotate=args.annotate,
         storage=args.storage,
         overwrite=args.overwrite, video=args.video, timeline="" if args.no_timeline else args.timeline,
         summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
@@ -91,6 +95,9 @@ def print_summary(summary: dict, file=None) -> None:
         per_class = ", ".join(f"{label} {c['tracks']}" for label, c in tr["per_class"].items())
         p(f"instruments of {topic}: {tr['tracks']} tracks" + (f" ({per_class})" if per_class else "")
           + f", {tr['instances_per_frame']} per frame")
+    for topic, d in ((summary.get("temporal") or {}).get("topics") or {}).items():
+        p(f"temporal model on {topic}: {d['ticks']} ticks ({d['ticks_missing']} missing), {d['gaps']} gaps, "
+          f"{d['resets']} resets" + (f" ({d['resets_by_reason']})" if d["resets_by_reason"] else ""))
     gt = summary.get("ground_truth")
     if gt:
         parts = []
@@ -119,11 +126,12 @@ def run(args) -> int:
     from endoarss_ros.bag.reader import BagError
     from endoarss_ros.bag.replay import replay
     from endoarss_ros.bag.writer import OutputError
+    from endoarss_ros.inference.temporal import TemporalModelError
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
     try:
         summary = replay(options_from_args(args))
-    except (BagError, OutputError, OSError) as e:
+    except (BagError, OutputError, OSError, TemporalModelError) as e:
         print(f"endoarss replay: error: {e}", file=sys.stderr)
         return 2
     except InterruptedAfterCommit as e:  # the signal came while the finished outputs were being put in place

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,53 +25,23 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from endoarss_ros.data.classes import MTLESD, ClassSet
-from endoarss_ros.metrics.tracker import MetricTracker, summary
+from endoarss_ros.metrics.tracker import summary
 from endoarss_ros.model import build_model, freeze_for_adapter_training, load_model, save_model
 
 from .config import TrainConfig, build_model_config
 from .data import build_split, build_train_val, dataset_class_set
+from .distributed import barrier, gather_rng, init_distributed
+from .evaluation import autocast, collate, evaluate, selection_score
 from .losses import activity_loss, segmentation_loss
 from .plots import write_plots
 from .weighting import build_weighting, split_parameters
 
 STATE_FILE = "trainer_state.pt"
-
-
-# -- distributed helpers ---------------------------------------------------------------------------
-def init_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _collate(batch: list[dict]) -> dict:
-    return {"image": torch.stack([b["image"] for b in batch]), "mask": torch.stack([b["mask"] for b in batch]),
-            "activity": torch.stack([b["activity"] for b in batch]), "path": [b["path"] for b in batch]}
 
 
 # -- model -----------------------------------------------------------------------------------------
@@ -106,49 +75,6 @@ def parameter_hash(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(sd[k].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-# -- evaluation ------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, device: torch.device | str = "cpu",
-             amp: bool = False, ignore_index: int = 255, workers: int = 0,
-             image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False) -> dict:
-    """Metrics (``MetricTracker.result``) plus mean losses over ``dataset``; ``image_fn`` corrupts inputs."""
-    device = torch.device(device)
-    net = getattr(model, "module", model)
-    was_training = net.training
-    net.eval()
-    cs = net.config
-    tracker = MetricTracker(cs.num_seg_classes, cs.num_activity_classes, ignore_index)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
-    if progress:
-
-        loader = tqdm(loader, desc="eval", unit="batch", leave=False)
-    seg_sum = act_sum = 0.0
-    n = 0
-    for batch in loader:
-        images = batch["image"]
-        if image_fn is not None:
-            images = image_fn(images)
-        images, masks, labels = (batch_t.to(device) for batch_t in (images, batch["mask"], batch["activity"]))
-        with _autocast(device, amp):
-            out = net(images)
-        seg = out.segmentation.float()
-        tracker.update(seg, masks, out.activity.float(), labels)
-        b = images.shape[0]
-        seg_sum += float(segmentation_loss(seg, masks, ignore_index=ignore_index)) * b
-        act_sum += float(activity_loss(out.activity, labels)) * b
-        n += b
-    net.train(was_training)
-    result = tracker.result(list(cs.seg_classes), list(cs.activity_classes))
-    result["loss"] = {"segmentation": seg_sum / max(n, 1), "activity": act_sum / max(n, 1)}
-    return result
-
-
-def selection_score(result: dict) -> float:
-    """Validation score for best-model selection: mean of activity accuracy and foreground mIoU."""
-    m = result["segmentation"]["miou_fg"]
-    return 0.5 * (result["activity"]["accuracy"] + (0.0 if math.isnan(m) else m))
 
 
 # -- schedule ---------------------------------------------------------------------------------------
@@ -187,7 +113,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
     for epoch in range(run.start_epoch, end_epoch):
         record = run.train_epoch(epoch)
         run.end_epoch(epoch, record)
-        _barrier()
+        barrier()
     if end_epoch < cfg.epochs:
         return {"run_dir": str(run.run_dir), "interrupted_after": end_epoch, "param_hash": parameter_hash(run.model)}
     return run.finish()
@@ -246,7 +172,7 @@ class _Trainer:
         self.sampler = DistributedSampler(self.train_set, num_replicas=world, rank=self.rank, shuffle=True,
                                           seed=cfg.seed, drop_last=len(self.train_set) >= world * cfg.batch_size)
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.workers, collate_fn=_collate,
+                                 num_workers=cfg.workers, collate_fn=collate,
                                  drop_last=len(self.train_set) // world >= cfg.batch_size,
                                  persistent_workers=cfg.workers > 0)
         steps = len(self.loader)
@@ -317,7 +243,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         manual = self.world > 1 and self.weighting.manual_sync
         with self.net.no_sync() if manual else contextlib.nullcontext():
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 out = self.net(images)
             l_seg = segmentation_loss(out.segmentation, masks, ignore_index=cfg.ignore_index,
                                       dice_weight=cfg.seg_dice_weight)
@@ -332,7 +258,7 @@ class _Trainer:
     def end_epoch(self, epoch: int, record: dict) -> None:
         """Rank 0 validates, keeps last / best weights and the trainer state, and logs; the others keep step."""
         if not self.is_main:
-            _gather_rng(self.world)
+            gather_rng(self.world)
             self.history.append(record)
             return
         cfg, run_dir = self.cfg, self.run_dir
@@ -349,7 +275,7 @@ class _Trainer:
             _write_json(run_dir / "best_val_metrics.json", val)
         torch.save({"epoch": epoch + 1, "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "weighting": self.weighting.state_dict(),
-                    "history": self.history, "best": self.best, "rng": _gather_rng(self.world)}, self.state_path)
+                    "history": self.history, "best": self.best, "rng": gather_rng(self.world)}, self.state_path)
         _write_metrics(run_dir, cfg, self.history, self.best, self.world)
         v = record["val"]
         self.log(f"epoch {epoch + 1}/{cfg.epochs}: train seg {record['train']['segmentation']:.4f} "
@@ -371,7 +297,7 @@ class _Trainer:
             except Exception as e:  # plots are a convenience: never fail a finished run on them
                 self.log(f"plots skipped: {e}")
             _write_metrics(run_dir, cfg, self.history, self.best, self.world, final.get("test"))
-        _barrier()
+        barrier()
         return final
 
     def _evaluate_test(self, final: dict) -> dict | None:
@@ -394,15 +320,6 @@ def _has_test(cfg: TrainConfig) -> bool:
         return cfg.data.synthetic.test > 0
     root = Path(cfg.data.root)
     return (root / cfg.data.test_split).is_dir()
-
-
-def _gather_rng(world: int) -> list[torch.Tensor]:
-    state = torch.get_rng_state()
-    if world > 1:
-        out = [torch.empty_like(state) for _ in range(world)]
-        dist.all_gather(out, state)
-        return out
-    return [state]
 
 
 def _write_json(path: Path, obj) -> None:

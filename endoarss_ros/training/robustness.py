@@ -13,7 +13,7 @@ import torch
 from endoarss_ros.data.corruptions import CORRUPTIONS, SEVERITIES
 from endoarss_ros.metrics.tracker import summary
 
-from .loop import evaluate
+from .evaluation import evaluate
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt_batch", "evaluate_robustness", "format_robustness"]
 
