@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
               "has probably been trained on them; the temporal model will learn to trust its features too much. "
               "Use videos the frame model has not seen (or out-of-fold frame models).", file=sys.stderr)
     settings = dataclasses.replace(
-        TemporalTrainSettings(), tick_s=args.tick_s, epochs=args.epochs, seed=args.seed, lr=args.lr, channels=args.channels,
-        layers=args.layers, feature_noise=args.feature_noise, channel_drop=args.channel_drop,
+        TemporalTrainSettings(), tick_s=args.tick_s, epochs=args.epochs, seed=args.seed, lr=args.lr,
+        channels=args.channels, layers=args.layers, feature_noise=args.feature_noise, channel_drop=args.channel_drop,
         validate_every=args.validate_every)
     record = train_temporal(train, val, feature_names=extractor.feature_names,
                             class_names=extractor.activity_classes, frame_model_id=extractor.model_id, run_dir=out,

@@ -176,7 +176,7 @@ def train_temporal(train: Sequence[VideoFeatures], val: Sequence[VideoFeatures],
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         sched.step()
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
         if epoch % s.validate_every == 0 or epoch == s.epochs:

@@ -1,7 +1,7 @@
 """Per-frame features of labelled videos for the temporal model, extracted once and cached per video.
 
 One pass of the frame network (``InferenceEngine``) and the status (``CameraStream``) over every frame, as the
-node computes them: ``inference.temporal_features.frame_features``, the status' usable flag, and the frame-wise
+node computes them: the stream's features (``inference.temporal_features``), ``usable_for_temporal``, and the frame-wise
 activity probabilities (the EMA baseline reads them). Nothing runs the backbone a second time.
 
 Cache: one ``.npz`` per video in the cache folder, named by the video and a key made of the frame model's
@@ -23,9 +23,9 @@ import numpy as np
 from ..data.phase_layout import UNLABELLED, VideoEntry, find_videos, read_phase_file, read_video
 from ..inference.frames import RawFrame
 from ..inference.stream import CameraStream
-from ..inference.temporal_features import feature_names, frame_features, frame_model_identity
+from ..inference.temporal_features import feature_names, frame_model_identity, usable_for_temporal
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _EDGE_BYTES = 1 << 20
 
 
@@ -45,7 +45,7 @@ class VideoFeatures:
     name: str
     stamps: np.ndarray  # float64 (N,) seconds
     features: np.ndarray  # float32 (N, D)
-    usable: np.ndarray  # bool (N,)
+    usable: np.ndarray  # bool (N,): ``usable_for_temporal`` (what the session averages in)
     labels: np.ndarray  # int64 (N,), UNLABELLED where no label
     probs: np.ndarray  # float32 (N, K) frame-wise activity probabilities
 
@@ -108,10 +108,10 @@ class FeatureExtractor:
         def flush() -> None:
             results = self.engine.infer([f for _, f, _ in batch])
             for (stamp, frame, label), result in zip(batch, results):
-                out = stream.update(frame, result)
+                out = stream.update(frame, result)  # the node's status and features of the frame
                 rows["stamps"].append(stamp)
-                rows["features"].append(frame_features(result, len(self.seg_classes), out.status.measures))
-                rows["usable"].append(out.status.usable)
+                rows["features"].append(out.features)
+                rows["usable"].append(usable_for_temporal(out.status))
                 rows["labels"].append(label)
                 rows["probs"].append(np.asarray(result.activity_probs, np.float32))
             if progress is not None:

@@ -38,7 +38,7 @@ def plot_timelines(videos: Sequence, class_names: Sequence[str], path: str | Pat
     cmap = plt.get_cmap("tab10")
     for ax, v in zip(axes[:, 0], videos):
         t = v.stamps - v.stamps[0]
-        for row, (name, labels) in enumerate((("truth", v.truth), ("EMA", v.ema), ("temporal", v.temporal))):
+        for row, labels in enumerate((v.truth, v.ema, v.temporal)):
             colors = np.array([cmap(int(c) % 10) if c >= 0 else (1, 1, 1, 1) for c in labels])
             ax.scatter(t, np.full(len(t), 2 - row), c=colors, marker="|", s=120, linewidths=2)
         ax.set_yticks([2, 1, 0], ["truth", "frame+EMA", "temporal"])
