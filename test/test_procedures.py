@@ -10,6 +10,7 @@ from endoarss_ros.data.procedures import (
     INSTRUMENTS_OUT,
     ProcedureSettings,
     make_procedure,
+    numbered_procedure,
     write_procedure_videos,
 )
 
@@ -58,3 +59,17 @@ def test_written_in_the_phase_layout(tmp_path):
     assert [e.name for e in entries] == ["procedure_s7_000", "procedure_s7_001"]
     labels = read_phase_file(entries[0].phases, MTLESD.activity_classes)
     assert sorted(labels) == list(range(30)) and len(list(read_video(entries[0].video))) == 30
+
+
+def test_procedure_bags_are_labelled_videos(tmp_path):
+    from endoarss_ros.bag.labelled import labelled_sources
+    from endoarss_ros.cli import main
+
+    assert main(["synth", "procedures", str(tmp_path / "bags"), "--count", "1", "--minutes", "0.2", "--fps", "2",
+                 "--size", "64x48", "--format", "bag", "--seed", "4"]) == 0
+    (video,) = labelled_sources(tmp_path / "bags", MTLESD.activity_classes)
+    frames = list(video.frames())
+    _, proc = numbered_procedure(4, 0, ProcedureSettings(minutes=0.2, fps=2.0, size=(48, 64)))
+    assert [label for _, _, label in frames] == proc.labels()
+    assert [t for t, _, _ in frames] == [i / 2.0 for i in range(len(frames))]
+    assert frames[0][1].pixels.shape == (48, 64, 3)
