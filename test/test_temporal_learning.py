@@ -30,7 +30,7 @@ def procedures(tmp_path_factory):
 
 
 def test_feature_cache_skips_finished_videos_and_notices_edits(tiny_model, procedures, tmp_path):
-    from endoarss_ros.training.temporal_features import FeatureExtractor, cached_features, layout_videos
+    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features, layout_videos
 
     ex = FeatureExtractor(tiny_model, batch=4)
     videos = layout_videos(procedures / "train", ex.activity_classes)
@@ -98,9 +98,9 @@ def test_train_then_eval_temporal(tiny_model, procedures, trained, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == report["frames"] == 90
     assert {r["source"] for r in rows} <= {"temporal", "frame_ema"} and (out / "timelines.png").is_file()
-    # The robust run scores fewer frames (20 % dropped, no 30 s gap fits in 45 s).
+    # The robust run scores the frames that arrive: a 30 s gap (60 frames) and ~20 % of the other 30 dropped.
     robust = report["robust"]["temporal"]["videos"]["procedure_s3_000"]["frames"]
-    assert 50 <= robust < 90
+    assert 15 <= robust <= 30
 
 
 def test_a_temporal_model_for_another_frame_model_is_refused(procedures, trained, tmp_path, capsys):

@@ -1,13 +1,13 @@
 """Recordings with a ground-truth activity topic (``endoarss synth bag`` / ``synth procedures --format bag``) as
-labelled videos for the temporal model's feature extraction (``training.temporal_features``)."""
+labelled videos for the temporal model's feature extraction (``temporal_features``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..data.phase_layout import UNLABELLED, PhaseLayoutError
-from ..training.temporal_features import LabelledVideo
 from .reader import BagError, BagReader, GroundTruthCollector, resolve_bag_path
+from .temporal_features import LabelledVideo
 
 
 def is_bag(path: str | Path) -> bool:
@@ -54,7 +54,7 @@ def labelled_bag(path: str | Path, activity_classes: Sequence[str]) -> LabelledV
 
 def labelled_sources(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
     """A bag, a folder of bags, or a video + phase layout folder."""
-    from ..training.temporal_features import layout_videos
+    from .temporal_features import layout_videos
 
     root = Path(root)
     if is_bag(root):

@@ -77,12 +77,12 @@ def _table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features
+    from endoarss_ros.bag.temporal_stream import Degradation, score_videos
     from endoarss_ros.data.phase_layout import PhaseLayoutError
     from endoarss_ros.inference.temporal import TemporalSettings, load_temporal_for
     from endoarss_ros.model.weights import WeightsError
-    from endoarss_ros.training.temporal_features import FeatureExtractor, cached_features
     from endoarss_ros.training.temporal_plots import plot_timelines
-    from endoarss_ros.training.temporal_stream import Degradation, score_videos
 
     out = Path(args.out)
     try:

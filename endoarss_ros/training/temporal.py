@@ -3,7 +3,8 @@
 Each epoch draws a fresh augmented copy of every training video:
 
 * frames: a random start (the node may start mid-case), a fraction dropped at random and a gap of up to
-  ``max_gap_s`` cut out, then turned into ticks by ``inference.temporal.ticks_from_frames`` (the one clock):
+  ``max_gap_s`` cut out, then turned into ticks by the caller's ``ticks`` (``inference.temporal.ticks_from_frames``,
+  the one clock):
   dropped and gap ticks get the missing flag exactly as in the node;
 * ticks: resampled in speed (x``speed``), Gaussian noise on the normalised features and whole feature channels
   dropped: a guard against trusting frame features too much (on the frame model's own training videos they are
@@ -11,8 +12,8 @@ Each epoch draws a fresh augmented copy of every training video:
 
 Loss per stage: cross-entropy with median-frequency class weights plus MS-TCN's truncated-MSE smoothing
 (``smooth_weight``, ``smooth_tau``). Model selection on the validation videos only, streamed frame by frame as
-the node runs (``training.temporal_stream``); the evidence threshold of the session's decision is then chosen on
-the same validation videos and saved with the weights.
+the node runs (given by the caller: ``bag.temporal_stream``); the evidence threshold of the session's decision
+is then chosen on the same validation videos and saved with the weights.
 """
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..inference.temporal import TemporalSettings, ticks_from_frames
 from ..model.temporal import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
-from .temporal_features import VideoFeatures
-from .temporal_stream import score_videos, selection_score
 
 IGNORE = -1
+DEFAULT_SWITCH_EVIDENCE = 2.0  # the session's default (inference.temporal.TemporalSettings), used while training
+# ``ticks(stamps_s, features, usable, tick_s) -> (tick_features, missing, tick_index)``: the node's clock,
+# ``inference.temporal.ticks_from_frames``, given by the caller (this layer does not import the pipeline).
+# ``validate(model, binding, switch_evidence) -> {method: summary}``: validation scores streamed as the node runs
+# (``bag.temporal_stream.validation_scorer``). Videos: anything with stamps, features, usable, labels (N,) arrays.
 SWITCH_EVIDENCE_GRID = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
 
 
@@ -65,16 +68,16 @@ class TemporalTrainSettings:
                               stages=self.stages, dropout=self.dropout, refine_channels=self.refine_channels)
 
 
-def tick_labels(stamps: np.ndarray, labels: np.ndarray, tick_s: float, num_classes: int) -> np.ndarray:
+def tick_labels(ticks, stamps: np.ndarray, labels: np.ndarray, tick_s: float, num_classes: int) -> np.ndarray:
     """Majority label of each tick's labelled frames (all frames, dropped or not: the truth goes on), or IGNORE."""
     onehot = np.zeros((len(labels), num_classes), np.float32)
     ok = labels >= 0
     onehot[np.flatnonzero(ok), labels[ok]] = 1.0
-    mean, missing, _ = ticks_from_frames(stamps, onehot, ok, tick_s)
+    mean, missing, _ = ticks(stamps, onehot, ok, tick_s)
     return np.where(missing, IGNORE, mean.argmax(1)).astype(np.int64)
 
 
-def median_frequency_weights(videos: Sequence[VideoFeatures], num_classes: int) -> np.ndarray:
+def median_frequency_weights(videos: Sequence, num_classes: int) -> np.ndarray:
     counts = np.zeros(num_classes, np.float64)
     for v in videos:
         counts += np.bincount(v.labels[v.labels >= 0], minlength=num_classes)[:num_classes]
@@ -85,7 +88,7 @@ def median_frequency_weights(videos: Sequence[VideoFeatures], num_classes: int) 
     return w.astype(np.float32)
 
 
-def augmented_ticks(v: VideoFeatures, rng: np.random.Generator, s: TemporalTrainSettings, num_classes: int
+def augmented_ticks(ticks, v, rng: np.random.Generator, s: TemporalTrainSettings, num_classes: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (T, D), missing (T,), labels (T,)) of one augmented pass over a video."""
     n = len(v.stamps)
@@ -96,8 +99,8 @@ def augmented_ticks(v: VideoFeatures, rng: np.random.Generator, s: TemporalTrain
         g0 = rng.uniform(stamps[0] + 5, stamps[-1] - s.max_gap_s)
         keep &= ~((stamps >= g0) & (stamps < g0 + rng.uniform(2.0, s.max_gap_s)))
     keep[0] = True
-    feats, missing, _ = ticks_from_frames(stamps[keep], v.features[start:][keep], v.usable[start:][keep], s.tick_s)
-    target = tick_labels(stamps, labels, s.tick_s, num_classes)
+    feats, missing, _ = ticks(stamps[keep], v.features[start:][keep], v.usable[start:][keep], s.tick_s)
+    target = tick_labels(ticks, stamps, labels, s.tick_s, num_classes)
     target = np.pad(target, (0, max(0, len(feats) - len(target))), constant_values=IGNORE)[: len(feats)]
     speed = rng.uniform(*s.speed)
     pick = np.minimum(np.round(np.arange(0, len(feats), speed)).astype(np.int64), len(feats) - 1)
@@ -134,20 +137,27 @@ def temporal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Ten
     return total
 
 
+def selection_score(summary: dict) -> float:
+    """Validation score for choosing epochs and the evidence threshold: mean of accuracy, F1@25 and F1@50, less
+    0.1 per false transition per minute."""
+    return (summary["accuracy"] + summary["f1@25"] + summary["f1@50"]) / 3 - 0.1 * summary["false_transitions_per_min"]
+
+
 def _binding(model, names, classes, model_id, s: TemporalTrainSettings, evidence: float, notes: dict):
     return TemporalBinding(model_id, tuple(classes), tuple(names), s.tick_s, model.config,
                            session_settings={"switch_evidence": evidence}, notes=notes)
 
 
-def train_temporal(train: Sequence[VideoFeatures], val: Sequence[VideoFeatures], *, feature_names: Sequence[str],
+def train_temporal(train: Sequence, ticks, validate, *, feature_names: Sequence[str],
                    class_names: Sequence[str], frame_model_id: str, run_dir: str | Path,
                    settings: TemporalTrainSettings = TemporalTrainSettings(), notes: dict | None = None,
                    log: Callable[[str], None] = print) -> dict:
-    """Train, select on ``val``, write the run folder; returns the final record (``metrics.json``)."""
+    """Train, select with ``validate`` (validation videos only), write the run folder; returns the final record
+    (``metrics.json``). ``ticks``, ``validate``: see the module's top."""
     s, run_dir = settings, Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not train or not val:
-        raise ValueError("train-temporal needs training and validation videos")
+    if not train:
+        raise ValueError("train-temporal needs training videos")
     K, D = len(class_names), len(feature_names)
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
@@ -160,17 +170,15 @@ def train_temporal(train: Sequence[VideoFeatures], val: Sequence[VideoFeatures],
     (run_dir / "config.json").write_text(json.dumps({"settings": dataclasses.asdict(s), "classes": list(class_names),
                                                      "feature_names": list(feature_names), "frame_model_id":
                                                      frame_model_id, "train_videos": [v.name for v in train],
-                                                     "val_videos": [v.name for v in val],
                                                      "class_weights": weights.tolist()}, indent=1))
     history, best, best_state = [], None, None
-    default = TemporalSettings(tick_s=s.tick_s)
     for epoch in range(1, s.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = rng.permutation(len(train))
         losses = []
         for b0 in range(0, len(order), s.batch):
-            items = [augmented_ticks(train[i], rng, s, K) for i in order[b0:b0 + s.batch]]
+            items = [augmented_ticks(ticks, train[i], rng, s, K) for i in order[b0:b0 + s.batch]]
             x, m, y = _batch(items, model, rng, s)
             loss = temporal_loss(model(x, m), y, weights, s)
             opt.zero_grad()
@@ -181,10 +189,9 @@ def train_temporal(train: Sequence[VideoFeatures], val: Sequence[VideoFeatures],
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
         if epoch % s.validate_every == 0 or epoch == s.epochs:
             model.eval()
-            binding = _binding(model, feature_names, class_names, frame_model_id, s, default.switch_evidence, {})
-            scores, _ = score_videos(model, binding, default, val)
-            record["val"] = {m: scores[m]["summary"] for m in scores}
-            record["val_score"] = selection_score(scores["temporal"]["summary"])
+            binding = _binding(model, feature_names, class_names, frame_model_id, s, DEFAULT_SWITCH_EVIDENCE, {})
+            record["val"] = validate(model, binding, DEFAULT_SWITCH_EVIDENCE)
+            record["val_score"] = selection_score(record["val"]["temporal"])
             if best is None or record["val_score"] > best["val_score"]:
                 best = record
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -195,17 +202,16 @@ def train_temporal(train: Sequence[VideoFeatures], val: Sequence[VideoFeatures],
         (run_dir / "metrics.json").write_text(json.dumps({"epochs": history, "best": best}, indent=1))
     model.load_state_dict(best_state)
     model.eval()
-    return _finish(model, val, feature_names, class_names, frame_model_id, s, history, best, run_dir, notes or {},
+    return _finish(model, validate, feature_names, class_names, frame_model_id, s, history, best, run_dir, notes or {},
                    log)
 
 
-def _finish(model, val, feature_names, class_names, frame_model_id, s, history, best, run_dir: Path, notes, log):
+def _finish(model, validate, feature_names, class_names, frame_model_id, s, history, best, run_dir: Path, notes, log):
     """Choose the evidence threshold on validation, save the bound model, metrics and plots."""
     tuning = []
     for evidence in SWITCH_EVIDENCE_GRID:
-        settings = TemporalSettings(tick_s=s.tick_s, switch_evidence=evidence)
         binding = _binding(model, feature_names, class_names, frame_model_id, s, evidence, {})
-        summary = score_videos(model, binding, settings, val)[0]["temporal"]["summary"]
+        summary = validate(model, binding, evidence)["temporal"]
         tuning.append({"switch_evidence": evidence, "score": selection_score(summary), "val": summary})
     chosen = max(tuning, key=lambda t: t["score"])
     log(f"selected epoch {best['epoch']}, switch_evidence {chosen['switch_evidence']} (validation score "

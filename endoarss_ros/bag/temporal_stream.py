@@ -1,7 +1,7 @@
 """Scoring a temporal model the way the node runs it: frame by frame through ``inference.temporal.TemporalSession``
 (the clock, missing ticks, resets, warm-up, the evidence gate), next to the frame-wise + EMA baseline
 (``inference.smoother``, the node's defaults) on the same frames. Used for model selection on validation videos
-(``training.temporal``) and by ``endoarss eval-temporal``.
+(``validation_scorer`` for ``training.temporal``) and by ``endoarss eval-temporal``.
 
 What the node publishes for a frame is the temporal label once the session is warm, before that the EMA label
 (``source`` says which), so that is what is scored as "temporal".
@@ -89,7 +89,10 @@ def score_videos(model, binding, settings: TemporalSettings, videos: Sequence[Vi
     return out, streamed
 
 
-def selection_score(summary: dict) -> float:
-    """Validation score for choosing epochs and the evidence threshold: accuracy + F1@25 + F1@50, less 0.1 per
-    false transition per minute."""
-    return (summary["accuracy"] + summary["f1@25"] + summary["f1@50"]) / 3 - 0.1 * summary["false_transitions_per_min"]
+def validation_scorer(videos: Sequence[VideoFeatures]):
+    """``score(model, binding, switch_evidence) -> {method: summary}`` on ``videos``, streamed as the node runs
+    (what ``training.temporal.train_temporal`` selects with)."""
+    def score(model, binding, switch_evidence: float) -> dict:
+        settings = TemporalSettings(tick_s=binding.tick_s, switch_evidence=switch_evidence)
+        return {m: r["summary"] for m, r in score_videos(model, binding, settings, videos)[0].items()}
+    return score
