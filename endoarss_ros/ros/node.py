@@ -565,7 +565,7 @@ class PerceptionNode(LifecycleNode):
             "process_rss_mb": f"{_rss_mb() or 0:.1f}",
             "configure_error": self._configure_error,
             "unknown_parameters": ", ".join(self._unknown_parameters),
-            **self._temporal.diagnostics(),
+            **self._temporal.diagnostics(s.smoothing_enabled),
         }
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
