@@ -14,7 +14,6 @@ import json
 import signal
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 from endoarss_ros import __version__
@@ -24,7 +23,6 @@ from endoarss_ros.bag.archive import (
     find_recordings,
     fingerprint,
     is_finished,
-    record_failure,
 )
 from endoarss_ros.bag.archive_report import write_aggregate
 from endoarss_ros.bag.reader import BagError
@@ -93,9 +91,9 @@ class _Progress:
 
     def say(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
+            self.bar.write(f"{PROG}: {text}", file=sys.stderr)
         else:
-            print(text, file=sys.stderr)
+            print(f"{PROG}: {text}", file=sys.stderr)
 
     def finished(self, ok: bool, frames: int = 0) -> None:
         self.done += ok
@@ -124,63 +122,6 @@ def _sizing(args, cpus: float, gpus: float, todo: int) -> tuple[int, float, floa
     return replayers, cpus_per, gpus_per
 
 
-def _job(rec, out_root: Path, made_from: dict, video: bool) -> dict:
-    return {"input": str(rec.path), "folder": str(rec.folder(out_root)), "output": str(rec.output(out_root)),
-            "made_from": dict(made_from, input=fingerprint(rec.path)), "video": video}
-
-
-def _short(error: BaseException) -> str:
-    first = (str(error).strip().splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first}"[:300]
-
-
-def _dispatch(ray, actors: list, todo: list, out_root: Path, made_from: dict, args, progress,
-              in_flight: dict) -> list[dict]:
-    """Run ``todo`` on the replayers; returns the failures (name, input, error, attempts). ``in_flight`` (ref ->
-    (replayer, recording)) is the caller's, so it knows what an interrupt cut short."""
-    from ray.exceptions import RayError, RayTaskError
-
-    queue, attempts, failures = deque(todo), {}, []
-    idle = list(range(len(actors)))
-    while queue or in_flight:
-        while idle and queue:
-            index, rec = idle.pop(0), queue.popleft()
-            attempts[rec.name] = attempts.get(rec.name, 0) + 1
-            ref = actors[index].replay.remote(_job(rec, out_root, made_from, args.video))
-            in_flight[ref] = (index, rec)
-            progress.event("start", name=rec.name, input=str(rec.path), replayer=index,
-                           attempt=attempts[rec.name])
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-        for ref in ready:
-            index, rec = in_flight.pop(ref)
-            idle.append(index)
-            try:
-                result = ray.get(ref)
-            except RayTaskError as e:  # an error in our actor code itself: not the replayer's death
-                result = {"status": "failed", "error": _short(e)}
-            except RayError as e:  # the replayer died (killed, out of memory, node lost): Ray restarts it
-                result = {"status": "retry", "error": f"replayer died: {_short(e)}"}
-            if result["status"] == "ok":
-                progress.event("ok", name=rec.name, replayer=index, **result)
-                progress.finished(True, result["frames_out"])
-                continue
-            if result["status"] == "retry" and attempts[rec.name] < args.max_attempts:
-                progress.event("retry", name=rec.name, replayer=index, error=result["error"],
-                               attempt=attempts[rec.name])
-                progress.say(f"{PROG}: {rec.name}: {result['error']}; retrying")
-                queue.appendleft(rec)
-                continue
-            failure = {"name": rec.name, "input": str(rec.path), "error": result["error"],
-                       "attempts": attempts[rec.name]}
-            clear_folder(rec.folder(out_root))
-            record_failure(rec, out_root, failure)
-            failures.append(failure)
-            progress.event("failed", **failure)
-            progress.finished(False)
-            progress.say(f"{PROG}: failed: {rec.name}: {result['error']}")
-    return failures
-
-
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -207,7 +148,7 @@ def run(args) -> int:
     if recordings is None:
         print(f"{PROG}: error: {made_from}", file=sys.stderr)
         return 2
-    out_root = Path(args.out_root)
+    out_root = Path(args.out_root).absolute()  # the replayers may run in another folder (or on another node)
     out_root.mkdir(parents=True, exist_ok=True)
     todo = [r for r in recordings
             if args.force or not is_finished(r, out_root, dict(made_from, input=fingerprint(r.path)))]
@@ -263,9 +204,10 @@ class _StartError(RuntimeError):
 
 def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict, progress) -> list[dict]:
     from endoarss_ros.tools.replay_many_cluster import Cluster, start_replayers
+    from endoarss_ros.tools.replay_many_dispatch import Dispatcher, short_error
 
     previous = signal.getsignal(signal.SIGTERM)
-    in_flight: dict = {}
+    dispatcher = None
     try:
         with Cluster(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus) as cluster:
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # after ray.init, which sets its own
@@ -282,15 +224,18 @@ def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict
             try:
                 info = ray.get([a.ready.remote() for a in actors], timeout=START_TIMEOUT_S)
             except Exception as e:  # noqa: BLE001 - the model failed to load, or no node could take them
-                raise _StartError(f"the replayers did not start: {_short(e)}") from e
+                raise _StartError(f"the replayers did not start: {short_error(e)}") from e
             progress.event("replayers", replayers=info)
             t0 = time.monotonic()
-            failures = _dispatch(ray, actors, todo, out_root, made_from, args, progress, in_flight)
+            dispatcher = Dispatcher(ray, actors, out_root, made_from, video=args.video,
+                                    max_attempts=args.max_attempts, progress=progress)
+            failures = dispatcher.run(todo)
             progress.event("replayed", wall_s=round(time.monotonic() - t0, 3), replayers=count)
             for actor in actors:
                 ray.kill(actor, no_restart=True)
             return failures
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for _, rec in in_flight.values():  # interrupted: what the stopped replayers left behind
+        # Interrupted: what the stopped replayers left behind (their partials, half a folder).
+        for _, rec in (dispatcher.in_flight.values() if dispatcher else ()):
             clear_folder(rec.folder(out_root))
