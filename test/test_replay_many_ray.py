@@ -3,8 +3,9 @@
 * an embedded cluster with 2 logical GPUs: several small bags and a damaged one; the replayer working on the
   largest recording is SIGKILLed mid-run and the recording retried; outputs equal plain `endoarss replay`
   message for message; the aggregate against the summaries; nothing in $HOME; no Ray process survives;
-* a rerun skips what is finished and redoes a changed input; Ctrl-C stops a run with nothing left behind;
-* a separate cluster (`ray start --head` in its own process, its own token) joined with --address, stopped by PID.
+* Ctrl-C stops a run and its cluster with nothing left behind;
+* a rerun on a separate cluster (`ray start --head` in its own process, its own token) joined with --address,
+  stopped by PID, skips what is finished and redoes a changed input.
 
 Every process a run starts inherits a marker variable, so the tests find them (and any survivor) by PID.
 """
@@ -16,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -226,25 +228,6 @@ def test_aggregate_is_built_from_the_summaries(killed_run):
     assert (out / "aggregate.png").stat().st_size > 1000
 
 
-def test_rerun_skips_finished_and_redoes_changed_input(archive, killed_run):
-    out, mark = killed_run["out"], uuid.uuid4().hex
-    before = {n: (out / n / f"{n}.summary.json").stat().st_mtime_ns for n in FRAMES}
-    data = next((archive["inputs"] / "a").glob("*.db3"))
-    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1_000_000))
-    run = subprocess.run(_many([archive["inputs"]], out, archive["model"], "--replayers", "1"),
-                         env=_env(archive["home"], mark), capture_output=True, text=True, timeout=150)
-    assert run.returncode == 1 and "damaged" in run.stderr  # the damaged bag is tried again, and fails again
-    ev = _events(out)[len(killed_run["events"]):]
-    assert {e["name"] for e in ev if e["event"] == "skip"} == {"big", "b"}
-    assert {e["name"] for e in ev if e["event"] == "ok"} == {"a"}
-    after = {n: (out / n / f"{n}.summary.json").stat().st_mtime_ns for n in FRAMES}
-    assert after["big"] == before["big"] and after["b"] == before["b"] and after["a"] != before["a"]
-    overall = json.loads((out / "aggregate.json").read_text())["overall"]
-    assert (overall["finished"], overall["failed"], overall["frames_out"]) == (3, 1, sum(FRAMES.values()))
-    _assert_none_survive(mark)
-    assert os.listdir(archive["home"]) == []
-
-
 def test_ctrl_c_stops_the_run_and_its_cluster(archive, tmp_path):
     out, mark = tmp_path / "out", uuid.uuid4().hex
     proc = subprocess.Popen(_many([archive["inputs"] / "big", archive["inputs"] / "a"], out, archive["model"]),
@@ -277,27 +260,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_address_joins_a_cluster_started_with_ray_start(archive, tmp_path):
-    """`ray start --head` in its own process (loopback address, temp dir, own token), used, stopped by PID."""
-    port, mark, token = _free_port(), uuid.uuid4().hex, uuid.uuid4().hex
-    temp = Path(f"/tmp/endoarss-test-{mark[:8]}")
+def _wait_for_port(port: int, proc, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "ray start --head exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"ray start --head did not listen on {port} within {timeout_s} s")
+
+
+def test_rerun_on_a_cluster_started_with_ray_start_skips_finished_and_redoes_changed_input(archive, killed_run):
+    """`ray start --head` in its own process (loopback address, temp dir, own token), joined with --address,
+    then stopped by its PID. The rerun skips what is finished and redoes the changed input (and the damaged one,
+    which fails again); the aggregate still covers every recording."""
+    out, port, mark, token = killed_run["out"], _free_port(), uuid.uuid4().hex, uuid.uuid4().hex
+    temp = Path(f"/tmp/endoarss-test-{mark[:8]}")  # short: Ray's sockets live under it
     env = _env(archive["home"], mark, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_USAGE_STATS_ENABLED="0",
                RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-    ray_cli = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}",
-                             "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2", "--num-gpus=0",
-                             "--include-dashboard=false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    before = {n: (out / n / f"{n}.summary.json").stat().st_mtime_ns for n in FRAMES}
+    data = next((archive["inputs"] / "a").glob("*.db3"))
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1_000_000))
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                             f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2",
+                             "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        out = tmp_path / "out"
-        run = subprocess.run(_many([archive["inputs"] / "a", archive["inputs"] / "b"], out, archive["model"],
-                                   "--address", f"127.0.0.1:{port}"),
+        _wait_for_port(port, head)
+        run = subprocess.run(_many([archive["inputs"]], out, archive["model"], "--address", f"127.0.0.1:{port}"),
                              env=env, capture_output=True, text=True, timeout=150)
-        assert run.returncode == 0, run.stderr
-        cluster = next(e for e in _events(out) if e["event"] == "cluster")
-        assert cluster["ray_temp_dir"] == ""  # not an embedded cluster
-        for name in ("a", "b"):
-            assert (out / name / f"{name}.summary.json").is_file()
         assert head.poll() is None  # the driver left the cluster running
     finally:
         head.send_signal(signal.SIGTERM)
@@ -305,6 +297,15 @@ def test_address_joins_a_cluster_started_with_ray_start(archive, tmp_path):
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             head.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode == 1 and "damaged" in run.stderr, run.stderr
+    ev = _events(out)[len(killed_run["events"]):]
+    assert next(e for e in ev if e["event"] == "cluster")["ray_temp_dir"] == ""  # not an embedded cluster
+    assert {e["name"] for e in ev if e["event"] == "skip"} == {"big", "b"}
+    assert {e["name"] for e in ev if e["event"] == "ok"} == {"a"}
+    after = {n: (out / n / f"{n}.summary.json").stat().st_mtime_ns for n in FRAMES}
+    assert after["big"] == before["big"] and after["b"] == before["b"] and after["a"] != before["a"]
+    overall = json.loads((out / "aggregate.json").read_text())["overall"]
+    assert (overall["finished"], overall["failed"], overall["frames_out"]) == (3, 1, sum(FRAMES.values()))
     _assert_none_survive(mark, grace_s=20)
     assert os.listdir(archive["home"]) == []
-    subprocess.run(["rm", "-rf", str(temp)], check=False)
