@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -97,3 +98,22 @@ def test_importing_the_tools_does_not_import_ray():
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                    env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+
+
+def test_unreachable_cluster_no_recordings_and_missing_model_are_one_line_errors(archive, tmp_path, capsys):
+    from endoarss_ros.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = str(Path(__file__).resolve().parents[1] / "models" / "demo" / "endoarss_demo.safetensors")
+    bag = str(archive / "site_a" / "case")
+    cases = [([bag, "--model", demo, "--address", f"127.0.0.1:{port}"],
+              f"cannot join the Ray cluster at 127.0.0.1:{port}"),
+             ([str(tmp_path / "empty"), "--model", demo], "no recordings"),
+             ([bag, "--model", str(tmp_path / "none.safetensors")], "none.safetensors: no such file")]
+    (tmp_path / "empty").mkdir()
+    for argv, message in cases:
+        assert main(["replay-many", *argv, "-o", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

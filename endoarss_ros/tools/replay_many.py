@@ -28,6 +28,8 @@ from endoarss_ros.bag.archive_report import write_aggregate
 from endoarss_ros.bag.reader import BagError
 from endoarss_ros.inference.weights_path import resolve_model_path
 from endoarss_ros.tools.replay import add_recording_arguments, recording_options
+from endoarss_ros.tools.replay_many_cluster import Cluster, StartError, start_replayers
+from endoarss_ros.tools.replay_many_dispatch import Dispatcher, short_error
 
 PROG = "endoarss replay-many"
 START_TIMEOUT_S = 600  # replayers that cannot be placed (resources the cluster lacks) would wait forever
@@ -167,7 +169,7 @@ def run(args) -> int:
         print(f"{PROG}: interrupted; finished recordings are kept, unfinished ones left no outputs",
               file=sys.stderr)
         return 130
-    except _StartError as e:
+    except StartError as e:
         progress.event("error", error=str(e))
         progress.close()
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -198,14 +200,7 @@ def _print_result(report: dict, total: int, skipped: int, failures: list[dict], 
             print(f"  {f['name']} ({f['input']}): {f['error']}", file=sys.stderr)
 
 
-class _StartError(RuntimeError):
-    """The cluster or the replayers could not start (no recording was at fault)."""
-
-
 def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict, progress) -> list[dict]:
-    from endoarss_ros.tools.replay_many_cluster import Cluster, start_replayers
-    from endoarss_ros.tools.replay_many_dispatch import Dispatcher, short_error
-
     previous = signal.getsignal(signal.SIGTERM)
     dispatcher = None
     try:
@@ -215,7 +210,7 @@ def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict
             cpus, gpus = cluster.resources()
             count, cpus_per, gpus_per = _sizing(args, cpus, gpus, len(todo))
             if args.address is None and (count * cpus_per > cpus or count * gpus_per > gpus):
-                raise _StartError(f"{count} replayers x ({cpus_per:g} CPU, {gpus_per:g} GPU) do not fit in this "
+                raise StartError(f"{count} replayers x ({cpus_per:g} CPU, {gpus_per:g} GPU) do not fit in this "
                                   f"machine's {cpus:g} CPUs and {gpus:g} GPUs (see --replayers, --num-gpus)")
             actors = start_replayers(cluster, count, cpus=cpus_per, gpus=gpus_per, memory=args.memory_per_replayer,
                                      options=options, restarts=len(todo) * args.max_attempts)
@@ -224,7 +219,8 @@ def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict
             try:
                 info = ray.get([a.ready.remote() for a in actors], timeout=START_TIMEOUT_S)
             except Exception as e:  # noqa: BLE001 - the model failed to load, or no node could take them
-                raise _StartError(f"the replayers did not start: {short_error(e)}") from e
+                raise StartError(f"the replayers did not start: {short_error(e)}"
+                                  + (f" (Ray's logs: {cluster.temp_dir})" if cluster.temp_dir else "")) from e
             progress.event("replayers", replayers=info)
             t0 = time.monotonic()
             dispatcher = Dispatcher(ray, actors, out_root, made_from, video=args.video,

@@ -24,6 +24,10 @@ LOCAL_ENV = {
 }
 
 
+class StartError(RuntimeError):
+    """Ray or the replayers could not start (no recording was at fault)."""
+
+
 class Cluster:
     """A connection to Ray: an embedded cluster started here (``address`` None) or an existing one."""
 
@@ -32,7 +36,19 @@ class Cluster:
         self.temp_dir: Path | None = None
         self.ray = None
 
+    def _check_reachable(self) -> None:
+        """Fail fast when nothing listens at HOST:PORT (Ray itself keeps retrying for minutes)."""
+        host, _, port = (self.address or "").rpartition(":")
+        if not host or not port.isdigit() or "://" in self.address:
+            return
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as e:
+            raise StartError(f"cannot join the Ray cluster at {self.address}: nothing answers there "
+                             f"({e.strerror or e}); start it with `ray start --head --port={port}`") from e
+
     def __enter__(self) -> Cluster:
+        self._check_reachable()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address is None:
             for key, value in LOCAL_ENV.items():
@@ -51,8 +67,13 @@ class Cluster:
                          _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
             else:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        except BaseException:
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds (ConnectionError, RuntimeError, ...)
             self.close(keep_logs=True)
+            where = f"join the Ray cluster at {self.address}" if self.address else "start an embedded Ray cluster"
+            logs = f" (Ray's logs: {self.temp_dir})" if self.temp_dir else ""
+            raise StartError(f"cannot {where}: {type(e).__name__}: {e}{logs}") from e
+        except BaseException:
+            self.close()
             raise
         return self
 
@@ -70,7 +91,8 @@ class Cluster:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(keep_logs=exc_type is not None)
+        # Ray's logs are kept for a failure to start or run, not after Ctrl-C or a normal end.
+        self.close(keep_logs=exc_type is not None and not issubclass(exc_type, KeyboardInterrupt))
 
 
 class Replayer:
