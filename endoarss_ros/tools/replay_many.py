@@ -80,7 +80,7 @@ class _Progress:
     def __init__(self, out_root: Path, total: int, bar: bool):
         self.file = open(out_root / "progress.jsonl", "a")  # noqa: SIM115 - closed in close()
         self.done = self.failed = self.frames = 0
-        self.t0 = time.monotonic()
+        self.t0 = self.t_replay = time.monotonic()
         self.bar = None
         if bar and total:
             from tqdm import tqdm
@@ -97,12 +97,18 @@ class _Progress:
         else:
             print(f"{PROG}: {text}", file=sys.stderr)
 
+    def replaying(self) -> None:
+        """The replayers are ready: rates and the ETA count from here (not from the cluster's start)."""
+        self.t_replay = time.monotonic()
+        if self.bar is not None:
+            self.bar.reset()
+
     def finished(self, ok: bool, frames: int = 0) -> None:
         self.done += ok
         self.failed += not ok
         self.frames += frames
         if self.bar is not None:
-            fps = self.frames / max(time.monotonic() - self.t0, 1e-9)
+            fps = self.frames / max(time.monotonic() - self.t_replay, 1e-9)
             self.bar.set_postfix(done=self.done, failed=self.failed, fps=f"{fps:.1f}")
             self.bar.update(1)
 
@@ -222,6 +228,7 @@ def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict
                 raise StartError(f"the replayers did not start: {short_error(e)}"
                                   + (f" (Ray's logs: {cluster.temp_dir})" if cluster.temp_dir else "")) from e
             progress.event("replayers", replayers=info)
+            progress.replaying()
             t0 = time.monotonic()
             dispatcher = Dispatcher(ray, actors, out_root, made_from, video=args.video,
                                     max_attempts=args.max_attempts, progress=progress)
