@@ -14,10 +14,9 @@ from .writer import OutputError
 def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str,
                   outputs: OutputSet) -> None:
     """Activity segments as coloured bars, one row per (label, segments); written as a partial of ``outputs``."""
-    import matplotlib
+    from ..training.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # first: it points matplotlib's cache away from $HOME before matplotlib is imported
     from matplotlib.patches import Patch
 
     colors = plt.get_cmap("tab10").colors
