@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -250,8 +251,11 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     def save(results, unavailable, skipped, ros_result=None, ros_note="not measured yet (run in progress)"):
         out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
                "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs}
-        if args.json_path:
-            Path(args.json_path).write_text(json.dumps(out, indent=2))
+        if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
+            path = Path(args.json_path)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(out, indent=2))
+            os.replace(tmp, path)
 
     sources = [BenchFrames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
     results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
