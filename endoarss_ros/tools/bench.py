@@ -161,6 +161,20 @@ def _ros_section(args, size: tuple[int, int], ros: RosMeasure | str | None) -> t
         return None, f"ROS measurement failed: {type(e).__name__}: {e}"
 
 
+def ros_target(ros_result: dict, results: list[dict]) -> dict | None:
+    """The over-ROS target: node p50 <= transport p50 + 1.2 x the in-process end to end (the first measured row
+    of the same size, batch 1), all from this run."""
+    size = f"{ros_result['width']}x{ros_result['height']}"
+    rows = [r for r in results if r["input"] == size and r["batch"] == 1]
+    transport = (ros_result.get("transport") or {}).get("latency_ms", {}).get("p50")
+    node = ros_result["node"]["latency_ms"]["p50"]
+    if not rows or transport is None or node is None:
+        return None
+    bound = transport + 1.2 * rows[0]["e2e_ms"]["p50"]
+    return {"node_p50_ms": node, "transport_p50_ms": transport, "in_process_e2e_p50_ms": rows[0]["e2e_ms"]["p50"],
+            "bound_ms": bound, "met": node <= bound}
+
+
 def _apply_quick(args) -> None:
     if args.quick:
         args.models, args.sizes, args.backends = "endoarss-tiny", "640x360", "eager,onnxruntime"
@@ -264,6 +278,8 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
         print(f"status + instruments {row['input']}: p50 {row['total_ms']['p50']:.2f} ms (image quality "
               f"{row['image_quality_ms']['p50']:.2f}, instruments {row['instruments_ms']['p50']:.2f})", flush=True)
     ros_result, ros_note = _ros_section(args, _sizes(args.sizes)[0], ros)
+    if ros_result is not None:
+        ros_result["target"] = ros_target(ros_result, results)
     save(results, unavailable, skipped, ros_result, ros_note)
     if args.markdown:
         table = markdown_table(results, unavailable, skipped)
