@@ -409,6 +409,7 @@ class PerceptionNode(LifecycleNode):
                 return
             slots = self._slots
             if slots is not None:
+                self.stats.stages(receive_convert=(time.monotonic() - received) * 1000.0)
                 slots.put(PendingFrame(camera, msg, frame, received))
         return on_image
 
@@ -501,14 +502,21 @@ class PerceptionNode(LifecycleNode):
         for item, frame, result, overlay in zip(items, frames, results, want_overlay):
             out = outputs[item.camera]
             header = item.message.header
+            t1 = time.monotonic()
             stream = self._streams[item.camera].update(frame, result, stamp_seconds(header))
-            for key, fields in frame_fields(header, result, stream, self._activity_names, self._seg_names,
-                                            overlay=overlay).items():
-                out.publish(key, fields)
+            t2 = time.monotonic()
+            fields = frame_fields(header, result, stream, self._activity_names, self._seg_names, overlay=overlay)
+            t3 = time.monotonic()
+            for key, value in fields.items():
+                out.publish(key, value)
             if out.info_frame_id != header.frame_id:
                 self._publish_info(out, header.frame_id)
             self._publish_status(item.camera, header, stream.status, item.received)
-            self.stats.published((time.monotonic() - item.received) * 1000.0, inference_ms)
+            t4 = time.monotonic()
+            self.stats.stages(queue_wait=(t0 - item.received) * 1000.0, pipeline=inference_ms,
+                              status_instruments=(t2 - t1) * 1000.0, message_build=(t3 - t2) * 1000.0,
+                              publish=(t4 - t3) * 1000.0)
+            self.stats.published((t4 - item.received) * 1000.0, inference_ms)
 
     def _on_worker_error(self, error: BaseException, batch):
         text = f"{type(error).__name__}: {error}"
