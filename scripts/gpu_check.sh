@@ -147,20 +147,25 @@ stage2() {
     bench stage2-fp $(( $(left) - 20 )) "${rest[@]}" "${rest_fp[@]}"
     hooks
 }
-hooks() {  # HOOK (coordinator): the short archive run and the temporal step cost, once their commands exist
+hooks() {  # the short archive run (replay-many on Ray) and the temporal step cost, within the time left
     : >"$out/hooks.md"
-    if "$python" -m endoarss_ros.cli replay-many --help >/dev/null 2>&1; then
-        # HOOK: wire the archive run here, e.g. step "endoarss replay-many" "$out/archive.log" LIMIT <command>
-        echo "* archive run (endoarss replay-many): available in this build, not wired into gpu_check.sh yet" >>"$out/hooks.md"
+    local device=cuda; [ $smoke -eq 1 ] && device=cpu
+    if [ $smoke -eq 1 ]; then
+        echo "* archive run: not run in the CPU smoke run (test/test_replay_many_ray.py covers replay-many)" >>"$out/hooks.md"
+    elif "$python" -c "import ray" >/dev/null 2>&1; then
+        local size=1080x1920 seconds=4
+        step "endoarss replay-many (2 recordings, replayers per GPU)" "$out/archive.log" $(( $(left) - 40 )) \
+            "$python" scripts/bench_replay_many.py --configs 1x4x1,2x4x0.5 --device $device --size $size \
+            --recordings 2 --seconds $seconds --fps 30 --json "$out/replay_many.json"
+        echo "* archive run: $out/replay_many.json (see archive.log)" >>"$out/hooks.md"
     else
-        echo "* archive run (endoarss replay-many): not available in this build" >>"$out/hooks.md"
+        echo "* archive run (endoarss replay-many): not run, ray is not installed (bring its cp312 wheels with --wheels)" >>"$out/hooks.md"
     fi
-    if "$python" -m endoarss_ros.cli bench --help 2>/dev/null | grep -q -- "--temporal"; then
-        # HOOK: wire the temporal step cost here (endoarss bench's temporal row)
-        echo "* temporal step cost (endoarss bench temporal row): available in this build, not wired yet" >>"$out/hooks.md"
-    else
-        echo "* temporal step cost (endoarss bench temporal row): not available in this build" >>"$out/hooks.md"
-    fi
+    step "endoarss bench (temporal step cost)" "$out/bench-temporal.log" $(( $(left) - 5 )) "$python" -m endoarss_ros.cli \
+        bench --models endoarss-tiny --backends eager --precisions fp32 --sizes 320x240 --batches 1 --frames 2 \
+        --warmup 1 --baseline-frames 1 --device $device --no-ros --temporal-ticks 1000 --cache-dir "$cache" \
+        --json "$out/bench-temporal.json"
+    echo "* temporal step cost: \`temporal\` in $out/bench-temporal.json" >>"$out/hooks.md"
 }
 
 summary() {  # rebuilt from whatever exists in OUT_DIR

@@ -59,7 +59,9 @@ def test_gpu_check_cpu_smoke_runs_both_stages_and_a_stage_alone(tmp_path):
     assert "failed" not in summary, summary
     assert "| endoarss-tiny | 320x240 rgb8 esd | fast | eager | fp32 | 2 |" in summary
     assert "| endoarss-tiny | 320x240 rgb8 esd | fast | onnxruntime | fp32 | 1 |" in summary
-    assert "replay-many" in summary and "temporal" in summary
+    assert "replay-many" in summary and "| endoarss bench (temporal step cost) | ok" in summary, summary
+    temporal = json.loads((out / "bench-temporal.json").read_text())["temporal"]
+    assert temporal["step_cpu_ms"]["p50"] > 0 and temporal["state_bytes_per_camera"] > 0, temporal
 
     # stage 2 again, alone: stage 1's rows stay in the rebuilt summary
     stage1_steps = (out / "steps-stage1.md").read_text()
