@@ -4,6 +4,7 @@
   so ``image:=/robot/left/image_raw/`` works instead of killing the node with "Couldn't parse remap rule";
 * ``rviz_problem``: whether RViz 2 can be started, checked before anything is launched;
 * ``node_exit_problem``: whether the node's exit must end the launch with a failure.
+* ``parameter_hint``: how to set a parameter, as a launch argument under launch, with ``-p`` otherwise.
 """
 from __future__ import annotations
 
@@ -54,3 +55,15 @@ def node_exit_problem(name: str, returncode: int | None, shutting_down: bool) ->
         return None
     return (f"{name} exited with code {returncode} (see its log above); ending the launch with a failure "
             "instead of leaving the rest running without perception")
+
+
+LAUNCHED_ENV = "ENDOARSS_LAUNCHED"  # set by perception.launch.py for the node it starts
+
+
+def parameter_hint(name: str, value: str, environ=None) -> str:
+    """How a user sets parameter ``name`` where the node runs: a launch argument under ``ros2 launch``,
+    ``-p`` otherwise."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LAUNCHED_ENV):
+        return f"{name}:={value} on the `ros2 launch` line"
+    return f"-p {name}:={value}"

@@ -45,20 +45,30 @@ def _run(argv: list[str]) -> int:
     fastdds.apply_profile()  # before the first participant exists
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from endoarss_ros.ros.node import PerceptionNode
 
-    node = None
+    # rclpy's own SIGINT handler shuts the context down from its signal thread, at once, while the worker may be
+    # publishing and a transition may be creating publishers: the node then fails or aborts. Ours only raises
+    # KeyboardInterrupt in the main thread, and the tear-down below runs in order with the context still valid.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    node = executor = None
     code = 0
     try:
-        rclpy.init(args=["endoarss-perception", *argv])
+        rclpy.init(args=["endoarss-perception", *argv], signal_handler_options=SignalHandlerOptions.NO)
         node = PerceptionNode()
         if node.settings.autostart and not _autostart(node):
-            return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        _spin(node, executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
+            code = 1
+        else:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            _spin(node, executor)
+    except KeyboardInterrupt:
+        _ignore_interrupts()
+        if node is not None:
+            node.get_logger().info(f"interrupted ({_interrupted_phase(node)}): shutting down")
+    except ExternalShutdownException:  # the context was shut down from outside (e.g. a test harness)
         pass
     except Exception as e:  # noqa: BLE001 - e.g. an out-of-range parameter at start: say it plainly
         print(f"endoarss-perception: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
@@ -66,15 +76,46 @@ def _run(argv: list[str]) -> int:
     finally:
         # A second Ctrl-C (or `timeout` and `ros2 launch` both signalling) must not cut the clean-up short.
         _ignore_interrupts()
-        if node is not None:
-            try:
-                node.trigger_shutdown()
-            except Exception:  # noqa: BLE001 - already finalized, or the context is gone
-                pass
-            node.destroy_node()
-        rclpy.try_shutdown()
-        _ignore_interrupts()  # rclpy.shutdown put back the handler that raises KeyboardInterrupt
+        _tear_down(node, executor)
     return code
+
+
+def _tear_down(node, executor) -> None:
+    """Intake, worker, publishers, node (``PerceptionNode.close``), then the executor, then the context."""
+    import rclpy
+
+    if node is not None:
+        if not node.finalized:
+            _try_shutdown_transition(node)
+        node.close()
+    if executor is not None:
+        executor.shutdown()
+    rclpy.try_shutdown()
+
+
+def _try_shutdown_transition(node) -> None:
+    """The lifecycle ``shutdown`` transition, when the node is in a primary state (not when Ctrl-C came in the
+    middle of a transition: ``close`` releases what that transition had created)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    state = node._state_machine.current_state[1]
+    if state not in ("unconfigured", "inactive", "active"):
+        return
+    try:
+        node.trigger_shutdown()
+    except Exception as e:  # noqa: BLE001 - the tear-down goes on; say why the transition did not run
+        node.get_logger().warning(f"shutdown transition from {state}: {type(e).__name__}: {_first_line(e)}")
+    else:
+        if not node.finalized:
+            node.get_logger().warning(f"shutdown transition from {state} did not return "
+                                      f"{TransitionCallbackReturn.SUCCESS.to_label()}")
+
+
+def _interrupted_phase(node) -> str:
+    state = node._state_machine.current_state[1]
+    if state == "configuring":
+        return "while configuring: the transition is abandoned"
+    return f"state {state}"
 
 
 def _autostart(node) -> bool:
@@ -87,19 +128,26 @@ def _autostart(node) -> bool:
     return True
 
 
+SPIN_PERIOD_S = 0.2  # how soon the main thread sees a Ctrl-C while no callback runs
+
+
 def _spin(node, executor) -> None:
-    """Spin until shutdown. A callback that raises is reported and the node goes on serving: nothing a client
-    sends (a service request, a parameter, a message) may end the process."""
-    import rclpy
+    """Spin until interrupted or finalized (``ros2 lifecycle set ... shutdown`` ends the process). A callback
+    that raises is reported and the node goes on serving: nothing a client sends (a service request, a
+    parameter, a message) may end the process."""
     from rclpy.executors import ExternalShutdownException
 
-    while rclpy.ok(context=node.context):
+    while not node.finalized and node.context.ok():
         try:
-            executor.spin_once(timeout_sec=1.0)
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except (KeyboardInterrupt, ExternalShutdownException):
             raise
         except Exception as e:  # noqa: BLE001
             node.report_callback_error(e)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _ignore_interrupts() -> None:
