@@ -2,7 +2,6 @@
 output conversions, the launch files parse."""
 from __future__ import annotations
 
-import py_compile
 import threading
 import time
 
@@ -166,11 +165,6 @@ def test_diagnostics_report_counters_rates_and_latency():
     assert values["dropped.replaced"] == "3" and values["errors.inference"] == "0"
     assert float(values["latency_p50_ms"]) == 15.0 and float(values["latency_p95_ms"]) == 19.0
     assert values["model"] == "tiny.safetensors" and values["device"] == "cpu"
-
-
-def test_launch_files_parse():
-    py_compile.compile(str(REPO / "launch" / "perception.launch.py"), doraise=True)
-    py_compile.compile(str(REPO / "test" / "launch" / "test_perception_launch.py"), doraise=True)
 
 
 def test_sequence_gaps_count_skipped_frames_of_one_publisher():

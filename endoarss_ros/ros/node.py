@@ -262,6 +262,11 @@ class PerceptionNode(LifecycleNode):
         self._destroy_outputs()
         self._release_engine()
         self.destroy_publisher(self._diag_pub)
+        counters = self.stats.snapshot()["counters"]
+        self.get_logger().info(
+            f"closed: {counters.get('frames.received', 0)} frames received, "
+            f"{counters.get('frames.published', 0)} published, "
+            f"{sum(n for k, n in counters.items() if k.startswith(('dropped.', 'rejected.')))} dropped or rejected")
         self.destroy_node()
 
     def _stop_streaming(self) -> bool:
