@@ -13,11 +13,15 @@
 #   --wheels DIR  pip install --no-index every wheel in DIR first (e.g. onnxruntime-gpu, torch_tensorrt)
 #   --minutes N   total wall-clock budget (default 7.8); the bench gets what the earlier steps leave
 #   --cpu-smoke   the same steps on this machine's CPU with a tiny matrix and no installing (tests this script)
-# Environment: PYTHON (default python3), ENDOARSS_CACHE_DIR (engine cache; default a temporary folder).
+# Environment: PYTHON (default: the .venv of scripts/setup_env.sh when there is one, else python3),
+# ENDOARSS_CACHE_DIR (engine cache; default a temporary folder).
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=${PYTHON:-python3}
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+    if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
+fi
 wheels="" minutes=7.8 smoke=0 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
