@@ -160,6 +160,18 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else ""
 
 
+def _params_file_loader():
+    """YAML as rcl reads a parameters file: safe, plus the ``!!python/tuple`` lists launch_ros writes for a list
+    parameter given to a launch ``Node`` (e.g. ``cameras``)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+    return Loader
+
+
 def params_file_problem(argv: list[str]) -> str | None:
     """Why a ``--params-file`` among the ROS arguments cannot be used (None when all are readable YAML
     mappings). rcl would otherwise fail inside ``rclpy.init`` with a traceback and no line number."""
@@ -170,7 +182,7 @@ def params_file_problem(argv: list[str]) -> str | None:
     for path in files:
         try:
             with open(path) as f:
-                data = yaml.safe_load(f)
+                data = yaml.load(f, Loader=_params_file_loader())
         except OSError as e:
             return f"cannot read the parameters file {path}: {e.strerror or e}"
         except yaml.YAMLError as e:
