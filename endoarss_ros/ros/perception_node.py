@@ -52,6 +52,8 @@ def _run(argv: list[str]) -> int:
     # rclpy's own SIGINT handler shuts the context down from its signal thread, at once, while the worker may be
     # publishing and a transition may be creating publishers: the node then fails or aborts. Ours only raises
     # KeyboardInterrupt in the main thread, and the tear-down below runs in order with the context still valid.
+    # Installed explicitly: a process started with SIGINT ignored (a background job of a script) must still stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     node = executor = None
     code = 0
