@@ -36,7 +36,7 @@ def orphaned_segments(before: set[str]) -> list[str]:
     held = _held_inodes()
     orphans = []
     for name in sorted(set(os.listdir(SHM)) - before):
-        if not name.startswith("fastrtps_") or name.endswith("_el"):
+        if not re.fullmatch(r"fastrtps_[0-9a-f]{16}", name):  # a participant's segment (ports are shared)
             continue
         try:
             inode = os.stat(os.path.join(SHM, name + "_el")).st_ino
