@@ -17,11 +17,15 @@
 #   --minutes N   wall-clock budget of this run (default 7.5); stage 1 gets at most 4 min of it, stage 2 the rest
 #   --stage S     run only stage S (1 or 2), with the whole budget (at most 4 min for stage 1)
 #   --cpu-smoke   the same steps on this machine's CPU with a tiny matrix and no installing (tests this script)
-# Environment: PYTHON (default python3), ENDOARSS_CACHE_DIR (engine cache; default a temporary folder).
+# Environment: PYTHON (default: the .venv of scripts/setup_env.sh when there is one, else python3),
+# ENDOARSS_CACHE_DIR (engine cache; default a temporary folder).
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=${PYTHON:-python3}
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+    if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
+fi
 wheels="" minutes=7.5 smoke=0 out="" only=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,7 +33,7 @@ while [ $# -gt 0 ]; do
         --minutes) minutes=$2; shift 2 ;;
         --stage) only=$2; shift 2 ;;
         --cpu-smoke) smoke=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) out=$1; shift ;;
     esac

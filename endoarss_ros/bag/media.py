@@ -2,6 +2,7 @@
 a partial of the run's ``partials.OutputSet`` and put in place with the bag when everything is complete."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,6 +57,12 @@ class OverlayVideo:
         import cv2
 
         if self.writer is None:
+            from ..inference.frames import quiet_opencv_log
+
+            # A full disk is one line of ours (see finish), not OpenCV's warning per frame nor FFmpeg's own
+            # "moov atom not found" when the file is read back (FFmpeg reads its level at its first use).
+            quiet_opencv_log()
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = rgb.shape[:2]
             self.size = (max(2, w - w % 2), max(2, h - h % 2))  # the codec wants even sides, at least 2
