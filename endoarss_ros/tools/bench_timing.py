@@ -10,8 +10,8 @@ import torch
 from endoarss_ros.inference import instruments, quality
 from endoarss_ros.inference.engine import FrameResult
 from endoarss_ros.inference.frames import frame_from_array, frame_from_image_fields
-from endoarss_ros.inference.stats import percentile
 from endoarss_ros.inference.stream import CameraStream
+from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.model.config import MTLESD_SEG_CLASSES
 from endoarss_ros.tools.bench_frames import BenchFrames, SceneFn, instrument_mask
 
