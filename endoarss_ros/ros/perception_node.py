@@ -15,7 +15,11 @@ The EndoARSS perception node: endoscope images in, segmentation masks and the su
 ROS arguments follow --ros-args as usual, for example:
   endoarss-perception --ros-args -r image:=/endoscope/left/image_raw -p model:=models/demo/endoarss_demo.safetensors
   endoarss-perception --ros-args --params-file config/perception.yaml
-  endoarss-perception --ros-args -r __ns:=/endoarss -p autostart:=false   # wait for a lifecycle manager
+  endoarss-perception --ros-args -p autostart:=false   # wait for a lifecycle manager
+
+The node starts in the namespace /endoarss (where the docs and config/perception.yaml expect it);
+`-r __ns:=/other` moves it. Ctrl-C or SIGTERM: a clean shutdown, exit 0; so does
+`ros2 lifecycle set /endoarss/endoarss_perception shutdown`.
 
 Topics (relative to the node's namespace; one set per entry of the `cameras` parameter):
   in:  image (sensor_msgs/Image) or image/compressed (image_transport:=compressed)
