@@ -15,7 +15,8 @@ Tear-down always goes in one order (``close``): intake stops (subscriptions, tim
 joined, then the publishers and the node are destroyed; the entry point shuts the context down last. No thread
 is in the middle of a publish when anything it uses goes away.
 
-Module layout: ``outputs`` (per-camera publishers and what goes out on them), ``param_changes`` (live parameter
+Module layout: ``inputs`` (subscriptions, validation, counting), ``outputs`` (per-camera publishers and what goes
+out on them), ``param_changes`` (live parameter
 changes, unknown names, configure checks), ``params`` (the parameter table), ``transitions`` (lifecycle plumbing),
 ``frame_slot`` (newest-frame slots and the worker), ``engine_memory`` (releasing the model).
 """
@@ -28,14 +29,13 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
 
-from endoarss_ros.inference.frames import FrameError, check_compressed, quiet_opencv_log
+from endoarss_ros.inference.frames import quiet_opencv_log
 from endoarss_ros.inference.weights_path import resolve_model_path
-from endoarss_ros.ros import conversions, engine_memory, launch_checks, param_changes, params, qos
+from endoarss_ros.ros import conversions, engine_memory, launch_checks, param_changes, params
 from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
-from endoarss_ros.ros.frame_slot import LatestFrameSlots, PendingFrame, Worker
-from endoarss_ros.ros.input_loss import SequenceGaps
+from endoarss_ros.ros.frame_slot import LatestFrameSlots, Worker
+from endoarss_ros.ros.inputs import Inputs
 from endoarss_ros.ros.outputs import Labels, Outputs
 from endoarss_ros.ros.temporal_sessions import TemporalSessions, stamp_seconds
 from endoarss_ros.ros.transitions import guard_change_state_service, logged
@@ -54,8 +54,7 @@ class PerceptionNode(LifecycleNode):
         self._engine = None
         self._outputs: Outputs | None = None
         self._labels: Labels | None = None
-        self._subscriptions_in: list = []
-        self._gaps: list[SequenceGaps] = []
+        self._inputs: Inputs | None = None
         self._slots = None
         self._worker = None
         self._streams: list = []  # one inference.stream.CameraStream per camera while active
@@ -199,33 +198,18 @@ class PerceptionNode(LifecycleNode):
                                       temporal=self._temporal.session(i)) for i in range(len(s.cameras))]
         for camera in range(len(s.cameras)):
             self._outputs.publish_info(camera, "", labels)
-        self._gaps = [SequenceGaps() for _ in s.cameras]
         self._slots = LatestFrameSlots(len(s.cameras), on_replaced=self._on_replaced)
         self._worker = Worker(self._slots, self._process, self._on_worker_error,
                               batch_window=lambda: self.settings.batch_window_ms / 1000.0)
         self._worker.start()
-        self._subscribe_inputs()
-        names = ", ".join(sub.topic_name for sub in self._subscriptions_in)
+        self._inputs = Inputs(self, self._slots, self._reject)
+        names = ", ".join(self._inputs.topic_names())
         # The clock decides what `age_ms` and the stale flag mean, so say which one it is.
         clock = "sim time (/clock)" if self.get_parameter("use_sim_time").value else "system time"
         self.get_logger().info(f"active: listening on {names} ({s.input_reliability}, depth {s.input_depth}); "
                                f"clock: {clock}")
         self._state_label = "active"
         return TransitionCallbackReturn.SUCCESS
-
-    def _subscribe_inputs(self) -> None:
-        s, log = self.settings, self.get_logger()
-        in_qos = qos.stream_qos(s.input_reliability, s.input_depth)
-        for cam in s.cameras:
-            if s.image_transport == "compressed":
-                topic = cam.input_topic("image/compressed")
-                msg_type, callback = CompressedImage, self._compressed_callback(cam.index)
-            else:
-                topic = cam.input_topic("image")
-                msg_type, callback = Image, self._image_callback(cam.index)
-            events = qos.subscription_events(log, topic, on_lost=self._count_dds_lost)
-            self._subscriptions_in.append(self.create_subscription(msg_type, topic, callback, in_qos,
-                                                                   event_callbacks=events))
 
     @logged
     def on_deactivate(self, state):
@@ -279,9 +263,9 @@ class PerceptionNode(LifecycleNode):
 
     def _stop_streaming(self) -> bool:
         """Unsubscribe the inputs, then stop and join the worker; False when the worker did not stop."""
-        for sub in self._subscriptions_in:
-            self.destroy_subscription(sub)
-        self._subscriptions_in = []
+        inputs, self._inputs = self._inputs, None
+        if inputs is not None:
+            inputs.destroy()
         if self._worker is not None:
             if not self._worker.stop(WORKER_STOP_TIMEOUT_S):
                 self.get_logger().error(f"the inference worker did not stop within {WORKER_STOP_TIMEOUT_S:.0f} s")
@@ -302,53 +286,6 @@ class PerceptionNode(LifecycleNode):
         engine_memory.close_engine(engine, self.get_logger())
         del engine
         engine_memory.return_memory()
-
-    # ---- input -----------------------------------------------------------------------------------
-    def _image_callback(self, camera: int):
-        def on_image(msg, info):
-            received = self._count_input(camera, info)
-            try:
-                # Validation only (no copy): a bad frame never displaces a good pending one.
-                frame = conversions.frame_from_image(msg, max_pixels=self.settings.max_input_pixels)
-            except ValueError as e:
-                self._reject(camera, msg, e)
-                return
-            slots = self._slots
-            if slots is not None:
-                self.stats.stages(receive_convert=(time.monotonic() - received) * 1000.0)
-                slots.put(PendingFrame(camera, msg, frame, received))
-        return on_image
-
-    def _compressed_callback(self, camera: int):
-        def on_compressed(msg, info):
-            received = self._count_input(camera, info)
-            try:
-                # The header only (microseconds, whatever size it claims): decoding is the worker's job.
-                check_compressed(msg.format, msg.data, max_pixels=self.settings.max_input_pixels)
-            except FrameError as e:
-                self._reject(camera, msg, e)
-                return
-            slots = self._slots
-            if slots is not None:
-                slots.put(PendingFrame(camera, msg, None, received))
-        return on_compressed
-
-    def _count_input(self, camera: int, info) -> float:
-        """Count a received frame and the frames its publisher sent since the previous one that never arrived
-        (sequence gaps, see ``input_loss``). Returns the receipt time."""
-        received = time.monotonic()
-        self.stats.received()
-        subs = self._subscriptions_in
-        publishers = subs[camera].get_publisher_count() if camera < len(subs) else 1
-        lost = self._gaps[camera].lost(info.get("publication_sequence_number"), publishers)
-        if lost is None:
-            self.stats.count("input.loss_not_countable")
-        elif lost:
-            self.stats.dropped("lost_before_callback", lost)
-        return received
-
-    def _count_dds_lost(self, samples: int) -> None:
-        self.stats.count("input.dds_samples_lost", samples)
 
     def report_callback_error(self, error: Exception) -> None:
         """A callback raised out of the executor: log it (throttled) and count it; the node goes on."""

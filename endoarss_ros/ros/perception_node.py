@@ -15,7 +15,11 @@ The EndoARSS perception node: endoscope images in, segmentation masks and the su
 ROS arguments follow --ros-args as usual, for example:
   endoarss-perception --ros-args -r image:=/endoscope/left/image_raw -p model:=models/demo/endoarss_demo.safetensors
   endoarss-perception --ros-args --params-file config/perception.yaml
-  endoarss-perception --ros-args -r __ns:=/endoarss -p autostart:=false   # wait for a lifecycle manager
+  endoarss-perception --ros-args -p autostart:=false   # wait for a lifecycle manager
+
+The node starts in the namespace /endoarss (where the docs and config/perception.yaml expect it);
+`-r __ns:=/other` moves it. Ctrl-C or SIGTERM: a clean shutdown, exit 0; so does
+`ros2 lifecycle set /endoarss/endoarss_perception shutdown`.
 
 Topics (relative to the node's namespace; one set per entry of the `cameras` parameter):
   in:  image (sensor_msgs/Image) or image/compressed (image_transport:=compressed)
@@ -50,11 +54,12 @@ def _run(argv: list[str]) -> int:
     from endoarss_ros.ros.node import PerceptionNode
 
     # rclpy's own SIGINT handler shuts the context down from its signal thread, at once, while the worker may be
-    # publishing and a transition may be creating publishers: the node then fails or aborts. Ours only raises
-    # KeyboardInterrupt in the main thread, and the tear-down below runs in order with the context still valid.
-    # Installed explicitly: a process started with SIGINT ignored (a background job of a script) must still stop.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # publishing and a transition may be creating publishers: the node then fails or aborts. Ours acts in the
+    # main thread only, and the tear-down below runs in order with the context still valid. Installed
+    # explicitly: a process started with SIGINT ignored (a background job of a script) must still stop.
+    interrupts = _Interrupts()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupts)
     node = executor = None
     code = 0
     try:
@@ -65,7 +70,10 @@ def _run(argv: list[str]) -> int:
         else:
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            _spin(node, executor)
+            interrupts.raise_now = False  # from here the spin loop checks; see _Interrupts
+            _spin(node, executor, interrupts)
+            if interrupts.requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         _ignore_interrupts()
         if node is not None:
@@ -133,23 +141,35 @@ def _autostart(node) -> bool:
 SPIN_PERIOD_S = 0.2  # how soon the main thread sees a Ctrl-C while no callback runs
 
 
-def _spin(node, executor) -> None:
+class _Interrupts:
+    """The SIGINT / SIGTERM handler. While the main thread runs a long transition of its own (autostart's
+    configure: model load, warm-up) it raises KeyboardInterrupt there, abandoning the transition; while spinning
+    it only sets ``requested``, which the spin loop checks between callbacks: raised inside rclpy's executor,
+    KeyboardInterrupt can land half-way through its bookkeeping (a Task built halfway)."""
+
+    def __init__(self):
+        self.requested = False
+        self.raise_now = True
+
+    def __call__(self, signum, frame):
+        self.requested = True
+        if self.raise_now:
+            raise KeyboardInterrupt
+
+
+def _spin(node, executor, interrupts: _Interrupts) -> None:
     """Spin until interrupted or finalized (``ros2 lifecycle set ... shutdown`` ends the process). A callback
     that raises is reported and the node goes on serving: nothing a client sends (a service request, a
     parameter, a message) may end the process."""
     from rclpy.executors import ExternalShutdownException
 
-    while not node.finalized and node.context.ok():
+    while not interrupts.requested and not node.finalized and node.context.ok():
         try:
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except (KeyboardInterrupt, ExternalShutdownException):
             raise
         except Exception as e:  # noqa: BLE001
             node.report_callback_error(e)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _ignore_interrupts() -> None:
