@@ -24,6 +24,8 @@ setup(
     extras_require={
         "export": ["onnx>=1.16", "onnxruntime>=1.18"],
         "plots": ["matplotlib>=3.7"],
+        # `endoarss replay-many` on Ray: Ray Core only (the node and `endoarss replay` never import it)
+        "cluster": ["ray>=2.60,<3", "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [

@@ -17,6 +17,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Write synthetic ESD frames: a dataset in the released layout, or a rosbag2 with ground truth"),
     "replay": ("endoarss_ros.tools.replay",
                "Offline inference over a rosbag2 (MCAP/sqlite3): masks, activity, summary, timeline, video"),
+    "replay-many": ("endoarss_ros.tools.replay_many",
+                    "`endoarss replay` over an archive of recordings on Ray (embedded or a cluster), resumable, "
+                    "with an aggregate"),
     "play": ("endoarss_ros.tools.play",
              "Publish a bag's messages live with their original timing (for machines without `ros2 bag`)"),
     "demo": ("endoarss_ros.tools.demo",

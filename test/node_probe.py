@@ -11,7 +11,10 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
   publish frames (see ``make_frame``); lockstep waits for each good frame's activity, mask and status before
   the next (for a bad frame: its status);
 * ``{"op": "transition", "transition": "configure"}`` (or a raw ``"id"`` / ``"label"``) / ``{"op": "get_state"}``;
-* ``{"op": "set_params", "params": {"overlay_alpha": 0.2}}`` / ``{"op": "get_params", "names": [...]}``;
+* ``{"op": "set_params", "params": {"overlay_alpha": 0.2}}`` (a value ``{"type": "bool_array", "value": []}``
+  is sent with that type, as ``ros2 param set`` types ``"[]"``) / ``{"op": "get_params", "names": [...]}``;
+* ``{"op": "dump_params"}``: every parameter the node lists, with its value and type, as ``ros2 param dump``
+  fetches them;
 * ``{"op": "diagnostics", "wait": 2.5}``: the node's newest ``/diagnostics`` values after waiting;
 * ``{"op": "trigger", "service": "reset_temporal"}``: call a std_srvs/Trigger service of the node;
 * ``{"op": "sleep", "seconds": 1}``.
@@ -365,19 +368,37 @@ class Probe:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
-        request = SetParameters.Request(
-            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in step["params"].items()])
+        def message(name, value):
+            if isinstance(value, dict):
+                return Parameter(name, Parameter.Type[value["type"].upper()], value["value"]).to_parameter_msg()
+            return Parameter(name, value=value).to_parameter_msg()
+
+        request = SetParameters.Request(parameters=[message(k, v) for k, v in step["params"].items()])
         response = self._service(SetParameters, "set_parameters", request)
         return {"op": "set_params", "results": [{"successful": r.successful, "reason": r.reason}
                                                 for r in (response.results if response else [])]}
 
     def op_get_params(self, step):
+        values, types = self._get_params(step["names"])
+        return {"op": "get_params", "values": values, "types": types}
+
+    def op_dump_params(self, step):
+        from rcl_interfaces.srv import ListParameters
+
+        listed = self._service(ListParameters, "list_parameters", ListParameters.Request())
+        names = sorted(listed.result.names) if listed else []
+        values, types = self._get_params(names)
+        return {"op": "dump_params", "names": names, "values": values, "types": types}
+
+    def _get_params(self, names: list[str]) -> tuple[dict, dict]:
+        """Values and ParameterType numbers of ``names`` (a name rclpy leaves out of the reply is missing)."""
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
 
-        response = self._service(GetParameters, "get_parameters", GetParameters.Request(names=step["names"]))
-        values = [parameter_value_to_python(v) for v in response.values] if response else []
-        return {"op": "get_params", "values": dict(zip(step["names"], values))}
+        response = self._service(GetParameters, "get_parameters", GetParameters.Request(names=names))
+        replies = list(response.values) if response else []
+        values = {n: _plain(parameter_value_to_python(v)) for n, v in zip(names, replies)}
+        return values, {n: int(v.type) for n, v in zip(names, replies)}
 
     def op_trigger(self, step):
         from std_srvs.srv import Trigger

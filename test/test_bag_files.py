@@ -155,7 +155,8 @@ def full_disk(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["bag", "bag_sqlite3", "video", "video_at_open", "timeline", "summary"])
-def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, tiny_model, full_disk, capsys, where):
+def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, tiny_model, full_disk, capfd, where):
+    """One line on the process's stderr, also counting what native libraries (OpenCV, FFmpeg) write there."""
     from endoarss_ros.cli import main
 
     mnt, leave = full_disk
@@ -174,7 +175,7 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, tiny_model, ful
         args += ["--storage", "sqlite3"]
     leave({"bag": 64 * 1024, "bag_sqlite3": 64 * 1024, "video": 4096}.get(where, 0))
     assert main(args) == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err.count("\n") == 1 and "no space left on device" in err, err
     assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
     assert list(elsewhere.iterdir()) == []

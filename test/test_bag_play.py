@@ -105,13 +105,17 @@ def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_m
     with BagReader(bag) as reader:
         frame_stamps = [f.stamp for f in reader.frames(["/endoscope/image_raw"])]
     assert len(frame_stamps) == info.frames == 6
+    from test.test_node_temporal import _save_temporal
+
+    temporal = _save_temporal(tmp_path / "temporal.safetensors", tiny_model, warmup_ticks=2)
 
     ns = "/p" + uuid.uuid4().hex[:8]
     log = open(tmp_path / "node.log", "w")
     node = subprocess.Popen(
         [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={ns}",
          "-p", f"model:={tiny_model}", "-p", "device:=cpu", "-p", "warmup_size:=[64, 80]",
-         "-p", "smoothing.enabled:=false"], env=domain, stdout=log, stderr=subprocess.STDOUT)
+         "-p", "smoothing.enabled:=false", "-p", f"temporal_model:={temporal}"], env=domain, stdout=log,
+        stderr=subprocess.STDOUT)
     collector = Collector()
     try:
         collector.subscribe(SegmentationInfo, f"{ns}/segmentation/info", latched=True)
@@ -150,10 +154,11 @@ def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_m
     assert [_stamp(m) for m in masks] == frame_stamps
     assert {m.header.frame_id for m in masks} == {"endoscope"}
 
-    # The same frames offline: the live masks and per-frame activities match the replay's.
+    # The same frames offline: the live masks and per-frame activities match the replay's, the temporal model's
+    # too (its clock is the images' header stamps, whenever they arrive).
     # batch 1, as the node runs one camera: the same engine on the same frames gives the same bytes.
     replay(ReplayOptions(input=bag, output=tmp_path / "offline", model=tiny_model, device="cpu", progress=False,
-                         smoothing=False, timeline="", batch=1))
+                         smoothing=False, timeline="", batch=1, temporal_model=temporal))
     from rosbags.highlevel import AnyReader
 
     from endoarss_ros.bag.msgtypes import typestore
@@ -170,6 +175,11 @@ def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_m
     for live in activities:
         ref = offline["/endoarss/activity"][_stamp(live)]
         np.testing.assert_allclose(live.raw_probabilities, ref.raw_probabilities, atol=1e-6)
+        assert (live.source, live.class_id) == (ref.source, ref.class_id)
+        np.testing.assert_allclose(live.probabilities, ref.probabilities, atol=1e-5)
+        assert live.duration_s == pytest.approx(ref.duration_s, abs=1e-6)
+    # 6 frames 0.5 s apart, 2 ticks of warm-up: the frame's own activity first, then the temporal model's
+    assert [m.source for m in activities] == ["frame"] * 2 + ["temporal"] * 4
 
 
 def test_play_loop_rate_and_errors(tmp_path, domain):

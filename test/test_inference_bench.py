@@ -10,6 +10,7 @@ import numpy as np
 
 from endoarss_ros.cli import SUBCOMMANDS, main
 from endoarss_ros.tools import bench
+from endoarss_ros.tools.bench_frames import BenchFrames
 from test.conftest import ros_available
 
 
@@ -98,7 +99,30 @@ def test_endoarss_bench_runs_on_endoscope_scenes_through_the_cli(tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert [(r["model"], r["batch"]) for r in data["results"]] == [("endoarss-tiny", 1)]
     assert "esd" in bench.markdown_table(data["results"])
-    frames = [np.frombuffer(d, np.uint8) for d, _ in bench._Frames("esd").get(160, 120, "rgb8")]
+    frames = [np.frombuffer(d, np.uint8) for d, _ in BenchFrames("esd").get(160, 120, "rgb8")]
     assert len(frames) >= 2 and all(f.std() > 10 for f in frames) and not np.array_equal(frames[0], frames[1])
     measure = bench.ros_measure()
     assert callable(measure) if ros_available() else "not available" in measure
+
+
+def test_unavailable_backends_are_probed_first_and_each_model_is_built_once(tmp_path, monkeypatch):
+    """tensorrt (no CUDA here) and bf16 are reported with their reasons even when the time budget is spent before
+    anything is measured; the model is built once for all the configurations that use it."""
+    built = []
+    real_model = bench._model
+    monkeypatch.setattr(bench, "_model", lambda name: built.append(name) or real_model(name))
+    args = _args(tmp_path, "--backends", "eager,tensorrt,onnxruntime", "--precisions", "fp32,bf16", "--no-ros")
+    assert bench.run(args) == 0
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["backend"], r["precision"]) for r in data["results"]} == {("eager", "fp32"), ("onnxruntime", "fp32")}
+    reasons = {(u["backend_requested"], u["precision"]): u["reason"] for u in data["unavailable"]}
+    assert set(reasons) == {("tensorrt", "fp32"), ("eager", "bf16"), ("tensorrt", "bf16"), ("onnxruntime", "bf16")}
+    assert "tensorrt needs a CUDA device" in reasons["tensorrt", "fp32"]
+    assert all("needs a CUDA device" in r for (_, p), r in reasons.items() if p == "bf16")
+    assert built == ["endoarss-tiny"]
+
+    args = _args(tmp_path, "--backends", "eager,tensorrt", "--time-budget", "1e-9", "--no-ros")
+    assert bench.run(args) == 0
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [u["backend_requested"] for u in data["unavailable"]] == ["tensorrt"]
+    assert [s["backend_requested"] for s in data["skipped"]] == ["eager"]

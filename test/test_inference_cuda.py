@@ -189,10 +189,30 @@ def test_device_memory_back_to_baseline_after_close(frames, cache, backend):
     base_alloc, base_reserved, base_free = (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(),
                                             torch.cuda.mem_get_info()[0])
     assert cycle() > base_alloc
-    assert torch.cuda.memory_allocated() == base_alloc
-    assert torch.cuda.memory_reserved() <= base_reserved
+    torch.cuda.synchronize()
+    # What "back to baseline" means, in the allocator's own accounting (torch.cuda.memory_stats):
+    # * allocated (active blocks) = live tensors + the cuBLAS workspaces, which PyTorch takes from the caching
+    #   allocator, one per (handle, stream). close() clears them, but a compiled graph's replay (CUDA graphs on
+    #   the engine's stream) may take one again inside its private pool before the graphs are collected: up to
+    #   one workspace per stream the engine used (its own and the default one) may remain. The engine's own
+    #   memory (weights, buffers; >= 20 MiB for the demo model) cannot hide inside that bound.
+    # * reserved = segments held from the driver, private CUDA-graph pools included: emptied by close(), so
+    #   never above the baseline's.
+    leftover = torch.cuda.memory_allocated() - base_alloc
+    assert 0 <= leftover <= 2 * _cublas_workspace_bytes(), (leftover, torch.cuda.memory_summary())
+    assert torch.cuda.memory_reserved() <= base_reserved + leftover
     # memory outside PyTorch's allocator (ONNX Runtime's arena, TensorRT) is back too, to 64 MiB
     assert torch.cuda.mem_get_info()[0] >= base_free - 64 * 2**20
+
+
+def _cublas_workspace_bytes() -> int:
+    """One cuBLAS workspace as PyTorch sizes it: CUBLAS_WORKSPACE_CONFIG (":SIZE_KiB:COUNT" pairs), else its
+    default (32 MiB on compute capability 9.x and later, 4 MiB x 2 + 16 KiB x 8 before)."""
+    config = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if config:
+        numbers = [int(v) for v in config.split(":") if v]
+        return sum(size * 1024 * count for size, count in zip(numbers[::2], numbers[1::2]))
+    return 32 * 2**20 if torch.cuda.get_device_capability()[0] >= 9 else 4096 * 1024 * 2 + 16 * 1024 * 8
 
 
 def test_device_memory_back_to_baseline_after_the_nodes_cleanup(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from endoarss_ros.inference import DeviceOutOfMemory, InferenceEngine, frame_from_array
 from endoarss_ros.inference.engine import MAX_CACHED_SIZES
@@ -206,3 +207,53 @@ def test_upsample_modes_on_the_cpu_path(demo, tmp_path):
         assert (fast.mask == dense.mask).mean() >= 0.9999
         assert 0.9 <= (low.mask == fast.mask).mean() < 1.0
         np.testing.assert_array_equal(fast.activity_probs, dense.activity_probs)
+
+
+class _DispatchedOps(TorchDispatchMode):
+    """Every aten op the code under it dispatches, with the tensors each one produced (to tell an index tensor
+    computed on the device from one made out of host data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+        self.host_made: list[str] = []  # ops that turned Python data into a tensor (then copied to the device)
+        self.foreign_indices: list[str] = []  # aten.index with an index tensor that no recorded op produced
+        self._produced: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        self.ops.append(name)
+        if "lift_fresh" in name or name.startswith("aten.scalar_tensor"):
+            self.host_made.append(name)
+        if name.startswith("aten.index.") or name.startswith("aten.index_put"):
+            indices = [t for t in args[1] if isinstance(t, torch.Tensor)]
+            if any(t.data_ptr() not in self._produced for t in indices):
+                self.foreign_indices.append(name)
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(t, torch.Tensor):
+                self._produced.add(t.data_ptr())
+        return out
+
+
+@pytest.fixture(scope="module")
+def torch_path_engine(tiny):
+    with InferenceEngine(tiny, device="cpu", preprocess="torch", max_batch=2) as eng:
+        yield eng
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_device_path_makes_no_tensor_from_host_data_per_batch(torch_path_engine, encoding):
+    """On CUDA a tensor made from Python data inside the per-batch path (a list index such as ``x[:, [2, 1, 0]]``,
+    a ``torch.tensor(...)`` constant) is a blocking host->device copy, i.e. a stream synchronisation mid-batch.
+    Recorded on the CPU, the device path (preprocess, model, device mask and overlay) must dispatch none."""
+    eng = torch_path_engine
+    C = ENCODINGS[encoding]
+    frames = [frame_from_array(np.random.default_rng(s).integers(0, 256, (40, 66, C), dtype=np.uint8), encoding)
+              for s in range(2)]
+    eng.infer(frames, overlay_alpha=0.5)  # buffers and backend made outside the recording
+    with _DispatchedOps() as rec:
+        eng.infer(frames, overlay_alpha=0.5)
+    assert "aten.flip.default" in rec.ops or encoding not in ("bgr8", "bgra8"), rec.ops
+    assert rec.host_made == [], f"{encoding}: tensors made from host data per batch: {rec.host_made}"
+    assert rec.foreign_indices == [], f"{encoding}: index tensors not computed on the device: {rec.foreign_indices}"

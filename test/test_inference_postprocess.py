@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from endoarss_ros.inference import postprocess
 from endoarss_ros.inference.postprocess import (
     axis_map,
     dense_logits_argmax,
@@ -121,3 +122,46 @@ def test_non_finite_logits_fall_back_to_the_reference():
     L = np.random.default_rng(0).normal(size=(3, 4, 4)).astype(np.float32)
     L[1, 2, 2] = np.inf
     np.testing.assert_array_equal(logits_argmax(L, 9, 9), reference_logits_argmax(L, 9, 9))
+
+
+@pytest.mark.parametrize("method", ["cells", "bands"])
+@pytest.mark.parametrize("seed", range(3))
+def test_both_exact_methods_equal_the_reference(monkeypatch, method, seed):
+    """The same random logits through each way of evaluating the ambiguous pixels (the threshold between them
+    pinned to 'always' / 'never'), with exact ties and a class duplicated."""
+    monkeypatch.setattr(postprocess, "_BAND_FRACTION", 0.0 if method == "bands" else 2.0)
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(30):
+        C, h, w = int(rng.integers(2, 9)), int(rng.integers(1, 15)), int(rng.integers(1, 15))
+        H, W, ac = int(rng.integers(1, 90)), int(rng.integers(1, 90)), bool(rng.integers(0, 2))
+        L = (rng.normal(size=(C, h, w)) * rng.choice([0.01, 1.0, 30.0])).astype(np.float32)
+        if trial % 3 == 1:
+            L = np.round(L)
+        elif trial % 3 == 2:
+            L[C - 1] = L[0]
+        stats = {}
+        got = logits_argmax(L, H, W, align_corners=ac, stats=stats)
+        np.testing.assert_array_equal(got, reference_logits_argmax(L, H, W, align_corners=ac),
+                                      err_msg=f"{method}: C={C} h={h} w={w} H={H} W={W} ac={ac}")
+        assert stats["exact_method"] == method or stats["exact_pixels"] == 0
+
+
+@pytest.mark.parametrize("ac", [False, True])
+def test_noise_logits_worst_case_is_exact_and_bounded_by_the_dense_work(ac):
+    """Logits of noise: nearly every cell ambiguous. The mask is still the reference's, evaluated band by band,
+    and no more upsampled values are computed than the dense method's C * H * W."""
+    L = np.random.default_rng(7).normal(size=(7, 42, 42)).astype(np.float32)
+    H, W = 1080, 1920
+    stats = {}
+    got = logits_argmax(L, H, W, align_corners=ac, stats=stats)
+    np.testing.assert_array_equal(got, reference_logits_argmax(L, H, W, align_corners=ac))
+    assert stats["exact_pixels"] > 0.5 * H * W and stats["exact_method"] == "bands", stats
+    assert stats["evaluated_values"] <= 7 * H * W, stats
+
+
+def test_trained_logits_evaluate_a_small_share_of_the_dense_work(demo_logits):
+    """Endoscope scenes: a few cells along class boundaries, each over its own few candidates."""
+    for L in demo_logits:
+        stats = {}
+        logits_argmax(L, 1080, 1920, stats=stats)
+        assert stats["exact_method"] == "cells" and stats["evaluated_values"] < 0.1 * L.shape[0] * 1080 * 1920, stats

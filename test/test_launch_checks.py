@@ -66,3 +66,93 @@ def test_only_a_failing_exit_of_its_own_fails_the_launch():
 
 def test_rviz2_is_declared_where_the_dependencies_are():
     assert "<exec_depend>rviz2</exec_depend>" in (REPO / "package.xml").read_text()
+
+
+def _launch_file_arguments() -> set[str]:
+    """The arguments launch/perception.launch.py declares, read from its source (no launch tools needed): the
+    keys of its ``_ARGUMENTS`` table, and every node parameter when it declares one argument per entry of
+    ``NODE_ARGUMENTS``."""
+    import ast
+
+    from endoarss_ros.ros.launch_checks import NODE_ARGUMENTS
+
+    tree = ast.parse((REPO / "launch" / "perception.launch.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_ARGUMENTS" for t in node.targets):
+            names |= set(ast.literal_eval(node.value))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument":
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant):
+                names.add(first.value)
+        if isinstance(node, ast.ListComp) and isinstance(node.elt, ast.Call) \
+                and getattr(node.elt.func, "id", "") == "DeclareLaunchArgument":
+            source = ast.unparse(node.generators[0].iter)
+            if source == "NODE_ARGUMENTS.items()":
+                names |= set(NODE_ARGUMENTS)
+    return names
+
+
+def _launch_line_arguments(text: str) -> set[str]:
+    """Every ``name:=`` a text tells users to write on a launch line: not the node's own ``-p``/``-r``
+    arguments, ``endoarss play --remap``, or placeholders in capitals."""
+    import re
+
+    found = set()
+    for m in re.finditer(r"(?:(-p|-r|--remap) +)?([A-Za-z_][A-Za-z0-9_.]*):=", text):
+        if m.group(1) is None and not m.group(2).isupper() and not m.group(2).startswith("__"):
+            found.add(m.group(2))
+    return found
+
+
+def test_every_parameter_the_docs_set_on_the_launch_line_is_a_launch_argument():
+    from endoarss_ros.ros.params import SPECS
+
+    declared = _launch_file_arguments()
+    assert {"namespace", "image", "params_file", "use_sim_time", "rviz"} <= declared
+    assert {spec.name for spec in SPECS} <= declared  # cameras, input_size, ... as the issue asked
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        used = _launch_line_arguments(doc.read_text())
+        assert used - declared == set(), f"{doc.name} sets {sorted(used - declared)} on the launch line"
+
+
+@pytest.mark.parametrize("text,expected", [("true", True), ("True", True), ("TRUE", True), ("1", True),
+                                           ("false", False), ("False", False), ("0", False)])
+def test_launch_booleans_in_every_spelling_launch_accepts(text, expected):
+    from endoarss_ros.ros.launch_checks import launch_bool
+
+    assert launch_bool(text, "rviz") is expected
+
+
+def test_launch_arguments_become_typed_parameters_or_one_clear_error():
+    from endoarss_ros.ros.launch_checks import launch_bool, parameter_overrides
+
+    overrides = parameter_overrides({"cameras": "['left', 'right']", "overlay_alpha": "1", "input_size": "[]",
+                                     "autostart": "False", "max_batch": "4", "model": "", "device": "cpu"})
+    assert overrides == {"cameras": ["left", "right"], "overlay_alpha": 1.0, "input_size": [],
+                         "autostart": False, "max_batch": 4, "device": "cpu"}  # model '' keeps the file's
+    assert isinstance(overrides["overlay_alpha"], float)
+    for given, words in [({"max_batch": "two"}, "max_batch:='two' must be an integer"),
+                         ({"overlay_alpha": "2.0"}, "overlay_alpha must be in [0.0, 1.0]"),
+                         ({"cameras": "left"}, "cameras:='left' must be a list"),
+                         ({"autostart": "yes please"}, "autostart:='yes please' must be true or false")]:
+        with pytest.raises(ValueError) as ei:
+            parameter_overrides(given)
+        assert words in str(ei.value)
+    with pytest.raises(ValueError):
+        launch_bool("maybe", "use_sim_time")
+
+
+def test_a_misspelt_launch_argument_is_named_with_the_one_meant():
+    from endoarss_ros.ros.launch_checks import misspelt_arguments
+
+    known = _launch_file_arguments()
+    assert misspelt_arguments({"camera", "image", "robot_description"}, known) == [
+        "unknown launch argument 'camera': did you mean 'cameras'?"]
+
+
+def test_the_missing_model_hint_matches_where_the_node_runs():
+    from endoarss_ros.ros.launch_checks import LAUNCHED_ENV, parameter_hint
+
+    assert parameter_hint("model", "/w.safetensors", environ={}) == "-p model:=/w.safetensors"
+    assert parameter_hint("model", "/w", environ={LAUNCHED_ENV: "1"}) == "model:=/w on the `ros2 launch` line"

@@ -31,10 +31,10 @@ def tiny_model(tmp_path_factory):
 class NodeProcess:
     """``endoarss-perception`` in its own process, in a namespace of its own."""
 
-    def __init__(self, tmp_path, env, model, *params: str, autostart=True, ros_args=()):
-        self.ns = "/t" + uuid.uuid4().hex[:8]
+    def __init__(self, tmp_path, env, model, *params: str, autostart=True, ros_args=(), ns=None):
+        self.ns = ns or "/t" + uuid.uuid4().hex[:8]
         self.name = f"{self.ns}/endoarss_perception"
-        self.log_path = tmp_path / f"node{self.ns.replace('/', '_')}.log"
+        self.log_path = tmp_path / f"node{self.ns.replace('/', '_')}_{uuid.uuid4().hex[:4]}.log"
         args = [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={self.ns}",
                 "-p", f"model:={model}", "-p", "device:=cpu", "-p", "warmup_size:=[240, 320]",
                 "-p", f"autostart:={str(autostart).lower()}"]
@@ -67,8 +67,8 @@ class NodeProcess:
 def start_node(tmp_path, child_env, tiny_model):
     nodes = []
 
-    def start(*params, model=tiny_model, autostart=True, ros_args=()):
-        node = NodeProcess(tmp_path, child_env, model, *params, autostart=autostart, ros_args=ros_args)
+    def start(*params, model=tiny_model, autostart=True, ros_args=(), ns=None):
+        node = NodeProcess(tmp_path, child_env, model, *params, autostart=autostart, ros_args=ros_args, ns=ns)
         nodes.append(node)
         return node
 

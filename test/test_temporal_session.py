@@ -118,6 +118,10 @@ def test_a_long_gap_and_time_going_backwards_reset_the_session():
     for s, f in zip(stamps[-1] + 6.1 + np.arange(20) / 10, feats):
         est = session.update(s, f, True)
     assert est.warm
+    before = session.update(stamps[-1] + 8.0, feats[0], True)
+    est = session.update(stamps[-1] + 7.5, feats[1], True)  # out of order, within max_backstep_s: dropped
+    assert est.ticks == before.ticks and est.warm and session.counts["frames_out_of_order"] == 1
+    np.testing.assert_array_equal(est.probabilities, before.probabilities)
     est = session.update(stamps[0], feats[0], True)  # the bag looped
     assert not est.warm and est.ticks == 0
     assert session.resets_by_reason == {"gap of 6.0 s > max_gap_s 5.0 s": 1, "time went backwards": 1}

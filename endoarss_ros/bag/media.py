@@ -2,6 +2,7 @@
 a partial of the run's ``partials.OutputSet`` and put in place with the bag when everything is complete."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,10 +15,9 @@ from .writer import OutputError
 def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str,
                   outputs: OutputSet) -> None:
     """Activity segments as coloured bars, one row per (label, segments); written as a partial of ``outputs``."""
-    import matplotlib
+    from ..training.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # first: it points matplotlib's cache away from $HOME before matplotlib is imported
     from matplotlib.patches import Patch
 
     colors = plt.get_cmap("tab10").colors
@@ -57,6 +57,12 @@ class OverlayVideo:
         import cv2
 
         if self.writer is None:
+            from ..inference.frames import quiet_opencv_log
+
+            # A full disk is one line of ours (see finish), not OpenCV's warning per frame nor FFmpeg's own
+            # "moov atom not found" when the file is read back (FFmpeg reads its level at its first use).
+            quiet_opencv_log()
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = rgb.shape[:2]
             self.size = (max(2, w - w % 2), max(2, h - h % 2))  # the codec wants even sides, at least 2

@@ -71,8 +71,9 @@ class ReplayOptions:
     max_pixels: int | None = 3840 * 2160
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True
-    engine: object | None = None  # an InferenceEngine to reuse (tests, demo)
+    engine: object | None = None  # an InferenceEngine to reuse (tests, demo, replay-many's replayers)
     temporal_model: str = ""  # temporal activity weights bound to ``model`` ('' = frame-wise + EMA)
+    made_from: dict | None = None  # what the outputs were made from (replay-many's resume record), in the summary
 
     @property
     def stream_settings(self) -> StreamSettings:
@@ -126,7 +127,8 @@ def output_namespaces(topics: list[str], namespace: str) -> dict[str, str]:
     return {t: f"{ns}{p}" for t, p in prefixes.items()}
 
 
-def _make_engine(opts: ReplayOptions):
+def make_engine(opts: ReplayOptions):
+    """The engine of ``opts`` (the one it carries, else loaded from ``opts.model``)."""
     if opts.engine is not None:
         return opts.engine
     from ..inference import InferenceEngine
@@ -149,7 +151,7 @@ class _ReplayRun:
         self.opts, self.bag, self.outputs = opts, bag, outputs
         self.topics = bag.image_topics(opts.topics)  # before the model loads: a wrong topic fails fast
         pause_point("model_loading")
-        self.engine = engine = _make_engine(opts)
+        self.engine = engine = make_engine(opts)
         self.input_types = bag.topics()
         self.input_conns = {c.topic: c for c in bag.connections}
         mask_topic, activity_topic = bag.ground_truth_topics()
@@ -327,6 +329,8 @@ class _ReplayRun:
                       "timeline": str(opts.timeline_path) if opts.timeline_path else None,
                       "video": str(opts.video) if opts.video is not None else None},
         }
+        if opts.made_from is not None:
+            summary["made_from"] = opts.made_from
         if self.video is not None:
             summary["video_frames"] = self.video.frames
         if self.evaluator is not None:
@@ -394,4 +398,4 @@ def _replay(opts: ReplayOptions, outputs: OutputSet) -> dict:
     return summary
 
 
-__all__ = ["BagError", "ReplayOptions", "output_namespaces", "replay"]
+__all__ = ["BagError", "ReplayOptions", "make_engine", "output_namespaces", "replay"]

@@ -397,3 +397,29 @@ class TensorRTRunner(Runner):  # pragma: no cover - needs a GPU and torch_tensor
 RUNNERS: dict[str, type[Runner]] = {
     "eager": EagerRunner, "compile": CompileRunner, "onnxruntime": OnnxRuntimeRunner, "tensorrt": TensorRTRunner,
 }
+
+
+def probe(name: str, device: torch.device, precision: str, cache_dir: Path) -> str | None:
+    """Why backend ``name`` cannot run at ``precision`` on ``device`` here, or None when it can: in seconds and
+    without a model (the runner's own checks: imports, execution providers, device; for ``compile`` one tiny
+    compiled call in the mode the runner would use), so a caller can report it before building anything."""
+    try:
+        runner = RUNNERS[name](nn.Identity(), device=device, precision=precision, input_hw=(8, 8),
+                               cache_dir=cache_dir, digest_fn=str)
+        if isinstance(runner, CompileRunner):
+            _compile_probe(device, runner.mode)
+    except BackendUnavailable as e:
+        return str(e)
+    return None
+
+
+def _compile_probe(device: torch.device, mode: str) -> None:
+    try:
+        fn = torch.compile(lambda x: torch.relu(x) * 2.0 + 1.0, mode=mode, dynamic=False)
+        with torch.inference_mode():
+            for _ in range(3):  # CUDA graphs record on the 2nd/3rd call
+                fn(torch.ones(16, device=device))
+    except Exception as e:  # noqa: BLE001 - whatever stops it (no compiler, no triton) is the reason
+        raise BackendUnavailable(f"torch.compile ({mode}) cannot compile here: {type(e).__name__}: {e}") from e
+    finally:
+        torch._dynamo.reset()

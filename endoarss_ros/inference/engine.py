@@ -157,7 +157,7 @@ class InferenceEngine:
     ):
         self._device = resolve_device(device)
         cuda = self._device.type == "cuda"
-        self._check_options(precision, backend, upsample, preprocess, max_batch, cuda)
+        self.check_options(precision, backend, upsample, preprocess, max_batch, cuda)
         self.notes: list[str] = []
         self.device = str(self._device)
         self.precision = precision
@@ -184,7 +184,7 @@ class InferenceEngine:
         self._sync()
 
     @staticmethod
-    def _check_options(precision, backend, upsample, preprocess, max_batch, cuda) -> None:
+    def check_options(precision, backend, upsample, preprocess, max_batch, cuda) -> None:
         for name, value, allowed in (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS),
                                      ("upsample", upsample, UPSAMPLE_MODES),
                                      ("preprocess", preprocess, PREPROCESS_MODES)):

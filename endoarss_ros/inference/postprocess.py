@@ -11,11 +11,16 @@ pixel reads the 2x2 source cell ``(i0, i1) x (j0, j1)``; its upsampled logit vec
 the cell's four corner vectors. Per cell, with an anchor class ``a`` (best corner sum), a class ``k`` whose
 corner differences ``L[k] - L[a]`` are all below ``-eps`` loses to ``a`` at every pixel of the cell by more than
 ``eps``; ``eps = 1e-5 * max|L|`` is ~40x the float32 rounding of the interpolation, so it loses in float32 too.
-Cells left with one candidate take it for all their pixels; the others are evaluated with the reference's own
-float32 operations, in the same order, over their candidates only, so every pixel matches bit for bit.
+In the cells still ambiguous, a class that any other class beats by more than ``eps`` at all four corners is
+dropped as well. Cells left with one candidate take it for all their pixels; the others are evaluated with the
+reference's own float32 operations, in the same order, over their candidates only, so every pixel matches bit
+for bit: cell by cell (vectorised over all cells with the same number of candidates) when few pixels are
+ambiguous, and band of output rows by band (each band's ambiguous columns) when many are (e.g. logits of noise),
+so that the worst case stays within a small factor of the dense method (measured in BENCHMARKS.md).
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import cv2
@@ -24,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 _EPS_REL = 1e-5
+_BAND_FRACTION = 0.25  # above this share of ambiguous pixels, evaluate whole row bands (noise-like logits)
+_CHUNK_VALUES = 1 << 18  # float32 values per evaluated chunk of cells (~1 MiB: stays in the cache)
 
 
 class AxisMap(NamedTuple):
@@ -38,8 +45,9 @@ class AxisMap(NamedTuple):
     count: np.ndarray
 
 
+@functools.lru_cache(maxsize=32)
 def axis_map(n_in: int, n_out: int, align_corners: bool) -> AxisMap:
-    """PyTorch's ``upsample_bilinear2d`` source coordinates for one axis."""
+    """PyTorch's ``upsample_bilinear2d`` source coordinates for one axis (cached per shape: read-only arrays)."""
     d = np.arange(n_out, dtype=np.float64)
     if align_corners:
         src = d * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
@@ -51,7 +59,10 @@ def axis_map(n_in: int, n_out: int, align_corners: bool) -> AxisMap:
     w0 = np.float32(1.0) - w1
     count = np.bincount(i0, minlength=n_in)
     start = np.concatenate(([0], np.cumsum(count)[:-1]))
-    return AxisMap(i0, i1, w0, w1, start, count)
+    amap = AxisMap(i0, i1, w0, w1, start, count)
+    for a in amap:
+        a.flags.writeable = False
+    return amap
 
 
 def reference_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = False) -> np.ndarray:
@@ -67,7 +78,10 @@ def logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = F
                   stats: dict | None = None) -> np.ndarray:
     """``reference_logits_argmax``'s mask, computed only where more than one class can win.
 
-    ``stats`` (optional) receives ``exact_pixels``: how many output pixels were evaluated class by class."""
+    ``stats`` (optional) receives ``exact_pixels`` (how many output pixels were evaluated class by class),
+    ``exact_method`` ('cells': each ambiguous cell over its own candidates; 'bands': whole row bands, when more
+    than ``_BAND_FRACTION`` of the pixels are ambiguous) and ``evaluated_values`` (upsampled logits computed;
+    the dense method computes ``C * H * W``)."""
     L = np.ascontiguousarray(logits, np.float32)
     C, h, w = L.shape
     scale = float(np.abs(L).max()) if L.size else 0.0
@@ -78,39 +92,89 @@ def logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = F
     corners = np.stack([L, L[:, :, c1], L[:, r1], L[:, r1][:, :, c1]])  # (4, C, h, w): (i0,j0) (i0,j1) (i1,j0) (i1,j1)
     anchor = corners.sum(0).argmax(0)
     lead = np.take_along_axis(corners, anchor[None, None], 1)
-    cand = (corners - lead).max(0) >= -np.float32(_EPS_REL * scale)  # (C, h, w): can win somewhere in the cell
+    eps = np.float32(_EPS_REL * scale)
+    cand = (corners - lead).max(0) >= -eps  # (C, h, w): not below the anchor at every corner
     ncand = cand.sum(0) * ((ym.count > 0)[:, None] & (xm.count > 0)[None, :])  # 0: cell has no output pixel
+    _drop_dominated(corners, cand, ncand, eps)
     mask = np.repeat(anchor.astype(np.uint8)[:, xm.i0], ym.count, axis=0)
-    for k in np.unique(ncand[ncand > 1]):
-        _exact_cells(corners, cand, np.nonzero(ncand == k), int(k), ym, xm, mask)
+    exact = ncand > 1
+    exact_pixels = int((ym.count[:, None] * xm.count[None, :])[exact].sum())
+    bands = exact_pixels > _BAND_FRACTION * H * W  # e.g. noise: nearly every cell ambiguous
+    if bands:
+        values = _exact_bands(L, cand, exact, ym, xm, mask)
+    else:
+        values = sum(_exact_cells(corners, cand, np.nonzero(ncand == k), int(k), ym, xm, mask)
+                     for k in np.unique(ncand[exact]))
     if stats is not None:
-        stats["exact_pixels"] = int((ym.count[:, None] * xm.count[None, :])[ncand > 1].sum())
+        stats.update(exact_pixels=exact_pixels, exact_method="bands" if bands else "cells", evaluated_values=values)
     return mask
 
 
-def _exact_cells(corners, cand, cells, k: int, ym: AxisMap, xm: AxisMap, mask: np.ndarray) -> None:
-    """Write the reference's answer into ``mask`` for the given cells, each with exactly ``k`` candidates."""
-    ci, cj = cells
+def _drop_dominated(corners, cand, ncand, eps) -> None:
+    """In the cells still ambiguous, also drop each class that some other class (not only the anchor) beats by
+    more than ``eps`` at all four corners: it loses to that class at every pixel of the cell."""
+    ci, cj = np.nonzero(ncand > 1)
+    g = corners[:, :, ci, cj]  # (4, C, n)
+    dominated = ((g[:, :, None] - g[:, None, :]).min(0) > eps).any(0)  # (C, n): L[m] - L[k] > eps everywhere
+    cand[:, ci, cj] &= ~dominated
+    ncand[ci, cj] = cand[:, ci, cj].sum(0)
+
+
+def _exact_cells(corners, cand, cells, k: int, ym: AxisMap, xm: AxisMap, mask: np.ndarray) -> int:
+    """Write the reference's answer into ``mask`` for the given cells, each with exactly ``k`` candidates
+    (few cells: only their pixels and candidates are evaluated, in chunks that stay in the CPU's cache; cells of
+    one size together, as a chunk is padded to its largest cell, and the border cells are larger)."""
+    order = np.lexsort((xm.count[cells[1]], ym.count[cells[0]]))
+    ci, cj = cells[0][order], cells[1][order]
+    step = max(1, _CHUNK_VALUES // (k * int(ym.count[ci].max()) * int(xm.count[cj].max())))
+    return sum(_exact_cell_chunk(corners, cand, ci[s:s + step], cj[s:s + step], k, ym, xm, mask)
+               for s in range(0, ci.size, step))
+
+
+def _exact_cell_chunk(corners, cand, ci, cj, k: int, ym: AxisMap, xm: AxisMap, mask: np.ndarray) -> int:
     n = ci.size
     ks = np.nonzero(cand[:, ci, cj].T)[1].reshape(n, k).T  # (k, n) candidate class ids, ascending
     g = corners[:, ks, ci, cj][:, :, :, None, None]  # (4, k, n, 1, 1)
-    # output rows / columns of each cell, padded to the longest run by repeating its last one
-    Y = ym.start[ci, None] + np.minimum(np.arange(ym.count.max()), ym.count[ci, None] - 1)  # (n, mh)
-    X = xm.start[cj, None] + np.minimum(np.arange(xm.count.max()), xm.count[cj, None] - 1)  # (n, mw)
+    # output rows / columns of each cell, padded to the longest run by repeating its last one (the padding
+    # evaluates that row / column again: the same value, written twice)
+    Y = ym.start[ci, None] + np.minimum(np.arange(ym.count[ci].max()), ym.count[ci, None] - 1)  # (n, mh)
+    X = xm.start[cj, None] + np.minimum(np.arange(xm.count[cj].max()), xm.count[cj, None] - 1)  # (n, mw)
     wx0, wx1 = xm.w0[X][:, None, :], xm.w1[X][:, None, :]  # (n, 1, mw)
     R0 = g[0] * wx0 + g[1] * wx1  # (k, n, 1, mw): the reference's R at row i0
     R1 = g[2] * wx0 + g[3] * wx1  # ... at row i1
     V = R0 * ym.w0[Y][:, :, None] + R1 * ym.w1[Y][:, :, None]  # (k, n, mh, mw)
-    ids = ks.astype(np.uint8)[:, :, None, None]
-    best = V[0]
+    flat = (Y * mask.shape[1])[:, :, None] + X[:, None, :]  # (n, mh, mw) positions in the mask
+    mask.reshape(-1)[flat.ravel()] = _first_argmax(V, ks.astype(np.uint8)[:, :, None, None]).ravel()
+    return V.size
+
+
+def _first_argmax(V: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per position, the id (``ids[c]``, broadcast against ``V[c]``) of the largest ``V[c]``, the first one on
+    ties (a running max in ascending class order, as ``argmax`` takes the first maximum)."""
+    best = V[0].copy()
     won = np.broadcast_to(ids[0], best.shape).copy()
-    for c in range(1, k):  # running max in ascending class order: the first maximum wins, as in argmax
-        better = (V[c] > best).view(np.uint8)
-        best = np.maximum(best, V[c], out=best if c > 1 else None)
-        won += better * (ids[c] - won)  # uint8 arithmetic: won, or ids[c] where better
-    for m in range(n):
-        y0, x0 = ym.start[ci[m]], xm.start[cj[m]]
-        mask[y0:y0 + ym.count[ci[m]], x0:x0 + xm.count[cj[m]]] = won[m, :ym.count[ci[m]], :xm.count[cj[m]]]
+    for c in range(1, V.shape[0]):
+        better = V[c] > best
+        np.maximum(best, V[c], out=best)
+        np.copyto(won, ids[c], where=better)
+    return won
+
+
+def _exact_bands(L, cand, exact, ym: AxisMap, xm: AxisMap, mask: np.ndarray) -> int:
+    """The reference itself, one band of output rows (those reading source rows ``i``, ``i + 1``) at a time so
+    that it stays in the CPU's cache, over the band's ambiguous columns and the union of their candidates."""
+    R = L[:, :, xm.i0] * xm.w0 + L[:, :, xm.i1] * xm.w1  # (C, h, W): the reference's horizontal pass
+    values = 0
+    for i in np.nonzero(exact.any(1))[0]:
+        rows = slice(ym.start[i], ym.start[i] + ym.count[i])
+        i1 = min(i + 1, L.shape[1] - 1)
+        classes = np.nonzero(cand[:, i, exact[i]].any(1))[0]
+        cols = slice(None) if exact[i].all() else np.nonzero(np.repeat(exact[i], xm.count))[0]
+        wy0, wy1 = ym.w0[rows, None], ym.w1[rows, None]
+        V = R[classes, i][:, None, cols] * wy0 + R[classes, i1][:, None, cols] * wy1  # (k, rows, cols)
+        mask[rows, cols] = _first_argmax(V, classes.astype(np.uint8)[:, None, None])
+        values += V.size
+    return values
 
 
 def dense_logits_argmax(logits: np.ndarray, H: int, W: int, *, align_corners: bool = False) -> np.ndarray:

@@ -174,8 +174,9 @@ def torch_to_rgb(u8: torch.Tensor, encoding: str) -> torch.Tensor:
     if e == "mono8":
         return x.float().expand(-1, 3, -1, -1)
     if e in ("bgr8", "bgra8"):
-        x = x[:, [2, 1, 0]]  # (torch has no negative-step slices)
-        return x.float()
+        # slice + flip, not ``x[:, [2, 1, 0]]``: a list index becomes an index tensor made on the host and copied
+        # to the device per call (a blocking copy from pageable memory on CUDA); torch has no negative-step slices
+        return x[:, :3].flip(1).float()
     return x[:, :3].float()
 
 

@@ -11,8 +11,9 @@ The session (``TemporalSession``) steps the model once per closed tick: a tick c
 later tick arrives, and each tick skipped over (a gap) is stepped as missing. Between ticks every frame gets the
 last tick's decision. The decision is evidence-gated: the label switches only when the log-odds of a challenger
 over the current label, summed over ticks (a CUSUM that forgets evidence going the other way), pass
-``switch_evidence``. The session resets (state, clock and decision) on a gap longer than ``max_gap_s``, on time
-going backwards (a looping bag), on request (the node's reset service, lifecycle deactivate/activate); for
+``switch_evidence``. A frame at most ``max_backstep_s`` older than the newest one is out of order: dropped and
+counted. The session resets (state, clock and decision) on a gap longer than ``max_gap_s``, on time going
+further backwards (a looping bag), on request (the node's reset service, lifecycle deactivate/activate); for
 ``warmup_ticks`` ticks after a reset its estimate is not ``warm`` and the caller publishes the frame-wise result.
 """
 from __future__ import annotations
@@ -38,10 +39,13 @@ class TemporalSettings:
     """``tick_s``: the clock (must be the model's, ``from_binding`` takes it from the weights file);
     ``max_gap_s``: a longer gap between frames resets the session, a shorter one is stepped through with missing
     ticks; ``warmup_ticks``: ticks after a reset before the estimate is ``warm``; ``switch_evidence``: summed
-    log-odds (nats) a challenger needs over the current label to take over (0: argmax of every tick)."""
+    log-odds (nats) a challenger needs over the current label to take over (0: argmax of every tick);
+    ``max_backstep_s``: a frame older than the newest by at most this is dropped as out of order, by more it is
+    time going backwards (a looping bag) and resets the session."""
 
     tick_s: float = 0.5
     max_gap_s: float = 60.0
+    max_backstep_s: float = 1.0
     warmup_ticks: int = 6
     switch_evidence: float = 2.0
 
@@ -50,8 +54,8 @@ class TemporalSettings:
             raise ValueError(f"tick_s must be > 0, got {self.tick_s}")
         if self.max_gap_s < self.tick_s:
             raise ValueError(f"max_gap_s ({self.max_gap_s}) must be at least tick_s ({self.tick_s})")
-        if self.warmup_ticks < 0 or self.switch_evidence < 0:
-            raise ValueError("warmup_ticks and switch_evidence must be >= 0")
+        if self.warmup_ticks < 0 or self.switch_evidence < 0 or self.max_backstep_s < 0:
+            raise ValueError("warmup_ticks, switch_evidence and max_backstep_s must be >= 0")
 
     @classmethod
     def from_binding(cls, binding, **overrides) -> TemporalSettings:
@@ -202,11 +206,15 @@ class TemporalSession:
                 usable = False
             elif not usable:
                 self.counts["frames_unusable"] += 1
-            self._advance(float(stamp_s))
+            stamp_s, last = float(stamp_s), self.last_stamp_s
+            if last is not None and last - self.settings.max_backstep_s <= stamp_s < last:
+                self.counts["frames_out_of_order"] += 1  # its tick may be closed already: not averaged in
+                return self._estimate(last)
+            self._advance(stamp_s)
             if usable:
                 self.tick.sum += x
                 self.tick.usable += 1
-            return self._estimate(float(stamp_s))
+            return self._estimate(stamp_s)
 
     def _advance(self, stamp_s: float) -> None:
         """Close the ticks that ``stamp_s`` has left behind (resetting first on a long gap or backwards time)."""
@@ -261,6 +269,7 @@ class TemporalSession:
                     "last_reset": self.last_reset_reason, "frames": str(c["frames"]),
                     "frames_unusable": str(c["frames_unusable"]),
                     "frames_bad_features": str(c["frames_bad_features"]),
+                    "frames_out_of_order": str(c["frames_out_of_order"]),
                     "state_bytes": str(self.state.nbytes)}
 
 

@@ -39,6 +39,12 @@ class RateMeter:
             self._times.popleft()
 
 
+# The node's cost per frame, stage by stage: the image callback (validation, no copy), waiting in the frame slot
+# for the worker, the engine (a batch: ``InferenceEngine.infer``), status + instruments (``CameraStream.update``),
+# the output fields (``frame_fields``), and converting them to messages + publishing.
+NODE_STAGES = ("receive_convert", "queue_wait", "pipeline", "status_instruments", "message_build", "publish")
+
+
 class NodeStats:
     """What /diagnostics reports: frames in/out, rejections and drops by reason, errors, latency."""
 
@@ -50,6 +56,8 @@ class NodeStats:
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._usable: collections.deque[bool] = collections.deque(maxlen=latency_window)
+        self._stage_ms: dict[str, collections.deque[float]] = {}
+        self._window = latency_window
         self.last_error = ""
 
     def received(self) -> None:
@@ -82,6 +90,12 @@ class NodeStats:
             if inference_ms is not None:
                 self._inference_ms.append(inference_ms)
 
+    def stages(self, **ms: float) -> None:
+        """One frame's cost per node stage, in ms (see ``NODE_STAGES``): reported as p50 per stage."""
+        with self._lock:
+            for name, value in ms.items():
+                self._stage_ms.setdefault(name, collections.deque(maxlen=self._window)).append(value)
+
     def status(self, usable: bool, flags: list[str]) -> None:
         """One PerceptionStatus published: usable or not, and which flags it carried."""
         with self._lock:
@@ -104,6 +118,7 @@ class NodeStats:
                 "latency_p95_ms": percentile(lat, 0.95),
                 "inference_p50_ms": percentile(inf, 0.5),
                 "usable_fraction_recent": sum(usable) / len(usable) if usable else None,
+                "stage_p50_ms": {k: percentile(list(v), 0.5) for k, v in self._stage_ms.items()},
                 "counters": dict(self.counters),
                 "last_error": self.last_error,
             }
@@ -125,6 +140,8 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
     for key in ("input_rate_hz", "output_rate_hz", "latency_p50_ms", "latency_p95_ms", "inference_p50_ms",
                 "usable_fraction_recent"):
         values[key] = fmt(snap[key])
+    for stage, p50 in snap["stage_p50_ms"].items():
+        values[f"stage_p50_ms.{stage}"] = fmt(p50)
     published = counters.get("status.published", 0)
     values["status.usable_fraction"] = fmt(counters.get("status.usable", 0) / published if published else None)
     for key in ("status.published", "status.usable", *(f"status.flag.{f}" for f in FLAGS)):

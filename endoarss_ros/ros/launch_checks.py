@@ -3,12 +3,20 @@
 * ``normalise_topic``: one spelling of a topic argument for both remaps (``image`` and ``image/compressed``),
   so ``image:=/robot/left/image_raw/`` works instead of killing the node with "Couldn't parse remap rule";
 * ``rviz_problem``: whether RViz 2 can be started, checked before anything is launched;
-* ``node_exit_problem``: whether the node's exit must end the launch with a failure.
+* ``node_exit_problem``: whether the node's exit must end the launch with a failure;
+* ``launch_bool``: a boolean argument in every spelling launch's own conditions accept (``true``, ``True``, ``1``);
+* ``NODE_ARGUMENTS`` / ``parameter_overrides``: one launch argument per node parameter, so any parameter the
+  docs mention can be set on the launch line (``cameras:="['left', 'right']"``), typed as the node declares it;
+* ``misspelt_arguments``: launch arguments given that this launch file does not have, but nearly does;
+* ``parameter_hint``: how to set a parameter, as a launch argument under launch, with ``-p`` otherwise.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
+
+import yaml
 
 RVIZ_PACKAGE = "rviz2"
 
@@ -54,3 +62,77 @@ def node_exit_problem(name: str, returncode: int | None, shutting_down: bool) ->
         return None
     return (f"{name} exited with code {returncode} (see its log above); ending the launch with a failure "
             "instead of leaving the rest running without perception")
+
+
+LAUNCHED_ENV = "ENDOARSS_LAUNCHED"  # set by perception.launch.py for the node it starts
+
+
+def parameter_hint(name: str, value: str, environ=None) -> str:
+    """How a user sets parameter ``name`` where the node runs: a launch argument under ``ros2 launch``,
+    ``-p`` otherwise."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LAUNCHED_ENV):
+        return f"{name}:={value} on the `ros2 launch` line"
+    return f"-p {name}:={value}"
+
+
+def launch_bool(value: str, argument: str) -> bool:
+    """``value`` as launch's conditions read it (true/false/1/0, any case); ValueError naming the argument."""
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ValueError(f"{argument}:={value!r} must be true or false (or 1 / 0, in any case)")
+
+
+def _node_arguments() -> dict[str, str]:
+    from endoarss_ros.ros.params import SPECS
+
+    return {spec.name: spec.description for spec in SPECS}
+
+
+NODE_ARGUMENTS = _node_arguments()  # node parameter -> its description; '' on the launch line: the params file's
+
+
+def parameter_overrides(values: dict[str, str]) -> dict:
+    """The node parameters set on the launch line (``values``: argument -> its text; '' is not set), typed as
+    the node declares them: YAML as ``-p`` reads it, an integer where a double is declared made a double, a
+    bool in any spelling ``launch_bool`` accepts. ValueError naming the argument when the text cannot be one."""
+    from endoarss_ros.ros.params import SPEC_BY_NAME, validate
+
+    overrides = {}
+    for name, text in values.items():
+        if name not in SPEC_BY_NAME or text == "":
+            continue
+        default = SPEC_BY_NAME[name].default
+        if isinstance(default, bool):
+            value = launch_bool(text, name)
+        elif isinstance(default, str):
+            value = text
+        else:
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ValueError(f"{name}:={text!r} is not a value: {e}") from None
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, type(default)) or isinstance(value, bool):
+                kind = {int: "an integer", float: "a number", list: "a list like [a, b]"}[type(default)]
+                raise ValueError(f"{name}:={text!r} must be {kind}")
+        reason = validate(name, value)
+        if reason is not None:
+            raise ValueError(f"{name}:={text!r}: {reason}")
+        overrides[name] = value
+    return overrides
+
+
+def misspelt_arguments(given: set[str], known: set[str]) -> list[str]:
+    """One message per given argument this launch file does not have that is close to one it has (a typo like
+    ``camera:=``), which launch itself would ignore. Other unknown names may belong to a parent launch file."""
+    messages = []
+    for name in sorted(given - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        if close:
+            messages.append(f"unknown launch argument {name!r}: did you mean {close[0]!r}?")
+    return messages

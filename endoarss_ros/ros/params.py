@@ -20,7 +20,7 @@ from endoarss_ros.inference.options import BACKENDS, PRECISIONS  # the engine's 
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds
 from endoarss_ros.inference.stream import StreamSettings
-from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path  # noqa: F401 (re-export)
+from endoarss_ros.inference.weights_path import DEFAULT_MODEL
 
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
@@ -130,18 +130,42 @@ def descriptor(spec: Spec) -> ParameterDescriptor:
     return d
 
 
+_ARRAY_TYPES = {ParameterType.PARAMETER_INTEGER_ARRAY: "INTEGER_ARRAY",
+                ParameterType.PARAMETER_STRING_ARRAY: "STRING_ARRAY"}
+
+
 def declare_all(node) -> None:
-    """Declare every parameter with its descriptor (before anything reads them)."""
+    """Declare every parameter with its descriptor (before anything reads them).
+
+    Every parameter gets a value, also an empty list: a parameter declared by type alone is "not set" to ROS,
+    and every tool that fetches all parameters (``ros2 param dump``, rqt_reconfigure) would see none of them.
+    rclpy infers a list's type from its elements, so an empty one is set with the parameter's array type."""
     from rclpy.parameter import Parameter
 
-    # An empty list has no element type of its own: declare it by type.
-    array_types = {ParameterType.PARAMETER_INTEGER_ARRAY: Parameter.Type.INTEGER_ARRAY,
-                   ParameterType.PARAMETER_STRING_ARRAY: Parameter.Type.STRING_ARRAY}
     for spec in SPECS:
         default = spec.default
-        if spec.array_type is not None and not default:
-            default = array_types[spec.array_type]
-        node.declare_parameter(spec.name, default, descriptor(spec))
+        array_type = Parameter.Type[_ARRAY_TYPES[spec.array_type]] if spec.array_type is not None else None
+        if array_type is not None and not default:
+            default = array_type
+        d = descriptor(spec)
+        declared = node.declare_parameter(spec.name, default, d)
+        if array_type is not None and declared.type_ == Parameter.Type.NOT_SET:  # [] by default or override
+            node._set_parameters_atomically_common([Parameter(spec.name, array_type, [])], {spec.name: d})
+
+
+def typed_empty_lists(parameters: list) -> list:
+    """A pre-set-parameters callback: an empty list arrives typed by whoever sent it (``ros2 param set ... "[]"``
+    sends a bool array); give it the parameter's own array type so the default ``[]`` can be set again."""
+    from rclpy.parameter import Parameter
+
+    out = []
+    for p in parameters:
+        spec = SPEC_BY_NAME.get(p.name)
+        if (spec is not None and spec.array_type is not None and p.type_.name.endswith("_ARRAY")
+                and len(p.value) == 0):
+            p = Parameter(p.name, Parameter.Type[_ARRAY_TYPES[spec.array_type]], [])
+        out.append(p)
+    return out
 
 
 def validate(name: str, value: Any) -> str | None:
@@ -286,13 +310,8 @@ class Settings:
 
 
 def current_value(node, name: str) -> Any:
-    """A parameter's value; a list parameter declared empty (typed but unset in ROS terms) reads as []."""
-    from rclpy.exceptions import ParameterUninitializedException
-
-    try:
-        return node.get_parameter(name).value
-    except ParameterUninitializedException:
-        return []
+    """A parameter's value (every one has a value: see ``declare_all``)."""
+    return node.get_parameter(name).value
 
 
 def load_class_names(path: str, seg_count: int, activity_count: int) -> tuple[list[str] | None, list[str] | None]:

@@ -15,7 +15,11 @@ The EndoARSS perception node: endoscope images in, segmentation masks and the su
 ROS arguments follow --ros-args as usual, for example:
   endoarss-perception --ros-args -r image:=/endoscope/left/image_raw -p model:=models/demo/endoarss_demo.safetensors
   endoarss-perception --ros-args --params-file config/perception.yaml
-  endoarss-perception --ros-args -r __ns:=/endoarss -p autostart:=false   # wait for a lifecycle manager
+  endoarss-perception --ros-args -p autostart:=false   # wait for a lifecycle manager
+
+The node starts in the namespace /endoarss (where the docs and config/perception.yaml expect it);
+`-r __ns:=/other` moves it. Ctrl-C or SIGTERM: a clean shutdown, exit 0; so does
+`ros2 lifecycle set /endoarss/endoarss_perception shutdown`.
 
 Topics (relative to the node's namespace; one set per entry of the `cameras` parameter):
   in:  image (sensor_msgs/Image) or image/compressed (image_transport:=compressed)
@@ -45,20 +49,36 @@ def _run(argv: list[str]) -> int:
     fastdds.apply_profile()  # before the first participant exists
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from endoarss_ros.ros.node import PerceptionNode
 
-    node = None
+    # rclpy's own SIGINT handler shuts the context down from its signal thread, at once, while the worker may be
+    # publishing and a transition may be creating publishers: the node then fails or aborts. Ours acts in the
+    # main thread only, and the tear-down below runs in order with the context still valid. Installed
+    # explicitly: a process started with SIGINT ignored (a background job of a script) must still stop.
+    interrupts = _Interrupts()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupts)
+    node = executor = None
     code = 0
     try:
-        rclpy.init(args=["endoarss-perception", *argv])
+        rclpy.init(args=["endoarss-perception", *argv], signal_handler_options=SignalHandlerOptions.NO)
         node = PerceptionNode()
         if node.settings.autostart and not _autostart(node):
-            return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        _spin(node, executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
+            code = 1
+        else:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            interrupts.raise_now = False  # from here the spin loop checks; see _Interrupts
+            _spin(node, executor, interrupts)
+            if interrupts.requested:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        _ignore_interrupts()
+        if node is not None:
+            node.get_logger().info(f"interrupted ({_interrupted_phase(node)}): shutting down")
+    except ExternalShutdownException:  # the context was shut down from outside (e.g. a test harness)
         pass
     except Exception as e:  # noqa: BLE001 - e.g. an out-of-range parameter at start: say it plainly
         print(f"endoarss-perception: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
@@ -66,15 +86,46 @@ def _run(argv: list[str]) -> int:
     finally:
         # A second Ctrl-C (or `timeout` and `ros2 launch` both signalling) must not cut the clean-up short.
         _ignore_interrupts()
-        if node is not None:
-            try:
-                node.trigger_shutdown()
-            except Exception:  # noqa: BLE001 - already finalized, or the context is gone
-                pass
-            node.destroy_node()
-        rclpy.try_shutdown()
-        _ignore_interrupts()  # rclpy.shutdown put back the handler that raises KeyboardInterrupt
+        _tear_down(node, executor)
     return code
+
+
+def _tear_down(node, executor) -> None:
+    """Intake, worker, publishers, node (``PerceptionNode.close``), then the executor, then the context."""
+    import rclpy
+
+    if node is not None:
+        if not node.finalized:
+            _try_shutdown_transition(node)
+        node.close()
+    if executor is not None:
+        executor.shutdown()
+    rclpy.try_shutdown()
+
+
+def _try_shutdown_transition(node) -> None:
+    """The lifecycle ``shutdown`` transition, when the node is in a primary state (not when Ctrl-C came in the
+    middle of a transition: ``close`` releases what that transition had created)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    state = node._state_machine.current_state[1]
+    if state not in ("unconfigured", "inactive", "active"):
+        return
+    try:
+        node.trigger_shutdown()
+    except Exception as e:  # noqa: BLE001 - the tear-down goes on; say why the transition did not run
+        node.get_logger().warning(f"shutdown transition from {state}: {type(e).__name__}: {_first_line(e)}")
+    else:
+        if not node.finalized:
+            node.get_logger().warning(f"shutdown transition from {state} did not return "
+                                      f"{TransitionCallbackReturn.SUCCESS.to_label()}")
+
+
+def _interrupted_phase(node) -> str:
+    state = node._state_machine.current_state[1]
+    if state == "configuring":
+        return "while configuring: the transition is abandoned"
+    return f"state {state}"
 
 
 def _autostart(node) -> bool:
@@ -87,15 +138,34 @@ def _autostart(node) -> bool:
     return True
 
 
-def _spin(node, executor) -> None:
-    """Spin until shutdown. A callback that raises is reported and the node goes on serving: nothing a client
-    sends (a service request, a parameter, a message) may end the process."""
-    import rclpy
+SPIN_PERIOD_S = 0.2  # how soon the main thread sees a Ctrl-C while no callback runs
+
+
+class _Interrupts:
+    """The SIGINT / SIGTERM handler. While the main thread runs a long transition of its own (autostart's
+    configure: model load, warm-up) it raises KeyboardInterrupt there, abandoning the transition; while spinning
+    it only sets ``requested``, which the spin loop checks between callbacks: raised inside rclpy's executor,
+    KeyboardInterrupt can land half-way through its bookkeeping (a Task built halfway)."""
+
+    def __init__(self):
+        self.requested = False
+        self.raise_now = True
+
+    def __call__(self, signum, frame):
+        self.requested = True
+        if self.raise_now:
+            raise KeyboardInterrupt
+
+
+def _spin(node, executor, interrupts: _Interrupts) -> None:
+    """Spin until interrupted or finalized (``ros2 lifecycle set ... shutdown`` ends the process). A callback
+    that raises is reported and the node goes on serving: nothing a client sends (a service request, a
+    parameter, a message) may end the process."""
     from rclpy.executors import ExternalShutdownException
 
-    while rclpy.ok(context=node.context):
+    while not interrupts.requested and not node.finalized and node.context.ok():
         try:
-            executor.spin_once(timeout_sec=1.0)
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except (KeyboardInterrupt, ExternalShutdownException):
             raise
         except Exception as e:  # noqa: BLE001
@@ -112,6 +182,18 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else ""
 
 
+def _params_file_loader():
+    """YAML as rcl reads a parameters file: safe, plus the ``!!python/tuple`` lists launch_ros writes for a list
+    parameter given to a launch ``Node`` (e.g. ``cameras``)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+    return Loader
+
+
 def params_file_problem(argv: list[str]) -> str | None:
     """Why a ``--params-file`` among the ROS arguments cannot be used (None when all are readable YAML
     mappings). rcl would otherwise fail inside ``rclpy.init`` with a traceback and no line number."""
@@ -122,7 +204,7 @@ def params_file_problem(argv: list[str]) -> str | None:
     for path in files:
         try:
             with open(path) as f:
-                data = yaml.safe_load(f)
+                data = yaml.load(f, Loader=_params_file_loader())
         except OSError as e:
             return f"cannot read the parameters file {path}: {e.strerror or e}"
         except yaml.YAMLError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from endoarss_ros.inference.temporal import (
+    SOURCE_FRAME,
     SOURCE_FRAME_EMA,
     SOURCE_TEMPORAL,
     TemporalModelError,
@@ -83,11 +84,13 @@ class TemporalSessions:
         self.node.get_logger().info(f"{SERVICE}: {response.message}")
         return response
 
-    def diagnostics(self) -> dict[str, str]:
-        """``temporal_model`` and, per camera, ``temporal.<camera>.<key>`` (warm, ticks, resets, source, ...)."""
+    def diagnostics(self, smoothing: bool = True) -> dict[str, str]:
+        """``temporal_model`` and, per camera, ``temporal.<camera>.<key>`` (warm, ticks, resets, source, ...);
+        ``smoothing``: whether the fallback is the EMA (else the frame's own activity)."""
         info = {"temporal_model": str(self.path) if self.path else ""}
+        fallback = SOURCE_FRAME_EMA if smoothing else SOURCE_FRAME
         for label, s in zip(self.labels, self.sessions):
             d = s.diagnostics()
-            d["source"] = SOURCE_TEMPORAL if d["warm"] == "true" else SOURCE_FRAME_EMA
+            d["source"] = SOURCE_TEMPORAL if d["warm"] == "true" else fallback
             info.update({f"temporal.{label}.{k}": v for k, v in d.items()})
         return info

@@ -4,52 +4,45 @@ For each precision x model x backend (x method, see ``METHODS``) one engine is b
 batch size is measured with it (frames are resized before the backend, so the sizes share the engine). Frames
 arrive as ``sensor_msgs/Image``-style bytes; a batch's end-to-end time is decode/validate
 (``frame_from_image_fields``) + ``InferenceEngine.infer`` + message build (mask bytes + activity list). The same
-frames go through the naive baseline (the released code's way: full frame to float on the CPU, CPU resize, fp32
-eager model with unmerged adapters, logits upsampled to full resolution and argmax on the CPU) in the same run,
-so every row carries its speed-up (baseline p50 x batch / engine p50). Random-init weights for the presets:
+frames go through the naive baseline (``bench_baseline``) in the same run, so every row carries its speed-up
+(baseline p50 x batch / engine p50). Random-init weights for the presets (each model is built once per run):
 speed does not depend on the values.
 
-A backend that cannot run here (the engine fell back to another one) or a precision the device refuses is
-listed under ``unavailable`` with the reason, not measured twice. ``--time-budget`` stops starting new
-configurations once it is spent; those are listed under ``skipped``.
+Every backend x precision is probed first, in seconds and without a model (``backends.probe``): one that cannot
+run here is listed under ``unavailable`` with the reason before anything is measured, as is one that fails to
+build or falls back. ``--time-budget`` stops starting new configurations once it is spent; those are listed
+under ``skipped``. The JSON file is rewritten after every measured row (a killed run keeps what it measured).
 
 The ROS measurement (publisher -> node -> subscriber, and the transport alone; ``bench_ros``) runs where ROS 2
-(rclpy) is installed, and says why not elsewhere.
+(rclpy) is installed, and says why not elsewhere. Modules: ``bench_frames`` (input frames), ``bench_timing``
+(timing, rows), ``bench_baseline`` (the naive pipeline), ``bench_report`` (meta, table), ``bench_ros``.
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime
-import importlib
 import importlib.util
 import itertools
 import json
-import platform
-import sys
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from endoarss_ros.data.synth import generate_frame
-from endoarss_ros.inference import instruments, quality
-from endoarss_ros.inference.backends import BackendUnavailable
-from endoarss_ros.inference.engine import FrameResult, InferenceEngine, resolve_device
-from endoarss_ros.inference.frames import ENCODINGS, frame_from_array, frame_from_image_fields
+from endoarss_ros.inference.backends import BackendUnavailable, default_cache_dir, probe
+from endoarss_ros.inference.engine import InferenceEngine, resolve_device
 from endoarss_ros.inference.options import UPSAMPLE_MODES
-from endoarss_ros.inference.preprocess import cv2_full_rgb
-from endoarss_ros.inference.stream import CameraStream
-from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.model import ModelConfig, build_model, load_model
-from endoarss_ros.model.config import MTLESD_SEG_CLASSES
 from endoarss_ros.tools import bench_temporal
+from endoarss_ros.tools.bench_baseline import measure_baseline
+from endoarss_ros.tools.bench_frames import SCENES, BenchFrames, SceneFn, esd_scene
+from endoarss_ros.tools.bench_report import machine_meta, markdown_table, progress_line
 from endoarss_ros.tools.bench_ros import measure
+from endoarss_ros.tools.bench_timing import Budget, measure_row, robot_outputs_stage
+
+__all__ = ["add_arguments", "run", "markdown_table", "esd_scene", "ros_measure", "robot_outputs_stage"]
 
 MODEL_PRESETS = ("official", "endoarss-tiny", "endoarss-small", "endoarss-base")
 # engine options per method: 'previous' is the CPU pipeline before the fast paths (one INTER_AREA resize of
@@ -68,8 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", default="1", help="frames per infer call (cameras), comma list")
     p.add_argument("--encoding", default="rgb8", help="input encoding of the synthetic frames")
     p.add_argument("--scene", default="esd",
-                   help="frame content, comma list: esd (synthetic endoscope scenes), bands (a pattern with many "
-                        "class boundaries)")
+                   help=f"frame content, comma list of {', '.join(SCENES)}: esd (synthetic endoscope scenes), bands "
+                        "(a pattern with many class boundaries), noise (uniform noise; stress cases)")
     p.add_argument("--frames", type=int, default=200, help="timed batches per configuration (after warm-up)")
     p.add_argument("--warmup", type=int, default=20, help="untimed batches first")
     p.add_argument("--baseline-frames", type=int, default=50, help="timed frames through the naive baseline")
@@ -95,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model(name: str):
-
+    """A preset with random-init weights (seeded), or a weights file."""
     torch.manual_seed(0)
     presets = {
         "official": ModelConfig.official_mtlesd,
@@ -108,185 +101,11 @@ def _model(name: str):
     return load_model(name, device="cpu")
 
 
-SceneFn = Callable[[int, int, int], np.ndarray]  # (seed, H, W) -> uint8 RGB
-
-
 def ros_measure() -> RosMeasure | str:
     """The over-ROS measurement (``bench_ros.measure``) where ROS 2 (rclpy) is installed, else why not."""
     if importlib.util.find_spec("rclpy") is None:
         return "ROS 2 (rclpy) is not available here"
     return measure  # imports rclpy when it runs
-
-
-def esd_scene(seed: int, H: int, W: int) -> np.ndarray:
-    """A synthetic endoscope frame (uint8 RGB), for ``--scene esd``."""
-    return generate_frame(seed, seed % 3, (H, W))[0]
-
-
-class _Frames:
-    """The benchmark's input frames as message bytes ``(data, step)``, made once per size and encoding.
-
-    ``esd``: synthetic endoscope scenes (tissue, instruments, marks; ``esd_scene``); ``bands``: an analytic
-    pattern of colour bands and salt noise, far more class boundaries than a surgical scene (a stress case for
-    the ``logits`` upsample, whose cost follows them)."""
-
-    def __init__(self, scene: str, scene_fn: SceneFn = esd_scene, n: int = 4):
-        if scene not in ("esd", "bands"):
-            raise ValueError(f"--scene: unknown scene {scene!r} (esd, bands)")
-        self.scene, self.scene_fn, self.n = scene, scene_fn, n
-        self._cache: dict = {}
-
-    def get(self, W: int, H: int, encoding: str) -> list[tuple[bytes, int]]:
-        key = (W, H, encoding)
-        if key not in self._cache:
-            self._cache[key] = [self._one(W, H, encoding, k) for k in range(self.n)]
-        return self._cache[key]
-
-    def _one(self, W, H, encoding, k) -> tuple[bytes, int]:
-
-
-        C = ENCODINGS[encoding]
-        if self.scene == "bands":
-            rng = np.random.default_rng(k)
-            yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-            img = np.empty((H, W, C), np.uint8)
-            for c in range(C):
-                img[:, :, c] = ((xx * (c + 1) + yy * (k + 1)) / (W + H) * 255).astype(np.uint8)
-            img[rng.integers(0, H, 500), rng.integers(0, W, 500)] = 255
-            return img.tobytes(), W * C
-        rgb = self.scene_fn(k, H, W)
-        codes = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA, "bgra8": cv2.COLOR_RGB2BGRA,
-                 "mono8": cv2.COLOR_RGB2GRAY}
-        if encoding not in codes:
-            raise ValueError(f"--scene esd has no {encoding} frames: use --scene bands for YUV encodings")
-        img = rgb if codes[encoding] is None else cv2.cvtColor(rgb, codes[encoding])
-        return np.ascontiguousarray(img).tobytes(), W * C
-
-
-class NaiveBaseline:
-    """The released pipeline: CPU float of the full frame, CPU resize, fp32 eager, CPU upsample + argmax."""
-
-    def __init__(self, model, device: torch.device):
-        self.model = model.to(device).eval()
-        self.device = device
-        self.size = tuple(model.config.input_size)
-        self.ac = bool(model.config.resize_align_corners)
-
-    @torch.no_grad()
-    def infer(self, frame):
-
-        rgb = cv2_full_rgb(frame)  # colour conversion as the released code does it (cv2 on the CPU)
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0  # full-resolution float on the CPU
-        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=self.ac)
-        x = x.to(self.device)
-        out = self.model(x, output_size=None)
-        seg = out.segmentation.float().cpu()
-        seg = F.interpolate(seg, size=frame.size, mode="bilinear", align_corners=self.ac)
-        mask = seg.argmax(dim=1)[0].to(torch.uint8).numpy()
-        probs = torch.softmax(out.activity.float().cpu(), dim=-1)[0].numpy()
-        return mask, probs
-
-
-def _pct(seconds, q: float) -> float:
-    """The q-th percentile (0-100) of ``seconds`` in milliseconds; NaN when there are none."""
-    value = percentile(seconds, q / 100.0)
-    return float("nan") if value is None else value * 1000.0
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _Budget:
-    """Wall-clock budget of the whole run (0 = none)."""
-
-    def __init__(self, seconds: float):
-        self.deadline = time.perf_counter() + seconds if seconds > 0 else None
-
-    def spent(self) -> bool:
-        return self.deadline is not None and time.perf_counter() > self.deadline
-
-
-def _baseline(model, mname, W, H, args, device, cache: dict, source: _Frames) -> dict:
-    """Naive pipeline p50/p95 per frame and its mask of the first frame, once per model x size."""
-
-    key = (mname, W, H, source.scene)
-    if key not in cache:
-        data = source.get(W, H, args.encoding)
-        base = NaiveBaseline(copy.deepcopy(model), device)
-        frames = [frame_from_image_fields(args.encoding, W, H, s, d) for d, s in data]
-        base.infer(frames[0])
-        times = []
-        for i in range(max(1, args.baseline_frames)):
-            ts = time.perf_counter()
-            d, s = data[i % len(data)]
-            mask, probs = base.infer(frame_from_image_fields(args.encoding, W, H, s, d))
-            _ = (mask.tobytes(), [float(p) for p in probs])
-            _sync(device)
-            times.append(time.perf_counter() - ts)
-        cache[key] = {"p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "frames": len(times),
-                      "mask": base.infer(frames[0])[0]}
-    return cache[key]
-
-
-def _time_batches(eng, W, H, batch, args, budget: _Budget, data) -> tuple[list[float], dict, float]:
-    """End-to-end seconds per batch, per-stage seconds, and the timed run's wall time."""
-
-    enc = args.encoding
-    stages: dict[str, list[float]] = {}
-    e2e: list[float] = []
-
-    def one(i):
-        ts = time.perf_counter()
-        frames = [frame_from_image_fields(enc, W, H, data[(i + k) % len(data)][1], data[(i + k) % len(data)][0])
-                  for k in range(batch)]
-        td = time.perf_counter()
-        res = eng.infer(frames)
-        tm = time.perf_counter()
-        _ = [(r.mask.tobytes(), [float(p) for p in r.activity_probs]) for r in res]  # message build
-        te = time.perf_counter()
-        return te - ts, [("decode", td - ts), *res[0].timings.items(), ("message", te - tm)]
-
-    for i in range(args.warmup):
-        one(i)
-    t_run = time.perf_counter()
-    for i in range(args.frames):
-        if i >= min(5, args.frames) and budget.spent():
-            break
-        total, parts = one(i)
-        e2e.append(total)
-        for k, v in parts:
-            stages.setdefault(k, []).append(v)
-    return e2e, stages, time.perf_counter() - t_run
-
-
-def _row(eng, cfg: dict, W, H, batch, args, budget, base: dict, setup_s: float, source: _Frames) -> dict:
-
-    device = eng._device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    data = source.get(W, H, args.encoding)
-    e2e, stages, run_s = _time_batches(eng, W, H, batch, args, budget, data)
-    d0, s0 = data[0]
-    agree = float((eng.infer([frame_from_image_fields(args.encoding, W, H, s0, d0)])[0].mask == base["mask"]).mean())
-    p50 = _pct(e2e, 50)
-    fwd = _pct(stages.get("forward", []), 50)
-    return {
-        **cfg, "input": f"{W}x{H}", "encoding": args.encoding, "scene": source.scene, "batch": batch,
-        "device": eng.device,
-        "backend": eng.backend, "upsample": eng.upsample, "preprocess": eng._pre,
-        "frames": len(e2e), "setup_s": round(setup_s, 2),
-        "e2e_ms": {"p50": p50, "p95": _pct(e2e, 95), "p99": _pct(e2e, 99), "mean": float(np.mean(e2e) * 1000)},
-        "stages_p50_ms": {k: _pct(v, 50) for k, v in stages.items()},
-        "e2e_over_forward": p50 / fwd if fwd > 0 else float("nan"),
-        "throughput_fps": len(e2e) * batch / run_s if run_s > 0 else float("nan"),
-        "peak_gpu_mem_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "baseline": {k: v for k, v in base.items() if k != "mask"},
-        "speedup": base["p50_ms"] * batch / p50 if p50 > 0 else float("nan"),
-        "mask_agreement_with_baseline": agree,
-        "notes": list(eng.notes),
-    }
 
 
 def _engine(model, cfg: dict, args, device, max_batch: int):
@@ -326,35 +145,6 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _meta(device: torch.device) -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = [round(x, 2) for x in __import__("os").getloadavg()]
-    except OSError:
-        load = None
-    meta = {
-        "date": datetime.date.today().isoformat(),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": cpu, "cpu_threads": torch.get_num_threads(), "load_average_at_start": load,
-        "python": platform.python_version(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "command": "endoarss bench " + " ".join(sys.argv[2:]),
-    }
-    for mod in ("onnxruntime", "torch_tensorrt", "cv2"):
-        try:
-            meta[mod] = importlib.import_module(mod).__version__
-        except Exception:
-            meta[mod] = None
-    return meta
-
-
 def _ros_section(args, size: tuple[int, int], ros: RosMeasure | str | None) -> tuple[dict | None, str | None]:
     """Node end to end over ROS and the transport alone, for the first input size (real processes).
 
@@ -375,71 +165,18 @@ def _ros_section(args, size: tuple[int, int], ros: RosMeasure | str | None) -> t
         return None, f"ROS measurement failed: {type(e).__name__}: {e}"
 
 
-def _instrument_mask(H: int, W: int) -> np.ndarray:
-    """A class mask with two instruments crossing near the centre (MTLESD ids: forceps 1, knife 3) and a flap."""
-
-    mask = np.zeros((H, W), np.uint8)
-    u = min(H, W)
-    cv2.ellipse(mask, (W // 2, H // 2 - u // 6), (u // 5, u // 10), 0, 0, 360, 2, -1)
-    cv2.line(mask, (W // 2 - u // 2, H), (W // 2 + u // 10, H // 2), 1, max(1, u // 12))
-    cv2.line(mask, (W // 2 + u // 2, H), (W // 2 - u // 8, H // 2 - u // 20), 3, max(1, u // 14))
-    return mask
-
-
-def robot_outputs_stage(sizes: list[tuple[int, int]], frames: int = 100, scene_fn: SceneFn | None = None
-                        ) -> list[dict]:
-    """Cost of the per-frame status and instrument computations (``stream.CameraStream.update``: image quality,
-    model uncertainty, flags, instrument regions and tracking; no overlay), per size (W, H), on a frame of
-    ``scene_fn`` (flat tissue colour without one) and a mask with two crossing instruments; ms p50 / p95, with the
-    image-quality and instrument parts timed alone."""
-
-    rows = []
-    for W, H in sizes:
-        rgb = scene_fn(7, H, W) if scene_fn is not None else np.full((H, W, 3), (180, 90, 80), np.uint8)
-        frame, mask = frame_from_array(rgb, "rgb8"), _instrument_mask(H, W)
-        result = FrameResult(mask=mask, activity_probs=np.array([0.1, 0.2, 0.7], np.float32),
-                             confidence=np.random.default_rng(0).uniform(0.5, 1.0, (42, 42)).astype(np.float32))
-        stream = CameraStream(MTLESD_SEG_CLASSES, ["a", "b", "c"], np.zeros((len(MTLESD_SEG_CLASSES), 3), np.uint8))
-        parts = {"total": (stream.update, frame, result), "image_quality": (quality.measure, frame),
-                 "instruments": (instruments.extract, mask, stream.instrument_classes)}
-        row = {"input": f"{W}x{H}", "frames": frames}
-        for name, (fn, *fn_args) in parts.items():
-            for _ in range(5):
-                fn(*fn_args)
-            times = []
-            for _ in range(frames):
-                t = time.perf_counter()
-                fn(*fn_args)
-                times.append(time.perf_counter() - t)
-            row[f"{name}_ms"] = {"p50": _pct(times, 50), "p95": _pct(times, 95)}
-        rows.append(row)
-    return rows
-
-
-def markdown_table(results: list[dict], unavailable: list[dict] = (), skipped: list[dict] = ()) -> str:
-    head = ("| model | input | method | backend | prec | batch | e2e p50 | p95 | p99 | fps | decode | upload | "
-            "pre | forward | post | download | msg | e2e/fwd | baseline p50 | speed-up | agree | peak MiB |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in results:
-        s = r["stages_p50_ms"]
-        peak = "-" if r["peak_gpu_mem_mib"] is None else f"{r['peak_gpu_mem_mib']:.0f}"
-        lines.append(
-            f"| {r['model']} | {r['input']} {r['encoding']} {r['scene']} | {r['method']} | {r['backend']} | "
-            f"{r['precision']} | {r['batch']} | {r['e2e_ms']['p50']:.2f} | {r['e2e_ms']['p95']:.2f} | "
-            f"{r['e2e_ms']['p99']:.2f} | {r['throughput_fps']:.1f} | "
-            + " | ".join(f"{s.get(k, float('nan')):.2f}" for k in
-                         ("decode", "upload", "preprocess", "forward", "postprocess", "download", "message"))
-            + f" | {r['e2e_over_forward']:.2f} | {r['baseline']['p50_ms']:.2f} | {r['speedup']:.1f}x | "
-            f"{100 * r['mask_agreement_with_baseline']:.1f}% | {peak} |"
-        )
-    text = "\n".join(lines) + ("\n\nTimes in ms (p50 per stage; stage times on CUDA are exact only with --profile; "
-                               "a batch's e2e covers all its frames).\n")
-    for title, rows in (("Unavailable here", unavailable), ("Not measured (time budget)", skipped)):
-        if rows:
-            text += f"\n{title}:\n\n" + "".join(
-                f"* {r['model']} {r['backend_requested']} {r['precision']} {r['method']}"
-                + (f" {r['input']} batch {r['batch']}" if "input" in r else "") + f": {r['reason']}\n" for r in rows)
-    return text
+def ros_target(ros_result: dict, results: list[dict]) -> dict | None:
+    """The over-ROS target: node p50 <= transport p50 + 1.2 x the in-process end to end (the first measured row
+    of the same size, batch 1), all from this run."""
+    size = f"{ros_result['width']}x{ros_result['height']}"
+    rows = [r for r in results if r["input"] == size and r["batch"] == 1]
+    transport = (ros_result.get("transport") or {}).get("latency_ms", {}).get("p50")
+    node = ros_result["node"]["latency_ms"]["p50"]
+    if not rows or transport is None or node is None:
+        return None
+    bound = transport + 1.2 * rows[0]["e2e_ms"]["p50"]
+    return {"node_p50_ms": node, "transport_p50_ms": transport, "in_process_e2e_p50_ms": rows[0]["e2e_ms"]["p50"],
+            "bound_ms": bound, "met": node <= bound}
 
 
 def _apply_quick(args) -> None:
@@ -450,40 +187,66 @@ def _apply_quick(args) -> None:
         args.temporal_ticks = min(args.temporal_ticks, 200)
 
 
-def _measure_all(args, device, budget: _Budget, save: Callable, sources: list[_Frames]) -> tuple[list, list, list]:
-    """Every configuration; ``save(results, unavailable, skipped)`` after each one (a killed run keeps what it
-    measured)."""
+def _probe_all(args, device) -> dict[tuple[str, str], str | None]:
+    """Per (backend, precision) of the matrix: why it cannot run here, or None (seconds, before any model)."""
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    reasons = {}
+    for cfg in _configs(args):
+        key = (cfg["backend_requested"], cfg["precision"])
+        if key not in reasons:
+            try:
+                InferenceEngine.check_options(cfg["precision"], key[0], args.upsample, "auto", 1,
+                                              device.type == "cuda")
+                reasons[key] = probe(key[0], device, cfg["precision"], cache)
+            except (ValueError, BackendUnavailable) as e:
+                reasons[key] = str(e)
+            print(f"probe {key[0]}/{key[1]} on {device}: {reasons[key] or 'available'}", flush=True)
+    return reasons
+
+
+def _measure_all(args, device, budget: Budget, save: Callable, sources: list[BenchFrames]) -> tuple[list, list, list]:
+    """Every configuration; ``save(results, unavailable, skipped)`` after each row (a killed run keeps what it
+    measured). Unavailable backends are reported first (probed); each model is built once."""
     sizes = _sizes(args.sizes)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     results, unavailable, skipped, models, baselines = [], [], [], {}, {}
+    reasons = _probe_all(args, device)
+    runnable = []
     for cfg in _configs(args):
+        reason = reasons[cfg["backend_requested"], cfg["precision"]]
+        if reason is None:
+            runnable.append(cfg)
+        else:
+            unavailable.append({**cfg, "reason": reason})
+    save(results, unavailable, skipped)
+    for cfg in runnable:
         if budget.spent():
             skipped += [{**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"}
                         for W, H in sizes for _ in sources for b in batches]
             continue
-        model = models.setdefault(cfg["model"], _model(cfg["model"]))
+        if cfg["model"] not in models:
+            models[cfg["model"]] = _model(cfg["model"])
+        model = models[cfg["model"]]
         eng, setup_s, reason = _engine(model, cfg, args, device, max(batches))
         if eng is None:
             unavailable.append({**cfg, "reason": reason})
             print(f"{cfg['model']} {cfg['backend_requested']}/{cfg['precision']}: unavailable: {reason}", flush=True)
             continue
         for (W, H), source in itertools.product(sizes, sources):
-            base = _baseline(model, cfg["model"], W, H, args, device, baselines, source)
+            base = measure_baseline(model, cfg["model"], W, H, args, device, baselines, source)
             for b in batches:
                 if budget.spent():
                     skipped.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"})
                     continue
                 try:
-                    row = _row(eng, cfg, W, H, b, args, budget, base, setup_s, source)
+                    row = measure_row(eng, cfg, W, H, b, args, budget, base, setup_s, source)
                 except Exception as e:  # noqa: BLE001 - one failing configuration must not end the run
                     unavailable.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": f"{type(e).__name__}: {e}"})
                     print(f"{cfg['model']} {W}x{H} b{b}: failed: {type(e).__name__}: {e}", flush=True)
                     continue
                 results.append(row)
                 save(results, unavailable, skipped)
-                print(f"{cfg['model']} {W}x{H} b{b} {row['method']} {row['backend']}/{cfg['precision']}: e2e p50 "
-                      f"{row['e2e_ms']['p50']:.2f} ms ({row['e2e_over_forward']:.2f}x forward), "
-                      f"{row['throughput_fps']:.1f} fps, speed-up {row['speedup']:.1f}x", flush=True)
+                print(progress_line(row), flush=True)
         eng.close()
     return results, unavailable, skipped
 
@@ -499,8 +262,8 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    meta = _meta(device)
-    budget = _Budget(args.time_budget)
+    meta = machine_meta(device)
+    budget = Budget(args.time_budget)
 
     robot_outputs: list[dict] = []
     temporal: dict = {}
@@ -508,10 +271,13 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     def save(results, unavailable, skipped, ros_result=None, ros_note="not measured yet (run in progress)"):
         out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
                "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs, "temporal": temporal or None}
-        if args.json_path:
-            Path(args.json_path).write_text(json.dumps(out, indent=2))
+        if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
+            path = Path(args.json_path)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(out, indent=2))
+            os.replace(tmp, path)
 
-    sources = [_Frames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
+    sources = [BenchFrames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
     results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
     robot_outputs.extend(robot_outputs_stage(_sizes(args.sizes), max(10, args.frames // 2), scene_fn))
     for row in robot_outputs:
@@ -520,6 +286,8 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
     temporal.update(bench_temporal.measure(args.temporal_model, ticks=args.temporal_ticks))
     print(bench_temporal.summary_line(temporal), flush=True)
     ros_result, ros_note = _ros_section(args, _sizes(args.sizes)[0], ros)
+    if ros_result is not None:
+        ros_result["target"] = ros_target(ros_result, results)
     save(results, unavailable, skipped, ros_result, ros_note)
     if args.markdown:
         table = markdown_table(results, unavailable, skipped)

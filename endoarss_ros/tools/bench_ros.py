@@ -1,7 +1,10 @@
 """End-to-end latency of the perception node over ROS, and the transport's own share of it.
 
 * node: publisher process -> perception node process -> subscriber process; rgb8 frames at a fixed rate,
-  latency = mask received - image stamp (the publisher stamps at publish time; one machine, one clock);
+  latency = mask received - image stamp (the publisher stamps at publish time; one machine, one clock); the
+  frames are the in-process bench's endoscope scenes (``bench_frames.esd_scene``), and uniform noise as the
+  named stress case (``stress``); the node's own cost per stage (``diagnostics.NODE_STAGES``, p50 over the
+  run) is read from its last /diagnostics message;
 * transport: the same publisher and subscriber with a trivial relay (no model) in place of the node.
 
     python -m endoarss_ros.tools.bench_ros --model tiny.safetensors --frames 60 --rate 10
@@ -20,6 +23,7 @@ import time
 
 from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.ros import fastdds
+from endoarss_ros.tools.bench_frames import esd_scene, noise_scene
 
 
 def _qos(reliability: str, depth: int):
@@ -46,7 +50,8 @@ def run_pub(args) -> dict:
             raise TimeoutError(f"nothing subscribed to {args.topic} within {args.match_timeout} s")
         rclpy.spin_once(node, timeout_sec=0.05)
     time.sleep(1.0)  # discovery settles on both sides
-    pixels = np.random.default_rng(0).integers(0, 256, (args.height, args.width * 3), dtype=np.uint8).tobytes()
+    scene = noise_scene if args.scene == "noise" else esd_scene
+    images = [np.ascontiguousarray(scene(k, args.height, args.width)).tobytes() for k in range(4)]
     period = 1.0 / args.rate
     start = time.monotonic()
     for i in range(args.frames):
@@ -56,7 +61,7 @@ def run_pub(args) -> dict:
         msg = Image(height=args.height, width=args.width, encoding="rgb8", step=args.width * 3)
         msg.header.stamp = node.get_clock().now().to_msg()
         msg.header.frame_id = "endoscope"
-        msg.data = pixels
+        msg.data = images[i % len(images)]
         pub.publish(msg)
     elapsed = time.monotonic() - start
     time.sleep(0.5)
@@ -66,28 +71,42 @@ def run_pub(args) -> dict:
 
 def run_sub(args) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.time import Time
     from sensor_msgs.msg import Image
 
     node = rclpy.create_node("endoarss_bench_sub")
     latencies = []
     last = [time.monotonic()]
+    stages: dict[str, float] = {}
+
+    def on_diagnostics(msg):  # the node's last report: p50 per stage over the run
+        for status in msg.status:
+            if args.node_name and status.name.endswith(args.node_name):
+                stages.update({kv.key.split(".", 1)[1]: float(kv.value) for kv in status.values
+                               if kv.key.startswith("stage_p50_ms.") and kv.value})
 
     def on_msg(msg):
         latencies.append((node.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds / 1e6)
         last[0] = time.monotonic()
 
     node.create_subscription(Image, args.topic, on_msg, _qos("reliable", 10))
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     print(json.dumps({"ready": True}), flush=True)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline and len(latencies) < args.frames:
         rclpy.spin_once(node, timeout_sec=0.05)
         if latencies and time.monotonic() - last[0] > args.idle_timeout:
             break
+    if args.node_name:  # one more diagnostics period, for a report covering the last frames
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
     node.destroy_node()
     return {"received": len(latencies), "latency_ms": {"p50": _pct(latencies, 0.5), "p95": _pct(latencies, 0.95),
                                                        "mean": round(sum(latencies) / len(latencies), 2)
-                                                       if latencies else None}}
+                                                       if latencies else None},
+            "node_stage_p50_ms": stages or None}
 
 
 def run_relay(args) -> dict:
@@ -114,14 +133,15 @@ def _python_env() -> dict:
 
 
 def _run_chain(middle: list[str], in_topic: str, out_topic: str, *, frames: int, width: int, height: int,
-               rate: float, timeout: float) -> dict:
+               rate: float, timeout: float, scene: str = "esd", node_name: str = "") -> dict:
     env = _python_env()
     me = [sys.executable, "-m", "endoarss_ros.tools.bench_ros"]
-    size = ["--width", str(width), "--height", str(height), "--frames", str(frames)]
+    size = ["--width", str(width), "--height", str(height), "--frames", str(frames), "--scene", scene]
     procs = []
     try:
         procs.append(subprocess.Popen(middle, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-        sub = subprocess.Popen(me + ["sub", "--topic", out_topic, "--timeout", str(timeout)] + size, env=env,
+        sub = subprocess.Popen(me + ["sub", "--topic", out_topic, "--timeout", str(timeout),
+                                     "--node-name", node_name] + size, env=env,
                                stdout=subprocess.PIPE, text=True)
         procs.append(sub)
         if not sub.stdout.readline():
@@ -143,28 +163,34 @@ def _run_chain(middle: list[str], in_topic: str, out_topic: str, *, frames: int,
                 except subprocess.TimeoutExpired:
                     p.kill()
     return {"frames_in": pub_result["sent"], "frames_out": sub_result["received"], "rate_hz": pub_result["rate_hz"],
-            "latency_ms": sub_result["latency_ms"]}
+            "latency_ms": sub_result["latency_ms"], "scene": scene,
+            **({"node_stage_p50_ms": sub_result["node_stage_p50_ms"]} if node_name else {})}
 
 
 def measure(model_path, *, frames: int = 60, width: int = 1920, height: int = 1080, rate: float = 10.0,
-            device: str = "auto", transport: bool = True, timeout: float = 180.0) -> dict:
-    """Node end-to-end (publisher -> node -> subscriber) and, with ``transport``, relay-only numbers.
+            device: str = "auto", transport: bool = True, timeout: float = 180.0,
+            stress: tuple[str, ...] = ("noise",)) -> dict:
+    """Node end-to-end (publisher -> node -> subscriber) on endoscope scenes and, with ``transport``, relay-only
+    numbers; then the node again on each ``stress`` scene.
 
-    Returns ``{"node": {...}, "transport": {...}, "width", "height", "rate_hz"}``; each part has frames_in,
-    frames_out (the node drops frames it cannot keep up with: newest frame wins) and latency_ms p50/p95/mean.
+    Returns ``{"node": {...}, "transport": {...}, "stress": {scene: {...}}, "width", "height", "rate_hz"}``; each
+    part has frames_in, frames_out (the node drops frames it cannot keep up with: newest frame wins), latency_ms
+    p50/p95/mean and the scene; the node's parts also ``node_stage_p50_ms`` (its own cost per stage).
     """
     ns = f"/endoarss_bench_{os.getpid()}"
     node_cmd = [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={ns}",
                 "-p", f"model:={model_path}", "-p", f"device:={device}", "-p", f"warmup_size:=[{height}, {width}]",
                 "-p", f"max_input_pixels:={max(width * height, 1)}"]
+    chain = {"frames": frames, "width": width, "height": height, "rate": rate, "timeout": timeout}
+    node_args = (node_cmd, f"{ns}/image", f"{ns}/segmentation/mask")
     result = {"width": width, "height": height, "rate_hz": rate,
-              "node": _run_chain(node_cmd, f"{ns}/image", f"{ns}/segmentation/mask", frames=frames, width=width,
-                                 height=height, rate=rate, timeout=timeout)}
+              "node": _run_chain(*node_args, **chain, node_name=f"{ns}/endoarss_perception")}
     if transport:
         relay = [sys.executable, "-m", "endoarss_ros.tools.bench_ros", "relay", "--topic", f"{ns}/relay_in",
                  "--output", f"{ns}/relay_out"]
-        result["transport"] = _run_chain(relay, f"{ns}/relay_in", f"{ns}/relay_out", frames=frames, width=width,
-                                         height=height, rate=rate, timeout=timeout)
+        result["transport"] = _run_chain(relay, f"{ns}/relay_in", f"{ns}/relay_out", **chain)
+    result["stress"] = {scene: _run_chain(*node_args, **chain, scene=scene, node_name=f"{ns}/endoarss_perception")
+                        for scene in stress}
     return result
 
 
@@ -182,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--match-timeout", type=float, default=180.0)
     parser.add_argument("--idle-timeout", type=float, default=5.0)
+    parser.add_argument("--scene", default="esd", choices=["esd", "noise"], help="pub: the frames published")
+    parser.add_argument("--node-name", default="", help="sub: read this node's per-stage costs from /diagnostics")
     args = parser.parse_args(argv)
     if args.role == "measure":
         if not args.model:

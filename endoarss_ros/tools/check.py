@@ -39,6 +39,29 @@ def run_pair(*, qos="best_effort", rate=30.0, seconds=3.0, width=1920, height=10
     return json.loads(out.strip().splitlines()[-1]), json.loads(pub.stdout.strip().splitlines()[-1])
 
 
+# What the check can promise with best-effort QoS. The profile's 16 MiB shared-memory segment holds two 1080p
+# frames: when the subscriber's process is held up for longer than two frame periods (a busy CPU), the
+# publisher reuses a buffer the subscriber has not read yet and that sample is dropped. Measured (README, "Fast
+# DDS and large images"): 84-90 of 90 in 9 of 10 loaded runs with 16 MiB, 90 of 90 in 4 of 4 with 64 MiB.
+MIN_DELIVERED = 0.9
+
+
+def verdict(sub: dict, sent: int) -> tuple[bool, str]:
+    """OK when every image arrived intact and at least MIN_DELIVERED of each kind arrived; the line says why."""
+    received = sub["received"]
+    lost = {kind: sent - n for kind, n in received.items()}
+    if sub["bad_images"]:
+        return False, f"ROS 2 check: FAILED ({sub['bad_images']} images arrived damaged)"
+    if min(received.values()) < MIN_DELIVERED * sent:
+        return False, (f"ROS 2 check: FAILED (lost {lost['image']} of {sent} images, {lost['activity']} Activity: "
+                       "is the shared-memory profile loaded? see the line above)")
+    if any(lost.values()):
+        return True, (f"ROS 2 check: OK (lost {lost['image']} of {sent} images, {lost['activity']} Activity: best "
+                      "effort drops a frame when the subscriber falls more than two frames behind, e.g. on a busy "
+                      "CPU; the node keeps only the newest frame anyway)")
+    return True, "ROS 2 check: OK (every message arrived)"
+
+
 def run(args) -> int:
     sub, pub = run_pair(qos=args.qos, rate=args.rate, seconds=args.seconds, width=args.width, height=args.height)
     expected = pub["sent"]
@@ -47,6 +70,6 @@ def run(args) -> int:
     print(f"received  {sub['received']['activity']} Activity, {sub['received']['image']} images; "
           f"image latency p50 {sub['latency_ms']['image']['p50']} ms, p95 {sub['latency_ms']['image']['p95']} ms")
     print(f"Fast DDS profile: {sub['profile']} (shared-memory segment {sub['shm_segment_bytes'] / 2**20:.1f} MiB)")
-    ok = sub["received"]["activity"] == expected and sub["received"]["image"] == expected
-    print("ROS 2 check: OK" if ok else "ROS 2 check: FAILED (messages were lost)")
+    ok, line = verdict(sub, expected)
+    print(line)
     return 0 if ok else 1

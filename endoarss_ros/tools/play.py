@@ -158,6 +158,11 @@ def _publish_timed(bag, publishers: dict, args, counts: Counter, summary: dict, 
             return
 
 
+def _empty_summary(args) -> dict:
+    return {"bag": str(args.bag), "rate": args.rate, "published": {}, "skipped_topics": {}, "loops": 0,
+            "seconds": 0.0}
+
+
 def play(args, *, log=print) -> dict:
     """Publish the bag; returns the summary. Needs ``rclpy.init`` done by the caller."""
     import rclpy
@@ -167,8 +172,7 @@ def play(args, *, log=print) -> dict:
     remaps = parse_remaps(args.remap)
     if args.rate <= 0:
         raise ValueError("--rate must be positive")
-    summary: dict = {"bag": str(args.bag), "rate": args.rate, "published": {}, "skipped_topics": {},
-                     "loops": 0, "seconds": 0.0}
+    summary = _empty_summary(args)
     counts: Counter[str] = Counter()
     with BagReader(args.bag) as bag:
         conns = [c for c in bag.connections if not args.topics or c.topic in args.topics]
@@ -176,9 +180,10 @@ def play(args, *, log=print) -> dict:
         if missing:
             raise ValueError(f"bag {bag.path} has no topic(s) {', '.join(missing)} "
                              f"(it has {', '.join(sorted(bag.topics()))})")
-        node = rclpy.create_node(args.node_name)
+        node = None
         t0 = None
         try:
+            node = rclpy.create_node(args.node_name)
             publishers = _create_publishers(node, conns, args, remaps, summary["skipped_topics"])
             for topic, reason in summary["skipped_topics"].items():
                 log(f"skipping {topic}: {reason}")
@@ -192,16 +197,23 @@ def play(args, *, log=print) -> dict:
             summary["seconds"] = round(time.monotonic() - t0, 3)
             time.sleep(0.3)  # let the last samples leave before the participant goes away
         except KeyboardInterrupt:
+            _ignore_interrupts()  # a second Ctrl-C must not cut the summary short
             summary["interrupted"] = True
             summary["seconds"] = round(time.monotonic() - t0, 3) if t0 is not None else 0.0
         finally:
             summary["published"] = dict(counts)
-            node.destroy_node()
+            if node is not None:
+                node.destroy_node()
     return summary
 
 
-def _sigterm(signum, frame):
+def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def run(args) -> int:
@@ -210,19 +222,28 @@ def run(args) -> int:
 
     fastdds.apply_profile()
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    rclpy.init(args=["endoarss-play"])
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Not rclpy's signal handling: it shuts the context down from its own thread while a publish is in flight
+    # ("publisher's context is invalid"). Ctrl-C and SIGTERM raise KeyboardInterrupt here instead, `play` ends
+    # the loop and destroys its node, and the context is shut down after that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        rclpy.init(args=["endoarss-play"], signal_handler_options=SignalHandlerOptions.NO)
         summary = play(args, log=log)
     except (BagError, ValueError) as e:
         print(f"endoarss play: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a node existed: nothing was published
+        summary = {**_empty_summary(args), "interrupted": True}
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if rclpy.ok():
-            rclpy.shutdown()
+        _ignore_interrupts()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

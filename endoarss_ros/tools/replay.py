@@ -14,6 +14,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("input", metavar="IN_BAG", help="rosbag2 folder (MCAP or sqlite3)")
     parser.add_argument("-o", "--output", metavar="OUT_BAG", required=True,
                         help="output bag folder (must not exist unless --overwrite)")
+    add_recording_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG (only once the new one is complete)")
+    parser.add_argument("--video", type=Path, metavar="OUT.mp4", help="render the overlay video (mp4v)")
+    parser.add_argument("--timeline", type=Path, metavar="PNG",
+                        help="activity timeline plot (default OUT_BAG.timeline.png)")
+    parser.add_argument("--summary", type=Path, metavar="JSON", help="summary file (default OUT_BAG.summary.json)")
+    parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def add_recording_arguments(parser) -> None:
+    """The options that mean the same for one recording or many (shared with `endoarss replay-many`)."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"weights file (default {DEFAULT_MODEL})")
     parser.add_argument("--topic", action="append", dest="topics", metavar="TOPIC",
                         help="image topic to run on (repeatable); default: every Image/CompressedImage topic "
@@ -42,29 +54,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-annotations", dest="annotate", action="store_false",
                         help="overlay and video without the instruments, activity, status and legend drawn on")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG (only once the new one is complete)")
-    parser.add_argument("--video", type=Path, metavar="OUT.mp4", help="render the overlay video (mp4v)")
-    parser.add_argument("--timeline", type=Path, metavar="PNG",
-                        help="activity timeline plot (default OUT_BAG.timeline.png)")
     parser.add_argument("--no-timeline", action="store_true", help="no timeline plot")
-    parser.add_argument("--summary", type=Path, metavar="JSON", help="summary file (default OUT_BAG.summary.json)")
-    parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def recording_options(args) -> dict:
+    """The ReplayOptions fields set by ``add_recording_arguments`` (plain values: they travel to other
+    processes and into a summary's record of what it was made from)."""
+    return dict(model=args.model, topics=args.topics, namespace=args.namespace, overlay=args.overlay,
+                info=args.info, copy_input=args.copy_input, batch=args.batch, device=args.device,
+                precision=args.precision, backend=args.backend, smoothing=args.smoothing,
+                smoothing_alpha=args.smoothing_alpha, smoothing_hysteresis=args.smoothing_hysteresis,
+                temporal_model=args.temporal_model, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
+                storage=args.storage, threads=args.threads, timeline="" if args.no_timeline else None)
 
 
 def options_from_args(args):
     from endoarss_ros.bag.replay import ReplayOptions
 
-    return ReplayOptions(
-        input=Path(args.input), output=Path(args.output), model=args.model, topics=args.topics,
-        namespace=args.namespace, overlay=args.overlay, info=args.info, copy_input=args.copy_input,
-        batch=args.batch, device=args.device, precision=args.precision, backend=args.backend,
-        smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha,
-        smoothing_hysteresis=args.smoothing_hysteresis, temporal_model=args.temporal_model,
-        overlay_alpha=args.overlay_alpha, annotate=args.annotate,
-        storage=args.storage,
-        overwrite=args.overwrite, video=args.video, timeline="" if args.no_timeline else args.timeline,
-        summary=args.summary, threads=args.threads, progress=args.progress and sys.stderr.isatty())
+    shared = recording_options(args)
+    if args.timeline is not None and not args.no_timeline:
+        shared["timeline"] = args.timeline
+    return ReplayOptions(input=Path(args.input), output=Path(args.output), **shared, overwrite=args.overwrite,
+                         video=args.video, summary=args.summary, progress=args.progress and sys.stderr.isatty())
 
 
 def print_summary(summary: dict, file=None) -> None:

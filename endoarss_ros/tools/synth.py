@@ -5,6 +5,7 @@ In the bag layer because the bag mode needs it; the bag layer may use the data l
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _size_wh(text: str) -> tuple[int, int]:
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
         counts = {"train": args.train, "val": args.val, "test": args.test}
         written = write_synthetic_dataset(args.out_dir, counts, size=args.size, seed=args.seed,
-                                          layout=args.layout, progress=True)
+                                          layout=args.layout, progress=sys.stderr.isatty())
         h, w = args.size
         for split, n in written.items():
             print(f"{args.out_dir}/{split}: {n} frames ({w}x{h}, {args.layout} layout)")
@@ -133,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from endoarss_ros.bag.synth_bag import write_synth_bag
 
     info = write_synth_bag(args.out_bag, seconds=args.seconds, fps=args.fps, size=args.size,
-                           encoding=args.encoding, storage=args.storage, seed=args.seed, progress=True)
+                           encoding=args.encoding, storage=args.storage, seed=args.seed,
+                           progress=sys.stderr.isatty())  # tqdm's \r updates only on a terminal, not into logs
     h, w = info.size
     print(f"wrote {info.path} ({info.storage}): {info.frames} frames, {w}x{h} {info.encoding}"
           f" at {info.fps:g} fps")

@@ -1,12 +1,24 @@
 """Run plots as PNG (matplotlib, Agg backend): loss curves, per-class IoU, activity confusion matrix."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot with the Agg backend; its font cache and config go to a folder of this user under the
+    system temp dir unless MPLCONFIGDIR says otherwise (matplotlib's default is $HOME/.cache, $HOME/.config)."""
+    if not os.environ.get("MPLCONFIGDIR"):
+        folder = Path(tempfile.gettempdir()) / f"endoarss-matplotlib-{os.getuid()}"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            mine = folder.stat().st_uid == os.getuid() and not folder.is_symlink()
+        except OSError:
+            mine = False
+        os.environ["MPLCONFIGDIR"] = str(folder) if mine else tempfile.mkdtemp(prefix="endoarss-matplotlib-")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,7 +28,7 @@ def _plt():
 
 
 def plot_losses(history: list[dict], path: str | Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for task in ("segmentation", "activity"):
@@ -43,7 +55,7 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
 
 
 def plot_iou(result: dict, path: str | Path, title: str = "") -> Path:
-    plt = _plt()
+    plt = pyplot()
     iou = result["segmentation"]["iou"]
     names = list(iou)
     vals = [np.nan if iou[n] is None else iou[n] for n in names]
@@ -64,7 +76,7 @@ def plot_iou(result: dict, path: str | Path, title: str = "") -> Path:
 
 
 def plot_confusion(result: dict, path: str | Path, title: str = "") -> Path:
-    plt = _plt()
+    plt = pyplot()
     a = result["activity"]
     cm = np.asarray(a["confusion_matrix"])
     names = list(a["per_class"])

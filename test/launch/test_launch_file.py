@@ -125,8 +125,34 @@ def test_a_trailing_slash_is_normalised_and_a_double_ctrl_c_ends_it_cleanly(laun
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
 
 
-def test_use_sim_time_reaches_the_node(launch_env, tmp_path, tiny_model):
-    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "use_sim_time:=true")
+@pytest.mark.parametrize("spelling", ["true", "True"])
+def test_use_sim_time_reaches_the_node(launch_env, tmp_path, tiny_model, spelling):
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", f"use_sim_time:={spelling}")
     launch.wait_for("clock: sim time (/clock)")
     os.killpg(launch.proc.pid, signal.SIGINT)
     assert launch.wait(60) == 0, launch.output()[-3000:]
+
+
+def test_cameras_on_the_launch_line_reach_the_node(launch_env, tmp_path, tiny_model):
+    """The README sets `cameras` on the launch line: it must not be ignored."""
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "cameras:=['left', 'right']")
+    launch.wait_for(f"active: listening on /{launch.namespace}/left/image, /{launch.namespace}/right/image ")
+    os.killpg(launch.proc.pid, signal.SIGINT)
+    assert launch.wait(60) == 0, launch.output()[-3000:]
+
+
+def test_a_misspelt_argument_starts_nothing(launch_env, tmp_path, tiny_model):
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "camera:=['left']")
+    assert launch.wait() != 0
+    log = launch.output()
+    assert "unknown launch argument 'camera': did you mean 'cameras'?" in log and "process started" not in log
+
+
+def test_lifecycle_shutdown_ends_the_node_and_the_launch(launch_env, tmp_path, tiny_model):
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}")
+    launch.wait_for("active: listening on")
+    done = subprocess.run([ROS2, "lifecycle", "set", f"/{launch.namespace}/endoarss_perception", "shutdown"],
+                          env=launch_env, capture_output=True, text=True, timeout=60)
+    assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
+    assert launch.wait(60) == 0, launch.output()[-3000:]
+    assert "shut down from active" in launch.output()

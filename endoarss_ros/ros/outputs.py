@@ -1,0 +1,102 @@
+"""The node's outputs: one lifecycle publisher per ``message_fields.OUTPUTS`` entry for every camera, and what is
+published on them (a frame's results, its ``PerceptionStatus``, the latched ``SegmentationInfo``).
+
+Created at configure, destroyed at cleanup or shutdown, and only after the inference worker (the one thread
+that publishes results) has stopped.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from endoarss_ros.inference.message_fields import (
+    OUTPUT_BY_KEY,
+    OUTPUTS,
+    frame_fields,
+    segmentation_info_fields,
+    status_fields,
+)
+from endoarss_ros.inference.status import lost_frame_status
+from endoarss_ros.ros import conversions, qos
+
+
+@dataclass
+class CameraOutputs:
+    publishers: dict[str, Any]  # message_fields.OUTPUTS key -> lifecycle publisher
+    info_frame_id: str | None = None  # frame_id of the last published SegmentationInfo
+
+    def publish(self, key: str, fields: dict) -> None:
+        self.publishers[key].publish(conversions.to_ros(OUTPUT_BY_KEY[key].msgtype, fields))
+
+    def wants_overlay(self) -> bool:
+        """Rendering the overlay costs time: only when someone subscribes to it."""
+        return self.publishers["overlay"].get_subscription_count() > 0
+
+
+@dataclass
+class Labels:
+    """What the published messages name: the (possibly renamed) classes, their colours and the model file."""
+    seg_names: list[str]
+    activity_names: list[str]
+    colors: Any
+    model: str
+
+
+class Outputs:
+    """Every camera's publishers, and the per-frame publishing the node's input callbacks and worker share."""
+
+    def __init__(self, node, settings, stats):
+        self._node = node
+        self._stats = stats
+        self.cameras = [self._create(cam, settings) for cam in settings.cameras]
+
+    def _create(self, cam, settings) -> CameraOutputs:
+        log = self._node.get_logger()
+        stream = qos.stream_qos(settings.output_reliability, settings.output_depth)
+        publishers = {}
+        for output in OUTPUTS:
+            topic = cam.output_topic(output.topic)
+            publishers[output.key] = self._node.create_lifecycle_publisher(
+                conversions.message_class(output.msgtype), topic, qos.latched_qos() if output.latched else stream,
+                event_callbacks=qos.publisher_events(log, topic))
+        return CameraOutputs(publishers)
+
+    def destroy(self) -> None:
+        cameras, self.cameras = self.cameras, []
+        for out in cameras:
+            for pub in out.publishers.values():
+                self._node.destroy_lifecycle_publisher(pub)
+
+    def publish_results(self, camera: int, header, result, stream, labels: Labels, overlay: bool) -> float:
+        """One frame's masks, overlay, activity and instruments (and the info again when the frame_id changed).
+        Returns the seconds spent building the messages' fields (the node's ``message_build`` stage)."""
+        out = self.cameras[camera]
+        t0 = time.monotonic()
+        fields = frame_fields(header, result, stream, labels.activity_names, labels.seg_names, overlay=overlay)
+        build_s = time.monotonic() - t0
+        for key, value in fields.items():
+            out.publish(key, value)
+        if out.info_frame_id != header.frame_id:
+            self.publish_info(camera, header.frame_id, labels)
+        return build_s
+
+    def publish_info(self, camera: int, frame_id: str, labels: Labels) -> None:
+        header = {"stamp": self._node.get_clock().now().to_msg(), "frame_id": frame_id}
+        out = self.cameras[camera]
+        out.publish("info", segmentation_info_fields(header, labels.seg_names, labels.colors, labels.model))
+        out.info_frame_id = frame_id
+
+    def publish_status(self, camera: int, header, status, received: float, thresholds) -> None:
+        """The frame's PerceptionStatus with its timing (age = the node's clock - the image stamp), counted."""
+        if camera >= len(self.cameras):
+            return
+        stamp = header.stamp
+        age_ms = (self._node.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        status = status.with_timing(age_ms, (time.monotonic() - received) * 1000.0, thresholds)
+        self.cameras[camera].publish("status", status_fields(header, status))
+        self._stats.status(status.usable, status.flag_names)
+
+    def publish_lost(self, camera: int, header, flag: str, reason: str, received: float, thresholds) -> None:
+        """The status of a frame that has no results (rejected, replaced, failed)."""
+        self.publish_status(camera, header, lost_frame_status(flag, reason), received, thresholds)
