@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import _plt
+from .plots import pyplot
 
 
 def plot_training(history: list[dict], path: str | Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot([h["epoch"] for h in history], [h["train_loss"] for h in history])
     ax[0].set_xlabel("epoch")
@@ -32,7 +32,7 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
 
 def plot_timelines(videos: Sequence, class_names: Sequence[str], path: str | Path, max_videos: int = 6) -> Path:
     """One panel per video (``StreamedVideo``): rows truth, frame-wise + EMA, temporal, coloured by class."""
-    plt = _plt()
+    plt = pyplot()
     videos = list(videos)[:max_videos]
     fig, axes = plt.subplots(len(videos), 1, figsize=(12, 1.3 * len(videos) + 0.6), squeeze=False)
     cmap = plt.get_cmap("tab10")
