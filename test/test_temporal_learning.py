@@ -113,3 +113,37 @@ def test_a_temporal_model_for_another_frame_model_is_refused(procedures, trained
                  str(procedures / "test"), "-o", str(tmp_path / "eval"), "--cache", str(cache)]) == 2
     err = capsys.readouterr().err
     assert "frame model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_frames_a_bag_cannot_decode_are_counted_by_reason(tiny_model, tmp_path):
+    """A recording with one byte flipped in its second MCAP chunk (as test_bag_files damages one): feature
+    extraction counts the lost frames by the reason `endoarss replay` gives them, in the log and in the cache."""
+    import os
+
+    from endoarss_ros.bag.labelled import labelled_sources
+    from endoarss_ros.bag.mcap_checksums import BagChecksums, fill_chunk_checksums
+    from endoarss_ros.bag.replay import ReplayOptions, replay
+    from endoarss_ros.bag.synth_bag import write_synth_bag
+    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features
+
+    bag = tmp_path / "in"
+    write_synth_bag(bag, seconds=4, fps=10, size=(96, 128), seed=1, checksums=False)  # two chunks
+    assert fill_chunk_checksums(bag / "in.mcap") >= 2
+    second = BagChecksums([bag / "in.mcap"]).chunks[1]
+    with open(bag / "in.mcap", "r+b") as f:
+        f.seek(second.offset + 100_000)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x04]))
+    ex = FeatureExtractor(tiny_model, batch=4)
+    logged: list[str] = []
+    feats, = cached_features(ex, labelled_sources(bag, ex.activity_classes), tmp_path / "cache", log=logged.append)
+    summary = replay(ReplayOptions(input=bag, output=tmp_path / "out", model=tiny_model, engine=ex.engine,
+                                   progress=False, timeline=""))
+    lost = summary["frames_failed"]
+    assert lost > 0 and summary["failure_reasons"] == {"checksum_mismatch": lost}
+    assert feats.failed == {"checksum_mismatch": lost} and len(feats.stamps) + lost == 40
+    assert f"frames failed: {lost} (checksum_mismatch: {lost})" in logged[-1]
+    logged.clear()
+    cached, = cached_features(ex, labelled_sources(bag, ex.activity_classes), tmp_path / "cache", log=logged.append)
+    assert cached.failed == feats.failed and logged == [f"features of in (cached): {feats.failed_text()}"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.phase_layout import UNLABELLED, PhaseLayoutError
 from .reader import BagError, BagReader, GroundTruthCollector, resolve_bag_path
-from .temporal_features import LabelledVideo
+from .temporal_features import FailedFrame, LabelledVideo
 
 
 def is_bag(path: str | Path) -> bool:
@@ -43,9 +43,10 @@ def labelled_bag(path: str | Path, activity_classes: Sequence[str]) -> LabelledV
         first = None
         with BagReader(path) as bag:
             for f in bag.frames([topic]):
-                if f.frame is None:  # undecodable: the stamp's tick gets no frame (a gap)
-                    continue
                 first = f.stamp if first is None else first
+                if f.frame is None:  # undecodable: counted by reason; the stamp's tick gets no frame (a gap)
+                    yield (f.stamp - first) / 1e9, FailedFrame(f.reason), labels.get(f.stamp, UNLABELLED)
+                    continue
                 yield (f.stamp - first) / 1e9, f.frame, labels.get(f.stamp, UNLABELLED)
 
     files = tuple(sorted(p for p in path.iterdir() if p.is_file()))

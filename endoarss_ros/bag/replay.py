@@ -102,6 +102,8 @@ class _TopicState:
     frames_out: int = 0
     info_frame_id: str | None = None
     timeline: list[tuple[int, int, float]] = field(default_factory=list)  # (stamp, class id, confidence)
+    # with a temporal model, per frame of ``timeline``: (source of the published label, frame-wise + EMA label)
+    sources: list[tuple[str, int]] = field(default_factory=list)
     pixels: np.ndarray | None = None
 
     def out(self, key: str) -> str:
@@ -267,6 +269,8 @@ class _ReplayRun:
         counts = np.bincount(result.mask.reshape(-1), minlength=len(self.seg_names))
         st.pixels = counts if st.pixels is None else st.pixels + counts[: len(st.pixels)]
         st.timeline.append((frame.stamp, activity.class_id, float(activity.probabilities[activity.class_id])))
+        if st.stream.temporal is not None:
+            st.sources.append((activity.source, stream.ema_class_id))
         st.frames_out += 1
         if self.evaluator is not None and frame.topic == self.eval_topic:
             self.pending_eval[frame.stamp] = (result.mask, activity.class_id, status.usable)
@@ -322,8 +326,9 @@ class _ReplayRun:
             "pixel_fractions": {t: report.pixel_fractions(s.pixels, self.seg_names) for t, s in states.items()},
             "status": {t: s.statuses.summary() for t, s in states.items()},
             "instruments": {t: s.tracks.summary() for t, s in states.items()},
-            "temporal": {"model": str(opts.temporal_model), "topics": {
-                t: s.stream.temporal.diagnostics() for t, s in states.items()}} if opts.temporal_model else None,
+            "temporal": report.temporal_section(str(opts.temporal_model), states, self.eval_topic,
+                                                self.truth_activities, self.act_names, start_ns)
+            if opts.temporal_model else None,
             "ground_truth": None,
             "files": {"bag": str(opts.output), "summary": str(opts.summary_path),
                       "timeline": str(opts.timeline_path) if opts.timeline_path else None,

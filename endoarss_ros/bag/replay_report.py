@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics.segments import video_scores
+
+TEMPORAL_SCORES = ("frames", "accuracy", "switches", "true_transitions", "false_transitions", "delay_median_s")
+
 
 def activity_segments(timeline: list[tuple[int, int, float]], names: list[str], start_ns: int) -> list[dict]:
     """Consecutive frames with the same activity as one segment; a segment ends where the next begins (the
@@ -68,14 +72,79 @@ def throughput(wall_s: float, load_s: float, inference_s: float, frames_out: int
 
 def timeline_rows(summary: dict, truth: dict[int, int], act_names: list[str], start_ns: int,
                   with_truth: bool) -> list[tuple[str, list[dict]]]:
-    """The timeline plot's rows: each topic's predicted segments, the ground truth second when there is one."""
+    """The timeline plot's rows: each topic's predicted segments, the ground truth second when there is one;
+    with a temporal model the published (temporal) labels and, below the truth, the frame-wise + EMA labels."""
     timelines = summary["activity_timeline"]
-    rows = [(f"{t} (predicted)" if len(timelines) > 1 or with_truth else t, segments)
+    temporal = (summary.get("temporal") or {}).get("topics") or {}
+    kind = "temporal" if temporal else "predicted"
+    rows = [(f"{t} ({kind})" if len(timelines) > 1 or with_truth or temporal else t, segments)
             for t, segments in timelines.items()]
     if with_truth and truth:
         rows.insert(1, ("ground truth", activity_segments([(s, c, 1.0) for s, c in sorted(truth.items())],
                                                           act_names, start_ns)))
+    rows += [(f"{t} (frame + EMA)", d["frame_ema_timeline"]) for t, d in temporal.items()]
     return rows
+
+
+def temporal_section(model: str, states: dict, eval_topic: str, truth: dict[int, int], names: list[str],
+                     start_ns: int) -> dict:
+    """The temporal model's run: per topic its session's diagnostics, how many published labels came from which
+    source, and the frame-wise + EMA timeline of the same frames; on the scored topic (with ground truth) the
+    published labels against frame-wise + EMA (``temporal_scores``)."""
+    topics = {}
+    for t, st in states.items():
+        topics[t] = dict(st.stream.temporal.diagnostics(),
+                         sources=dict(Counter(src for src, _ in st.sources)),
+                         frame_ema_timeline=[{k: v for k, v in seg.items() if k != "mean_confidence"}
+                                             for seg in activity_segments(
+                                                 [(s, ema, 1.0) for (s, _, _), (_, ema) in
+                                                  zip(st.timeline, st.sources)], names, start_ns)])
+    st = states[eval_topic]
+    return {"model": model, "topics": topics, "scores": temporal_scores(st.timeline, st.sources, truth)}
+
+
+def temporal_scores(timeline: list[tuple[int, int, float]], sources: list[tuple[str, int]],
+                    truth: dict[int, int]) -> dict | None:
+    """Published (temporal once warm) vs frame-wise + EMA labels on the same frames with a true activity:
+    accuracy and label switches (``metrics.segments.video_scores``), over all frames and over those published
+    by the warm temporal model (``after_warmup``). None without ground truth."""
+    rows = [(s, c, src, ema, truth[s]) for (s, c, _), (src, ema) in zip(timeline, sources) if s in truth]
+    if not rows:
+        return None
+    stamps = np.array([r[0] for r in rows], np.float64) / 1e9
+    published, ema, true = (np.array([r[i] for r in rows], np.int64) for i in (1, 3, 4))
+    warm = np.array([r[2] == "temporal" for r in rows])
+    out = {}
+    for name, pred in (("published", published), ("frame_ema", ema)):
+        scores = video_scores(pred, true, stamps)
+        out[name] = {k: scores[k] for k in TEMPORAL_SCORES}
+        out[name]["accuracy_after_warmup"] = float(np.mean(pred[warm] == true[warm])) if warm.any() else None
+    out["frames_after_warmup"] = int(warm.sum())
+    return out
+
+
+def temporal_lines(temporal: dict | None) -> list[str]:
+    """The temporal section in words (``endoarss replay`` and ``endoarss demo`` print these)."""
+    if not temporal:
+        return []
+    lines = []
+    for topic, d in temporal["topics"].items():
+        sources = ", ".join(f"{name} {n}" for name, n in sorted(d["sources"].items()))
+        lines.append(f"temporal model on {topic}: {d['ticks']} ticks ({d['ticks_missing']} missing), {d['gaps']} "
+                     f"gaps, {d['resets']} resets" + (f" ({d['resets_by_reason']})" if d["resets_by_reason"] else "")
+                     + f"; published labels by source: {sources or 'none'}")
+    sc = temporal.get("scores")
+    if sc:
+        p, e = sc["published"], sc["frame_ema"]
+
+        def pct(v):
+            return "n/a" if v is None else f"{v:.1%}"
+        lines.append(f"activity accuracy: published (temporal) {pct(p['accuracy'])} vs frame + EMA "
+                     f"{pct(e['accuracy'])} over {p['frames']} frames; after warm-up {pct(p['accuracy_after_warmup'])}"
+                     f" vs {pct(e['accuracy_after_warmup'])} ({sc['frames_after_warmup']} frames)")
+        lines.append(f"label switches: published (temporal) {p['switches']} ({p['false_transitions']} false), frame "
+                     f"+ EMA {e['switches']} ({e['false_transitions']} false); true switches {p['true_transitions']}")
+    return lines
 
 
 def timeline_title(input_path, summary: dict) -> str:

@@ -12,10 +12,12 @@ interrupted run resumes where it stopped). Files are written under a temporary n
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +27,27 @@ from ..inference.frames import RawFrame
 from ..inference.stream import CameraStream
 from ..inference.temporal_features import feature_names, frame_model_identity, usable_for_temporal
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _EDGE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class LabelledVideo:
-    """A video with per-frame labels. ``frames()`` yields (stamp seconds, ``RawFrame``, label or UNLABELLED);
+    """A video with per-frame labels. ``frames()`` yields (stamp seconds, ``RawFrame``, label or UNLABELLED), or
+    (stamp, ``FailedFrame``, label) for a frame that could not be decoded (counted, not extracted);
     ``files`` define its content (fingerprint); ``count``: frames, when known (progress)."""
 
     name: str
     files: tuple[Path, ...]
     frames: Callable[[], Iterator[tuple[float, RawFrame, int]]]
     count: int | None = None
+
+
+@dataclass(frozen=True)
+class FailedFrame:
+    """A frame the source could not decode; ``reason`` as ``endoarss replay`` reports it (``BagFrame.reason``)."""
+
+    reason: str
 
 
 @dataclass
@@ -48,6 +58,16 @@ class VideoFeatures:
     usable: np.ndarray  # bool (N,): ``usable_for_temporal`` (what the session averages in)
     labels: np.ndarray  # int64 (N,), UNLABELLED where no label
     probs: np.ndarray  # float32 (N, K) frame-wise activity probabilities
+    failed: dict[str, int] = field(default_factory=dict)  # frames that could not be decoded, by reason
+
+    def failed_text(self) -> str:
+        return failed_text(self.failed)
+
+
+def failed_text(failed: dict[str, int]) -> str:
+    """'frames failed: N (reason: count, ...)'."""
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(failed.items()))
+    return f"frames failed: {sum(failed.values())}" + (f" ({reasons})" if reasons else "")
 
 
 def layout_videos(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
@@ -104,6 +124,7 @@ class FeatureExtractor:
         stream = CameraStream(self.seg_classes, self.activity_classes, self.engine.colors)
         rows: dict[str, list] = {"stamps": [], "features": [], "usable": [], "labels": [], "probs": []}
         batch: list[tuple[float, RawFrame, int]] = []
+        failed: Counter = Counter()
 
         def flush() -> None:
             results = self.engine.infer([f for _, f, _ in batch])
@@ -119,18 +140,22 @@ class FeatureExtractor:
             batch.clear()
 
         for item in video.frames():
+            if isinstance(item[1], FailedFrame):  # the tick gets no frame from it (a gap); counted
+                failed[item[1].reason] += 1
+                continue
             batch.append(item)
             if len(batch) == self.engine.max_batch:
                 flush()
         if batch:
             flush()
         if not rows["stamps"]:
-            raise ValueError(f"{video.name}: no frames could be read")
+            raise ValueError(f"{video.name}: no frames could be read"
+                             + (f" ({failed_text(failed)})" if failed else ""))
         K = len(self.activity_classes)
         return VideoFeatures(video.name, np.asarray(rows["stamps"], np.float64),
                              np.asarray(rows["features"], np.float32).reshape(len(rows["stamps"]), -1),
                              np.asarray(rows["usable"], bool), np.asarray(rows["labels"], np.int64),
-                             np.asarray(rows["probs"], np.float32).reshape(-1, K))
+                             np.asarray(rows["probs"], np.float32).reshape(-1, K), dict(failed))
 
     def cache_path(self, video: LabelledVideo, cache_dir: Path) -> Path:
         key = cache_key(self.model_id, self.feature_names, fingerprint(video.files))
@@ -140,18 +165,21 @@ class FeatureExtractor:
 def save_features(path: Path, f: VideoFeatures, model_id: str, names: Sequence[str]) -> None:
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
     np.savez_compressed(tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
+                        failed=np.array(json.dumps(f.failed)),
                         name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names)))
     os.replace(tmp, path)
 
 
 def load_features(path: Path) -> VideoFeatures:
     with np.load(path, allow_pickle=False) as z:
-        return VideoFeatures(str(z["name"]), z["stamps"], z["features"], z["usable"], z["labels"], z["probs"])
+        return VideoFeatures(str(z["name"]), z["stamps"], z["features"], z["usable"], z["labels"], z["probs"],
+                             {str(k): int(v) for k, v in json.loads(str(z["failed"])).items()})
 
 
 def cached_features(extractor: FeatureExtractor, videos: Sequence[LabelledVideo], cache_dir: str | Path, *,
                     log=print) -> list[VideoFeatures]:
-    """Features of every video, extracting only those not in the cache (a progress bar on a terminal)."""
+    """Features of every video, extracting only those not in the cache (a progress bar on a terminal). Videos
+    with frames that could not be decoded say how many, by reason (also when read from the cache)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -159,6 +187,8 @@ def cached_features(extractor: FeatureExtractor, videos: Sequence[LabelledVideo]
         path = extractor.cache_path(video, cache_dir)
         if path.is_file():
             out.append(load_features(path))
+            if out[-1].failed:
+                log(f"features of {video.name} (cached): {out[-1].failed_text()}")
             continue
         log(f"features {i + 1}/{len(videos)}: {video.name}")
         bar = None
@@ -172,5 +202,7 @@ def cached_features(extractor: FeatureExtractor, videos: Sequence[LabelledVideo]
             if bar is not None:
                 bar.close()
         save_features(path, feats, extractor.model_id, extractor.feature_names)
+        if feats.failed:
+            log(f"features of {video.name}: {feats.failed_text()}")
         out.append(feats)
     return out

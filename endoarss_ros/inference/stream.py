@@ -44,6 +44,7 @@ class StreamOutput(NamedTuple):
     compute_s: float  # time spent here
     features: np.ndarray | None = None  # the frame's temporal features (``temporal_features.frame_features``)
     temporal: TemporalEstimate | None = None  # the temporal session's estimate, when there is one
+    ema_class_id: int = -1  # the frame-wise + EMA label (what is published without a warm temporal model)
 
 
 class CameraStream:
@@ -86,7 +87,8 @@ class CameraStream:
                                           s.thresholds.pixel_confidence_threshold))
         status = frame_status(measures, s.thresholds)
         features = frame_features(result, len(self.seg_classes), status.measures)
-        activity, estimate = self._activity(result.activity_probs, features, usable_for_temporal(status), stamp_s)
+        activity, estimate, ema_class_id = self._activity(result.activity_probs, features,
+                                                          usable_for_temporal(status), stamp_s)
         found = inst.extract(result.mask, self.instrument_classes, confidence=result.confidence, image=rgb,
                              min_area_fraction=s.instruments.min_area_fraction)
         tracked = self.tracker.update(found, result.mask.shape)
@@ -96,7 +98,8 @@ class CameraStream:
                                activity=self.activity_classes[activity.class_id],
                                confidence=float(activity.probabilities[activity.class_id]),
                                names=self.seg_classes, colors=self.colors)
-        return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0, features, estimate)
+        return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0, features, estimate,
+                            ema_class_id)
 
     def _activity(self, probs, features, usable: bool, stamp_s: float | None):
         ema = self.smoother.update(probs)  # always: the fallback is ready when the temporal model is not
@@ -111,7 +114,7 @@ class CameraStream:
             source = SOURCE_FRAME_EMA if self.smoother.enabled else SOURCE_FRAME
             probabilities, class_id = ema.probabilities, ema.class_id
         duration = self.clock.update(stamp_s, class_id) if stamp_s is not None else float("nan")
-        return PublishedActivity(probabilities, class_id, source, duration), estimate
+        return PublishedActivity(probabilities, class_id, source, duration), estimate, ema.class_id
 
     def reset_temporal(self, reason: str) -> bool:
         """Reset the temporal session (False when there is none)."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from endoarss_ros.inference.message_fields import OUTPUT_BY_KEY
@@ -95,7 +96,8 @@ class Listener:
         truth = self.gt.activities.get(stamp)
         with self.lock:
             self.activities.append({"stamp": stamp, "class_id": int(msg.class_id), "label": msg.label,
-                                    "confidence": float(msg.confidence), "received_unix": time.time()})
+                                    "confidence": float(msg.confidence), "source": msg.source,
+                                    "received_unix": time.time()})
             if truth is not None and self.evaluator is not None:
                 self.evaluator.add_activity(int(msg.class_id), truth)
             self.last_output = time.monotonic()
@@ -164,8 +166,9 @@ class LiveRun:
     """Node process + listener + player process, then the results; everything is stopped in ``stop``."""
 
     def __init__(self, out: Path, recording: Path, record: dict, *, model: str, device: str, rate: float, size,
-                 node_timeout: float, quiet: bool, log=print):
+                 node_timeout: float, quiet: bool, log=print, temporal_model: str = ""):
         self.out, self.recording, self.record = out, recording, record
+        self.temporal_model = temporal_model
         self.model, self.device, self.rate, self.size = model, device, rate, size
         self.node_timeout, self.quiet, self.log = node_timeout, quiet, log
         self.env = child_env()
@@ -180,7 +183,8 @@ class LiveRun:
         return [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args",
                 "-r", f"__ns:={NAMESPACE}", "-r", f"image:={IMAGE_TOPIC}", "-p", f"model:={self.model}",
                 "-p", f"device:={self.device}", "-p", f"warmup_size:=[{h}, {w}]", "-p", "max_batch:=1",
-                "-p", "use_sim_time:=true"]  # the player's /clock: results' ages in the recording's time
+                "-p", "use_sim_time:=true",  # the player's /clock: results' ages in the recording's time
+                *(["-p", f"temporal_model:={self.temporal_model}"] if self.temporal_model else [])]
 
     def run(self) -> dict:
         try:
@@ -294,6 +298,7 @@ class LiveRun:
             "frames_dropped_by_node": _count(diag, "dropped.replaced"),
             "frames_rejected_by_node": _count(diag, "rejected.total"),
             "activity_messages_received": len(activities),
+            "activity_sources": dict(Counter(a["source"] for a in activities)),
             "mask_messages_received": masks,
             "node_latency_ms": {"p50": _float(diag.get("latency_p50_ms")), "p95": _float(diag.get("latency_p95_ms")),
                                 "source": "/diagnostics (frame receipt in the node -> results published)"},

@@ -1,4 +1,6 @@
-"""The demo's synthetic recording: generated once with ground truth, reused while its parameters match."""
+"""The demo's synthetic recording: a short synthetic procedure (``data.procedures``: marking, incision, dissection
+with a return to incision, smoke; the kind of video the committed demo temporal model was trained on), generated
+once with ground truth and reused while its parameters match."""
 from __future__ import annotations
 
 import json
@@ -15,12 +17,13 @@ def ensure_recording(out: Path, *, seconds: float, fps: float, size: tuple[int, 
                      log=print) -> tuple[Path, dict, bool]:
     """``out/recording`` with these parameters: reused when its ``recording.json`` matches, else regenerated
     (into a temporary folder renamed into place)."""
-    from endoarss_ros.bag.synth_bag import write_synth_bag
+    from endoarss_ros.bag.synth_bag import write_procedure_bag
+    from endoarss_ros.data.procedures import ProcedureSettings, make_procedure
 
     path = out / "recording"
     params_path = out / "recording.json"
     params = {"seconds": seconds, "fps": fps, "size": list(size), "encoding": "rgb8", "storage": "mcap",
-              "seed": seed, "format": 1}
+              "seed": seed, "format": 2}
     if (path / "metadata.yaml").is_file() and params_path.is_file():
         try:
             if json.loads(params_path.read_text()).get("params") == params:
@@ -32,8 +35,8 @@ def ensure_recording(out: Path, *, seconds: float, fps: float, size: tuple[int, 
     remove_stale_partials(out)  # of a demo killed while generating
     tmp = partial_name(path)
     try:
-        info = write_synth_bag(tmp, seconds=seconds, fps=fps, size=size, encoding="rgb8", storage="mcap",
-                               seed=seed)
+        procedure = make_procedure(seed, ProcedureSettings(minutes=seconds / 60.0, fps=fps, size=size))
+        info = write_procedure_bag(tmp, procedure, encoding="rgb8", storage="mcap")
         # rosbags names the storage file after the folder: rename it so the finished bag is self-consistent.
         _rename_bag(tmp, "recording")
         shutil.rmtree(path, ignore_errors=True)
@@ -42,7 +45,8 @@ def ensure_recording(out: Path, *, seconds: float, fps: float, size: tuple[int, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    record = {"params": params, "frames": info.frames, "start_ns": info.start_ns, "topics": info.topics}
+    record = {"params": params, "frames": info.frames, "start_ns": info.start_ns, "topics": info.topics,
+              "procedure": procedure.description()}
     params_path.write_text(json.dumps(record, indent=2) + "\n")
     return path, record, False
 

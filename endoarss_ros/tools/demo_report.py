@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from endoarss_ros.bag.replay_report import temporal_lines
+
 
 def output_files(out: Path, *, offline: bool, video: bool) -> dict:
     """Where the demo's outputs are (None for what this run did not write)."""
@@ -65,6 +67,11 @@ def print_summary(s: dict) -> None:
         print(f"  offline (all)      frames in {off['frames_in']} {'==' if off['frames_in_equals_out'] else '!='} "
               f"out {off['frames_out']}, {off['throughput']['inference_frames_per_s']} frames/s; activity accuracy "
               f"{_pct(gt.get('activity_accuracy'))}, foreground mIoU {_pct(gt.get('miou_foreground'))}")
+    sources = ", ".join(f"{name} {n}" for name, n in sorted((live.get("activity_sources") or {}).items()))
+    print(f"  activity model     {s.get('temporal_model') or 'none: frame-wise + EMA'}; live labels by source: "
+          f"{sources or 'none'}")
+    for line in temporal_lines(off.get("temporal")):
+        print(f"  offline {line}")
     _print_status("live status", live.get("status"), live.get("result_age_ms"))
     _print_instruments("live instruments", live.get("instruments"))
     if off:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from endoarss_ros.bag.replay import DEFAULT_MODEL, DEFAULT_NAMESPACE
+from endoarss_ros.bag.replay_report import temporal_lines
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING
 
 
@@ -106,9 +107,8 @@ def print_summary(summary: dict, file=None) -> None:
         per_class = ", ".join(f"{label} {c['tracks']}" for label, c in tr["per_class"].items())
         p(f"instruments of {topic}: {tr['tracks']} tracks" + (f" ({per_class})" if per_class else "")
           + f", {tr['instances_per_frame']} per frame")
-    for topic, d in ((summary.get("temporal") or {}).get("topics") or {}).items():
-        p(f"temporal model on {topic}: {d['ticks']} ticks ({d['ticks_missing']} missing), {d['gaps']} gaps, "
-          f"{d['resets']} resets" + (f" ({d['resets_by_reason']})" if d["resets_by_reason"] else ""))
+    for line in temporal_lines(summary.get("temporal")):
+        p(line)
     gt = summary.get("ground_truth")
     if gt:
         parts = []
