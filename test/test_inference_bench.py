@@ -80,13 +80,16 @@ def test_bench_matrix_methods_batches_and_unavailable_precisions(tmp_path):
     assert "Unavailable here:" in table and "bf16" in table
 
 
-def test_time_budget_lists_what_it_did_not_measure(tmp_path):
+def test_time_budget_lists_what_it_did_not_measure(tmp_path, capsys):
     args = _args(tmp_path, "--precisions", "fp32", "--batches", "1,2", "--time-budget", "1e-9", "--no-ros")
     assert bench.run(args) == 0
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["results"] == [] and data["ros_note"] == "not measured (--no-ros)"
-    assert [(s["input"], s["batch"], s["reason"]) for s in data["skipped"]] == [
-        ("160x120", 1, "time budget spent"), ("160x120", 2, "time budget spent")]
+    assert [(s["input"], s["scene"], s["batch"], s["reason"]) for s in data["skipped"]] == [
+        ("160x120", "bands", 1, "time budget spent"), ("160x120", "bands", 2, "time budget spent")]
+    out = capsys.readouterr().out  # the console says it too, naming the scene
+    assert "endoarss-tiny 160x120 bands b1 fast eager/fp32: skipped (time budget spent)" in out, out
+    assert "endoarss-tiny 160x120 bands b2 fast eager/fp32: skipped (time budget spent)" in out, out
 
 
 def test_endoarss_bench_runs_on_endoscope_scenes_through_the_cli(tmp_path):

@@ -221,8 +221,9 @@ def _measure_all(args, device, budget: Budget, save: Callable, sources: list[Ben
     save(results, unavailable, skipped)
     for cfg in runnable:
         if budget.spent():
-            skipped += [{**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"}
-                        for W, H in sizes for _ in sources for b in batches]
+            for (W, H), source in itertools.product(sizes, sources):
+                for b in batches:
+                    _skip(skipped, cfg, W, H, source, b)
             continue
         if cfg["model"] not in models:
             models[cfg["model"]] = _model(cfg["model"])
@@ -236,7 +237,7 @@ def _measure_all(args, device, budget: Budget, save: Callable, sources: list[Ben
             base = measure_baseline(model, cfg["model"], W, H, args, device, baselines, source)
             for b in batches:
                 if budget.spent():
-                    skipped.append({**cfg, "input": f"{W}x{H}", "batch": b, "reason": "time budget spent"})
+                    _skip(skipped, cfg, W, H, source, b)
                     continue
                 try:
                     row = measure_row(eng, cfg, W, H, b, args, budget, base, setup_s, source)
@@ -249,6 +250,14 @@ def _measure_all(args, device, budget: Budget, save: Callable, sources: list[Ben
                 print(progress_line(row), flush=True)
         eng.close()
     return results, unavailable, skipped
+
+
+def _skip(skipped: list, cfg: dict, W: int, H: int, source: BenchFrames, batch: int) -> None:
+    """A row the time budget left out: in the JSON and on the console, with its scene."""
+    row = {**cfg, "input": f"{W}x{H}", "scene": source.scene, "batch": batch, "reason": "time budget spent"}
+    skipped.append(row)
+    print(f"{cfg['model']} {W}x{H} {source.scene} b{batch} {cfg['method']} {cfg['backend_requested']}/"
+          f"{cfg['precision']}: skipped (time budget spent)", flush=True)
 
 
 def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene) -> int:

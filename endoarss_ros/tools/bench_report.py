@@ -69,6 +69,7 @@ def markdown_table(results: list[dict], unavailable: list[dict] = (), skipped: l
 
 def progress_line(row: dict) -> str:
     """One measured row, as printed while the run goes on."""
-    return (f"{row['model']} {row['input']} b{row['batch']} {row['method']} {row['backend']}/{row['precision']}: "
+    return (f"{row['model']} {row['input']} {row['scene']} b{row['batch']} {row['method']} "
+            f"{row['backend']}/{row['precision']}: "
             f"e2e p50 {row['e2e_ms']['p50']:.2f} ms ({row['e2e_over_forward']:.2f}x forward), "
             f"{row['throughput_fps']:.1f} fps, speed-up {row['speedup']:.1f}x")
