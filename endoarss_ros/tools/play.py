@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -124,22 +126,25 @@ class _BagClock:
         self._msg.clock.sec, self._msg.clock.nanosec = ns // 10**9, ns % 10**9
         self._pub.publish(self._msg)
 
-    def sleep_until(self, due: float) -> None:
+    def sleep_until(self, due: float, stop: threading.Event) -> None:
         """Sleep until ``due`` (monotonic), publishing the clock every period and once at ``due``."""
         while (now := time.monotonic()) < due:
             self._publish(now)
-            time.sleep(min(self.period, due - now))
+            if stop.wait(min(self.period, due - now)):
+                raise KeyboardInterrupt
         self._publish(due)
 
 
-def _sleep_until(due: float) -> None:
-    if due > time.monotonic():
-        time.sleep(due - time.monotonic())
+def _sleep_until(due: float, stop: threading.Event) -> None:
+    if stop.wait(max(0.0, due - time.monotonic())):
+        raise KeyboardInterrupt
 
 
-def _publish_timed(bag, publishers: dict, args, counts: Counter, summary: dict, node=None) -> None:
+def _publish_timed(bag, publishers: dict, args, counts: Counter, summary: dict, node=None,
+                   stop: threading.Event | None = None) -> None:
     """The serialized messages at their recorded times (scaled by ``--rate``), once or ``--loop``; with
     ``--clock`` the bag's time on /clock meanwhile."""
+    stop = stop or threading.Event()
     bag_start = bag.start_time + int(args.start_offset * 1e9)
     clock = _BagClock(node, bag_start, args.rate, args.clock) if args.clock else None
     while True:
@@ -150,7 +155,7 @@ def _publish_timed(bag, publishers: dict, args, counts: Counter, summary: dict, 
         for conn, timestamp, rawdata in bag.messages(publishers):
             if timestamp < bag_start:
                 continue
-            wait(loop_wall + (timestamp - bag_start) / 1e9 / args.rate)
+            wait(loop_wall + (timestamp - bag_start) / 1e9 / args.rate, stop)
             publishers[conn.topic].publish(bytes(rawdata))
             counts[publishers[conn.topic].topic_name] += 1
         summary["loops"] += 1
@@ -163,8 +168,9 @@ def _empty_summary(args) -> dict:
             "seconds": 0.0}
 
 
-def play(args, *, log=print) -> dict:
-    """Publish the bag; returns the summary. Needs ``rclpy.init`` done by the caller."""
+def play(args, *, log=print, stop: threading.Event | None = None, summary: dict | None = None) -> dict:
+    """Publish the bag; returns the summary (``summary``: the dict to fill, so a caller can read it meanwhile).
+    Needs ``rclpy.init`` done by the caller; ``stop`` set ends the playing as an interrupt."""
     import rclpy
 
     from endoarss_ros.bag.reader import BagReader
@@ -172,8 +178,9 @@ def play(args, *, log=print) -> dict:
     remaps = parse_remaps(args.remap)
     if args.rate <= 0:
         raise ValueError("--rate must be positive")
-    summary = _empty_summary(args)
+    summary = summary if summary is not None else _empty_summary(args)
     counts: Counter[str] = Counter()
+    summary["published"] = counts  # live: what an interrupt that cannot wait for the tear-down prints
     with BagReader(args.bag) as bag:
         conns = [c for c in bag.connections if not args.topics or c.topic in args.topics]
         missing = sorted(set(args.topics or []) - {c.topic for c in bag.connections})
@@ -193,7 +200,7 @@ def play(args, *, log=print) -> dict:
                 summary["without_subscribers"] = _wait_for_subscribers(publishers, args.wait_subscribers, log)
             summary["wall_start_unix"] = time.time()
             t0 = time.monotonic()
-            _publish_timed(bag, publishers, args, counts, summary, node)
+            _publish_timed(bag, publishers, args, counts, summary, node, stop)
             summary["seconds"] = round(time.monotonic() - t0, 3)
             time.sleep(0.3)  # let the last samples leave before the participant goes away
         except KeyboardInterrupt:
@@ -207,13 +214,40 @@ def play(args, *, log=print) -> dict:
     return summary
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _ignore_interrupts() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+
+
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
+TEAR_DOWN_GRACE_S = 10.0
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM taken by a thread of their own (``sigwait``; blocked in every other thread, so neither
+    rclpy's nor the middleware's threads see them): the first sets ``stop``, which the playing loop checks between
+    messages and while it waits. Should the main thread still not be done ``TEAR_DOWN_GRACE_S`` later (blocked in
+    the middleware), the summary so far is printed and the process exits 130: a player always ends on Ctrl-C."""
+
+    def __init__(self, report):
+        self.stop, self.done, self._report = threading.Event(), threading.Event(), report
+        for sig in SIGNALS:  # not ignored (a script's background job starts with SIGINT ignored): sigwait gets it
+            signal.signal(sig, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # before rclpy starts any thread: they inherit it
+        threading.Thread(target=self._watch, name="endoarss-play-signals", daemon=True).start()
+
+    def _watch(self) -> None:
+        signal.sigwait(SIGNALS)
+        self.stop.set()
+        if not self.done.wait(TEAR_DOWN_GRACE_S):
+            print(f"endoarss play: the tear-down did not finish within {TEAR_DOWN_GRACE_S:g} s of the interrupt; "
+                  "exiting", file=sys.stderr, flush=True)
+            self._report()
+            os._exit(130)
+
+    def restore(self) -> None:
+        self.done.set()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def run(args) -> int:
@@ -225,35 +259,41 @@ def run(args) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    summary = _empty_summary(args)
     # Not rclpy's signal handling: it shuts the context down from its own thread while a publish is in flight
-    # ("publisher's context is invalid"). Ctrl-C and SIGTERM raise KeyboardInterrupt here instead, `play` ends
-    # the loop and destroys its node, and the context is shut down after that.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # ("publisher's context is invalid"). The interrupt ends the loop, `play` destroys its node, and the context
+    # is shut down after that.
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    interrupts = _Interrupts(lambda: _print_summary(args, {**summary, "interrupted": True,
+                                                           "published": dict(summary["published"])}))
     try:
         rclpy.init(args=["endoarss-play"], signal_handler_options=SignalHandlerOptions.NO)
-        summary = play(args, log=log)
+        summary = play(args, log=log, stop=interrupts.stop, summary=summary)
     except (BagError, ValueError) as e:
         print(f"endoarss play: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before a node existed: nothing was published
-        summary = {**_empty_summary(args), "interrupted": True}
     finally:
-        _ignore_interrupts()
         rclpy.try_shutdown()
+        _ignore_interrupts()  # a second Ctrl-C, pending while blocked, is dropped when unblocked
+        interrupts.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if interrupts.stop.is_set():
+        summary["interrupted"] = True
+    _print_summary(args, summary)
+    return 130 if summary.get("interrupted") else 0
+
+
+def _print_summary(args, summary: dict) -> None:
     if args.json:
         print(json.dumps(summary), flush=True)
-    else:
-        total = sum(summary["published"].values())
-        print(f"published {total} messages in {summary['seconds']} s (rate {args.rate}"
-              + (f", {summary['loops']} loops" if args.loop else "") + ")"
-              + (" - interrupted" if summary.get("interrupted") else ""))
-        for topic, n in sorted(summary["published"].items()):
-            print(f"  {topic}: {n}")
-    return 130 if summary.get("interrupted") else 0
+        return
+    total = sum(summary["published"].values())
+    print(f"published {total} messages in {summary['seconds']} s (rate {args.rate}"
+          + (f", {summary['loops']} loops" if args.loop else "") + ")"
+          + (" - interrupted" if summary.get("interrupted") else ""), flush=True)
+    for topic, n in sorted(summary["published"].items()):
+        print(f"  {topic}: {n}", flush=True)
 
 
 def main(argv=None) -> int:
