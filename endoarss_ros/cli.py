@@ -36,6 +36,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                       "Score a temporal model vs frame-wise + EMA on test videos, streamed as the node runs"),
     "eval-status": ("endoarss_ros.tools.eval_status",
                     "Measure the status and instrument outputs on held-out synthetic frames (see docs/)"),
+    "train-out-of-body": ("endoarss_ros.tools.train_out_of_body",
+                          "Train the out-of-body detector (in-body renders vs open-licence photographs and rooms)"),
+    "scrub": ("endoarss_ros.tools.scrub",
+              "De-identified copy of a recording: out-of-body frames blanked or dropped, the rest byte for byte"),
     "bench": ("endoarss_ros.tools.bench",
               "Benchmark the inference engine (per stage, end to end) against the naive released pipeline"),
 }
