@@ -72,12 +72,12 @@ def test_the_node_blanks_every_image_of_the_interval_and_marks_it_out_of_body(st
 def test_while_inference_lags_no_overlay_of_the_interval_leaves_un_blanked(start_node, probe, frames_file):
     path, n = frames_file
     node = start_node(*WITH_GATE)
-    # Each photograph three times: the interval lasts long enough for the node to take some of its frames.
+    # Each photograph ten times at 50 frames/s: the interval lasts long enough for the node to take some of them.
     specs = ([{"image_file": path, "key": f"f{i}", "tag": "in"} for i in range(BEFORE)]
-             + [{"image_file": path, "key": f"f{i}", "tag": "out", "repeat": 3}
+             + [{"image_file": path, "key": f"f{i}", "tag": "out", "repeat": 10}
                 for i in range(BEFORE, BEFORE + OUTSIDE)]
              + [{"image_file": path, "key": f"f{i}", "tag": "after"} for i in range(BEFORE + OUTSIDE, n)])
-    result = probe(node, [READY, {"op": "frames", "rate": 200, "frames": specs, "settle": 5},
+    result = probe(node, [READY, {"op": "frames", "rate": 50, "frames": specs, "settle": 5},
                           {"op": "diagnostics", "wait": 2.5}], overlay=True, keep_images=True)
     tags = {s["stamp"]: s["tag"] for s in result["sent"]}
     statuses = _by_stamp(result["received"]["status"])

@@ -122,12 +122,14 @@ def scores(p: np.ndarray, y: np.ndarray, threshold: float) -> dict:
 
 
 def cost_per_frame(detector, frames: list[np.ndarray], repeats: int = 3) -> dict:
-    """Median ms per frame: the features + detector on a frame whose analysis image and measures exist (the
-    node's and replay's added cost), and the whole decision from pixels (scrub's cost), at each frame's size."""
+    """Median ms per frame: ``decision_ms``: features + detector + state on a frame whose analysis image and
+    measures exist (what the gate adds to the node and replay); ``blank_ms``: blanking the frame (gated frames
+    only); ``scrub_decision_ms``: the whole decision from pixels, measures included (scrub's cost)."""
     from endoarss_ros.inference import out_of_body, quality
     from endoarss_ros.inference.frames import frame_from_array
 
-    added, whole = [], []
+    state = out_of_body.OutOfBodyState()
+    decision, blank, whole = [], [], []
     for _ in range(repeats):
         for rgb in frames:
             frame = frame_from_array(rgb, "rgb8")
@@ -135,13 +137,37 @@ def cost_per_frame(detector, frames: list[np.ndarray], repeats: int = 3) -> dict
             small = quality.analysis_rgb(frame)
             measures = quality.measure(frame, small).as_dict()
             t1 = time.perf_counter()
-            detector.probability(small, measures)
-            out_of_body.blank(rgb)
+            state.update(detector.probability(small, measures))
             t2 = time.perf_counter()
-            added.append((t2 - t1) * 1e3)
+            out_of_body.blank(rgb)
+            t3 = time.perf_counter()
+            decision.append((t2 - t1) * 1e3)
+            blank.append((t3 - t2) * 1e3)
             whole.append((t2 - t0) * 1e3)
-    return {"added_ms_median": round(float(np.median(added)), 3), "whole_ms_median": round(float(np.median(whole)), 3),
+    return {"decision_ms_median": round(float(np.median(decision)), 3),
+            "blank_ms_median": round(float(np.median(blank)), 3),
+            "scrub_decision_ms_median": round(float(np.median(whole)), 3),
             "frames": len(frames) * repeats, "size": list(frames[0].shape[:2])}
+
+
+def boundary_scores(detector, inside: np.ndarray, photos: dict[str, np.ndarray], before: int = 20) -> dict:
+    """The state on recordings in -> out -> in: ``before`` held-out procedure frames, every view of one held-out
+    photograph, the next procedure frames. Per photograph: out-of-body frames that were not gated (leaked),
+    in-body frames gated before the interval and after it (the hysteresis tail)."""
+    from endoarss_ros.inference.out_of_body import OutOfBodyState
+
+    p_in = detector.probabilities(inside)
+    out = {}
+    for name, feats in photos.items():
+        p_out = detector.probabilities(feats)
+        seq = np.concatenate([p_in[:before], p_out, p_in[before:2 * before]])
+        state = OutOfBodyState()
+        gated = np.array([state.update(float(p), i).gated for i, p in enumerate(seq)])
+        n = len(p_out)
+        out[name] = {"out_of_body_frames": n, "leaked": int((~gated[before:before + n]).sum()),
+                     "first_frame_gated": bool(gated[before]), "in_body_gated_before": int(gated[:before].sum()),
+                     "in_body_gated_after": int(gated[before + n:].sum()), "entries": state.entries}
+    return out
 
 
 def run(args) -> int:
@@ -173,6 +199,9 @@ def run(args) -> int:
         ys = np.concatenate([np.zeros(len(held_in)), np.ones(len(feats[name]))])
         report[f"procedures_vs_{name.removeprefix('held_out_')}"] = scores(detector.probabilities(xs), ys, threshold)
     report["training"] = scores(detector.probabilities(x), y, threshold)
+    views = len(sets["held_out_photos"]) // len(HELD_OUT_PHOTOS)
+    report["in_out_in"] = boundary_scores(detector, held_in, {
+        name: feats["held_out_photos"][i * views:(i + 1) * views] for i, name in enumerate(HELD_OUT_PHOTOS)})
     import cv2
 
     report["cost_per_frame"] = {"procedure_frames": cost_per_frame(detector, sets["held_out_procedures"][:40]),
