@@ -281,3 +281,63 @@ def test_scrub_drop_leaves_the_interval_out_and_the_cli_reports_it(recording, tm
     assert set(_read(out, IMAGE_TOPIC)) == set(stamps) - gated
     assert main(["scrub", str(bags["mcap"]), "-o", str(out), "--drop"]) == 2  # exists: refused, kept
     assert "already exists" in capsys.readouterr().err
+
+
+# ---- the temporal session pauses ------------------------------------------------------------------------
+def test_the_temporal_session_pauses_out_of_body_and_resumes_without_a_reset_or_a_gap():
+    """70 s outside (longer than max_gap_s = 60 s, which would reset a session that saw it as a gap): no frame
+    reaches the session, and the first frame back continues its clock one frame period later."""
+    from endoarss_ros.inference.engine import FrameResult
+    from endoarss_ros.inference.frames import frame_from_array
+    from endoarss_ros.inference.out_of_body import OutOfBody
+    from endoarss_ros.inference.stream import CameraStream, StreamSettings
+    from endoarss_ros.inference.temporal import SOURCE_TEMPORAL, TemporalSession, TemporalSettings
+    from test.test_temporal_session import ACT, SEG, _session_parts
+
+    session = TemporalSession(*_session_parts(), TemporalSettings(warmup_ticks=2, max_gap_s=60.0))
+    colors = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+    stream = CameraStream(SEG, ACT, colors, StreamSettings(annotate=False), temporal=session,
+                          out_of_body=OutOfBody(_committed()))
+    inside, outside = [f.rgb for f in _procedure(0, 16)], _photos(6)
+
+    def step(rgb, t):
+        result = FrameResult(np.zeros(SIZE, np.uint8), np.array([0.6, 0.3, 0.1], np.float32),
+                             confidence=np.ones((16, 16), np.float32))
+        return stream.update(frame_from_array(rgb, "rgb8"), result, stamp_s=t)
+
+    for k in range(8):  # 4 fps, two frames per 0.5 s tick
+        out = step(inside[k], 100.0 + k / 4)
+    assert out.activity.source == SOURCE_TEMPORAL and not out.out_of_body.out_of_body
+    frames, ticks = session.counts["frames"], session.ticks
+    for k in range(280):  # 70 s
+        out = step(outside[k % len(outside)], 102.0 + k / 4)
+        assert out.activity.source == "out_of_body" and out.temporal is None and out.instruments == []
+        assert out.activity.duration_s == pytest.approx(k / 4)
+    assert session.counts["frames"] == frames and session.ticks == ticks  # not stepped
+    back = [step(inside[8 + k], 172.0 + k / 4) for k in range(EXIT + 2)]
+    assert [o.out_of_body.out_of_body for o in back] == [True] * (EXIT - 1) + [False] * 3
+    first = back[EXIT - 1]  # the hysteresis tail is still out of body: paused too
+    assert first.temporal is not None and first.activity.source == SOURCE_TEMPORAL  # warm: no reset
+    assert session.counts["resets"] == 0 and session.counts["gaps"] == 0
+    assert stream.paused_s == pytest.approx(70.5)  # from the first frame outside to the first one back
+    assert session.last_stamp_s == pytest.approx(102.5)  # 102.0 (one period after 101.75) for the first back, +2
+
+
+def test_every_tool_keeps_the_gate_on_unless_told_and_passes_the_choice_on(tmp_path):
+    from endoarss_ros.cli import build_parser
+    from endoarss_ros.tools.demo_live import LiveRun
+    from endoarss_ros.tools.replay import options_from_args, recording_options
+
+    for argv in (["replay", "in", "-o", "out"], ["replay-many", "in", "-o", "out"]):
+        on = build_parser(argv[0]).parse_args(argv)
+        off = build_parser(argv[0]).parse_args(argv + ["--no-privacy-gate"])
+        assert recording_options(on)["privacy_gate"] is True and recording_options(off)["privacy_gate"] is False
+    assert options_from_args(build_parser("replay").parse_args(["replay", "i", "-o", "o"])).privacy_gate is True
+    demo = build_parser("demo")
+    assert demo.parse_args(["demo"]).privacy_gate is True
+    assert demo.parse_args(["demo", "--no-privacy-gate"]).privacy_gate is False
+
+    def command(gate):
+        return LiveRun(tmp_path, tmp_path, {}, model="m", device="cpu", rate=1.0, size=(8, 8), node_timeout=1,
+                       quiet=True, privacy_gate=gate).node_command()
+    assert "privacy_gate:=false" in command(False) and not any("privacy_gate" in a for a in command(True))
