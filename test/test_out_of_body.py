@@ -341,3 +341,24 @@ def test_every_tool_keeps_the_gate_on_unless_told_and_passes_the_choice_on(tmp_p
         return LiveRun(tmp_path, tmp_path, {}, model="m", device="cpu", rate=1.0, size=(8, 8), node_timeout=1,
                        quiet=True, privacy_gate=gate).node_command()
     assert "privacy_gate:=false" in command(False) and not any("privacy_gate" in a for a in command(True))
+
+
+def test_scrub_of_a_jpeg_recording_writes_black_jpegs_of_the_same_size(tmp_path):
+    from endoarss_ros.bag.scrub import ScrubOptions, scrub
+    from endoarss_ros.bag.synth_bag import COMPRESSED_TOPIC, stamp_ns, write_frames_bag
+    from endoarss_ros.inference.frames import frame_from_compressed
+
+    items = _sequence()
+    info = write_frames_bag(tmp_path / "jpeg", iter(items), len(items), 2.0, SIZE, encoding="jpeg")
+    stamps = [stamp_ns(info.start_ns, i, 2.0) for i in range(len(items))]
+    report = scrub(ScrubOptions(input=tmp_path / "jpeg", output=tmp_path / "out"))
+    gated = _interval(stamps)
+    assert report["camera_topics"][COMPRESSED_TOPIC]["blanked"] == len(gated)
+    source, scrubbed = _read(tmp_path / "jpeg", COMPRESSED_TOPIC), _read(tmp_path / "out", COMPRESSED_TOPIC)
+    for s in stamps:
+        if s in gated:
+            msg = scrubbed[s][2]
+            frame = frame_from_compressed(msg.format, msg.data)
+            assert msg.format == source[s][2].format and frame.size == SIZE and frame.pixels.max() <= 2
+        else:
+            assert scrubbed[s][:2] == source[s][:2]
