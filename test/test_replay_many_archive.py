@@ -94,7 +94,7 @@ def test_importing_the_tools_does_not_import_ray():
     import subprocess
 
     code = ("import sys; from endoarss_ros.cli import build_parser; build_parser(); "
-            "import endoarss_ros.tools.replay_many, endoarss_ros.bag.replay; "
+            "import endoarss_ros.tools.replay_many.replay_many, endoarss_ros.bag.replay; "
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                    env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))

@@ -1,5 +1,6 @@
-"""Frames -> ticks -> the temporal session (inference/temporal.py), the feature tap (inference/temporal_features.py)
-and the camera stream with a temporal session: real forward passes of a tiny temporal model."""
+"""Frames -> ticks -> the temporal session (inference/temporal_activity.py), the feature tap
+(inference/temporal_features.py) and the camera stream with a temporal session: real forward passes of a tiny
+temporal model."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ from endoarss_ros.inference.frames import frame_from_array
 from endoarss_ros.inference.smoother import Smoothing
 from endoarss_ros.inference.status import FLAG, frame_status, lost_frame_status
 from endoarss_ros.inference.stream import CameraStream, StreamSettings
-from endoarss_ros.inference.temporal import (
+from endoarss_ros.inference.temporal_activity import (
     SOURCE_FRAME,
     SOURCE_FRAME_EMA,
     SOURCE_TEMPORAL,
@@ -27,7 +28,7 @@ from endoarss_ros.inference.temporal_features import (
     frame_features,
     usable_for_temporal,
 )
-from endoarss_ros.model.temporal import CausalTCN, TemporalBinding, TemporalConfig
+from endoarss_ros.model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig
 
 SEG = ["Background", "FPCW Forceps", "Mucosal Flaps"]
 ACT = ["Marking", "Incision", "Dissection"]

@@ -6,8 +6,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..data.phase_layout import UNLABELLED, PhaseLayoutError
+from .feature_cache import FailedFrame, LabelledVideo
 from .reader import BagError, BagReader, GroundTruthCollector, resolve_bag_path
-from .temporal_features import FailedFrame, LabelledVideo
 
 
 def is_bag(path: str | Path) -> bool:
@@ -55,7 +55,7 @@ def labelled_bag(path: str | Path, activity_classes: Sequence[str]) -> LabelledV
 
 def labelled_sources(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
     """A bag, a folder of bags, or a video + phase layout folder."""
-    from .temporal_features import layout_videos
+    from .feature_cache import layout_videos
 
     root = Path(root)
     if is_bag(root):

@@ -16,7 +16,7 @@ Layout (``feature_names``), in order:
 
 A value that was not measured is 0 (the model's input normalisation makes 0 a neutral value after training on
 the same layout). The layout's names go into the temporal weights file, so a model trained on another layout is
-refused (``model.temporal.TemporalBinding``).
+refused (``model.temporal_tcn.TemporalBinding``).
 """
 from __future__ import annotations
 

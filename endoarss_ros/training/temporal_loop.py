@@ -1,10 +1,10 @@
-"""Training the causal temporal activity model (``model.temporal.CausalTCN``) on cached frame features.
+"""Training the causal temporal activity model (``model.temporal_tcn.CausalTCN``) on cached frame features.
 
 Each epoch draws a fresh augmented copy of every training video:
 
 * frames: a random start (the node may start mid-case), a fraction dropped at random and a gap of up to
-  ``max_gap_s`` cut out, then turned into ticks by the caller's ``ticks`` (``inference.temporal.ticks_from_frames``,
-  the one clock):
+  ``max_gap_s`` cut out, then turned into ticks by the caller's ``ticks``
+  (``inference.temporal_activity.ticks_from_frames``, the one clock):
   dropped and gap ticks get the missing flag exactly as in the node;
 * ticks: resampled in speed (x``speed``), Gaussian noise on the normalised features and whole feature channels
   dropped: a guard against trusting frame features too much (on the frame model's own training videos they are
@@ -12,7 +12,7 @@ Each epoch draws a fresh augmented copy of every training video:
 
 Loss per stage: cross-entropy with median-frequency class weights plus MS-TCN's truncated-MSE smoothing
 (``smooth_weight``, ``smooth_tau``). Model selection on the validation videos only, streamed frame by frame as
-the node runs (given by the caller: ``bag.temporal_stream``); the evidence threshold of the session's decision
+the node runs (given by the caller: ``bag.temporal_scoring``); the evidence threshold of the session's decision
 is then chosen on the same validation videos and saved with the weights.
 """
 from __future__ import annotations
@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..model.temporal import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
+from ..model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
 
 IGNORE = -1
-DEFAULT_SWITCH_EVIDENCE = 2.0  # the session's default (inference.temporal.TemporalSettings), used while training
+DEFAULT_SWITCH_EVIDENCE = 2.0  # the session's default (inference.temporal_activity.TemporalSettings) in training
 # ``ticks(stamps_s, features, usable, tick_s) -> (tick_features, missing, tick_index)``: the node's clock,
-# ``inference.temporal.ticks_from_frames``, given by the caller (this layer does not import the pipeline).
+# ``inference.temporal_activity.ticks_from_frames``, given by the caller (this layer does not import the pipeline).
 # ``validate(model, binding, switch_evidence) -> {method: summary}``: validation scores streamed as the node runs
-# (``bag.temporal_stream.validation_scorer``). Videos: anything with stamps, features, usable, labels (N,) arrays.
+# (``bag.temporal_scoring.validation_scorer``). Videos: anything with stamps, features, usable, labels (N,) arrays.
 SWITCH_EVIDENCE_GRID = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
 
 

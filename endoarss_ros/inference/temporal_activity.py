@@ -275,7 +275,7 @@ class TemporalSession:
 
 def expected_binding(frame_weights: str | Path, seg_classes: Sequence[str], activity_classes: Sequence[str]):
     """What a temporal model must be bound to, to run on this frame model (its own class names)."""
-    from endoarss_ros.model.temporal import TemporalBinding
+    from endoarss_ros.model.temporal_tcn import TemporalBinding
 
     from .temporal_features import feature_names, frame_model_identity
 
@@ -292,7 +292,7 @@ def load_temporal_for(path: str | Path, frame_weights: str | Path, seg_classes: 
     """``(model, binding)`` of a temporal weights file checked against the frame model it will read from.
     Raises ``TemporalModelError`` with one line (missing, damaged, not a temporal model, or bound to another
     frame model, classes, feature layout: naming both sides)."""
-    from endoarss_ros.model.temporal import load_temporal
+    from endoarss_ros.model.temporal_tcn import load_temporal
 
     path = Path(path)
     if not path.is_file():

@@ -35,12 +35,12 @@ from endoarss_ros.inference.engine import InferenceEngine, resolve_device
 from endoarss_ros.inference.options import UPSAMPLE_MODES
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.model import ModelConfig, build_model, load_model
-from endoarss_ros.tools import bench_temporal
-from endoarss_ros.tools.bench_baseline import measure_baseline
-from endoarss_ros.tools.bench_frames import SCENES, BenchFrames, SceneFn, esd_scene
-from endoarss_ros.tools.bench_report import machine_meta, markdown_table, progress_line
-from endoarss_ros.tools.bench_ros import measure
-from endoarss_ros.tools.bench_timing import Budget, measure_row, robot_outputs_stage
+from endoarss_ros.tools.bench import bench_temporal
+from endoarss_ros.tools.bench.bench_baseline import measure_baseline
+from endoarss_ros.tools.bench.bench_frames import SCENES, BenchFrames, SceneFn, esd_scene
+from endoarss_ros.tools.bench.bench_report import machine_meta, markdown_table, progress_line
+from endoarss_ros.tools.bench.bench_ros import measure
+from endoarss_ros.tools.bench.bench_timing import Budget, measure_row, robot_outputs_stage
 
 __all__ = ["add_arguments", "run", "markdown_table", "esd_scene", "ros_measure", "robot_outputs_stage"]
 

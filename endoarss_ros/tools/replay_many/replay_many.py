@@ -28,8 +28,8 @@ from endoarss_ros.bag.archive_report import write_aggregate
 from endoarss_ros.bag.reader import BagError
 from endoarss_ros.inference.weights_path import resolve_model_path
 from endoarss_ros.tools.replay import add_recording_arguments, recording_options
-from endoarss_ros.tools.replay_many_cluster import Cluster, StartError, start_replayers
-from endoarss_ros.tools.replay_many_dispatch import Dispatcher, short_error
+from endoarss_ros.tools.replay_many.replay_many_cluster import Cluster, StartError, start_replayers
+from endoarss_ros.tools.replay_many.replay_many_dispatch import Dispatcher, short_error
 
 PROG = "endoarss replay-many"
 START_TIMEOUT_S = 600  # replayers that cannot be placed (resources the cluster lacks) would wait forever
