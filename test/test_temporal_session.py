@@ -19,7 +19,6 @@ from endoarss_ros.inference.temporal_activity import (
     EvidenceGate,
     TemporalSession,
     TemporalSettings,
-    ticks_from_frames,
 )
 from endoarss_ros.inference.temporal_features import (
     class_fractions,
@@ -28,6 +27,7 @@ from endoarss_ros.inference.temporal_features import (
     frame_features,
     usable_for_temporal,
 )
+from endoarss_ros.model.temporal_clock import ticks_from_frames
 from endoarss_ros.model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig
 
 SEG = ["Background", "FPCW Forceps", "Mucosal Flaps"]

@@ -84,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features
     from endoarss_ros.bag.temporal_scoring import validation_scorer
     from endoarss_ros.data.phase_layout import PhaseLayoutError
-    from endoarss_ros.inference.temporal_activity import ticks_from_frames
     from endoarss_ros.training.temporal_loop import TemporalTrainSettings, train_temporal
 
     out = Path(args.out)
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         TemporalTrainSettings(), tick_s=args.tick_s, epochs=args.epochs, seed=args.seed, lr=args.lr,
         channels=args.channels, layers=args.layers, feature_noise=args.feature_noise, channel_drop=args.channel_drop,
         validate_every=args.validate_every)
-    record = train_temporal(train, ticks_from_frames, validation_scorer(val), feature_names=extractor.feature_names,
+    record = train_temporal(train, validation_scorer(val), feature_names=extractor.feature_names,
                             class_names=extractor.activity_classes, frame_model_id=extractor.model_id, run_dir=out,
                             settings=settings, notes={"frame_model": Path(args.model).name,
                                                       "frame_model_check": check})
