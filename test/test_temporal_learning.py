@@ -30,7 +30,8 @@ def procedures(tmp_path_factory):
 
 
 def test_feature_cache_skips_finished_videos_and_notices_edits(tiny_model, procedures, tmp_path):
-    from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features, layout_videos
+    from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features
+    from endoarss_ros.bag.labelled import layout_videos
 
     ex = FeatureExtractor(tiny_model, batch=4)
     videos = layout_videos(procedures / "train", ex.activity_classes)

@@ -4,7 +4,7 @@ record of what a finished recording's outputs were made from (its resume marker)
 A recording is a rosbag2 folder (``metadata.yaml`` + MCAP or sqlite3 files). Its outputs are exactly those of
 ``endoarss replay -o OUT_ROOT/<name>/<name>``: the bag ``<name>/``, ``<name>.summary.json``, ``<name>.timeline.png``
 and, when asked, ``<name>.mp4``. The summary is put in place last (``partials.OutputSet``), so it is the commit
-marker: a folder without one holds nothing finished. It carries ``made_from`` (input fingerprint, weights
+marker: a folder without one holds nothing finished. It carries ``made_from`` (the input's ``recording_stat``, weights
 identity, options, package version); a rerun skips a recording whose summary says the same.
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ def find_recordings(inputs: list[str | Path]) -> list[Recording]:
     return sorted(recordings, key=lambda r: (-r.size, r.name))
 
 
-def fingerprint(path: Path) -> dict:
+def recording_stat(path: Path) -> dict:
     """What identifies a recording's input without reading it: its path and each file's name, size and mtime."""
     path = Path(path)
     files = _storage_files(path) if path.is_dir() else [path] if path.exists() else []

@@ -21,8 +21,8 @@ from endoarss_ros.bag.archive import (
     clear_folder,
     file_identity,
     find_recordings,
-    fingerprint,
     is_finished,
+    recording_stat,
 )
 from endoarss_ros.bag.archive_report import write_aggregate
 from endoarss_ros.bag.reader import BagError
@@ -165,7 +165,7 @@ def run(args) -> int:
     out_root = Path(args.out_root).absolute()  # the replayers may run in another folder (or on another node)
     out_root.mkdir(parents=True, exist_ok=True)
     todo = [r for r in recordings
-            if args.force or not is_finished(r, out_root, dict(made_from, input=fingerprint(r.path)))]
+            if args.force or not is_finished(r, out_root, dict(made_from, input=recording_stat(r.path)))]
     progress = _Progress(out_root, len(todo), args.progress and sys.stderr.isatty())
     progress.event("run", recordings=len(recordings), todo=len(todo), skipped=len(recordings) - len(todo),
                    address=args.address, max_attempts=args.max_attempts)
