@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import file_sha256, write_atomic
 from .reader import BagError, resolve_bag_path
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
@@ -127,11 +128,7 @@ def recording_stat(path: Path) -> dict:
 
 def file_identity(path: str | Path) -> dict:
     """A weights file's identity: its sha256 and size."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "sha256": digest.hexdigest(), "size": Path(path).stat().st_size}
+    return {"path": str(path), "sha256": file_sha256(path), "size": Path(path).stat().st_size}
 
 
 def read_json(path: Path) -> dict | None:
@@ -147,15 +144,6 @@ def is_finished(recording: Recording, out_root: Path, made_from: dict) -> bool:
     """True when the recording's committed summary was made from exactly ``made_from``."""
     summary = read_json(recording.summary_path(out_root))
     return summary is not None and summary.get("made_from") == made_from
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a hidden temporary next to it and a rename (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def clear_folder(folder: Path) -> None:

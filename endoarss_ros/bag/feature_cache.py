@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomic
 from ..inference.frames import RawFrame
 from ..inference.stream import CameraStream
 from ..inference.temporal_features import feature_names, frame_model_identity, usable_for_temporal
@@ -127,11 +127,10 @@ class FeatureExtractor:
 
 
 def save_features(path: Path, f: VideoFeatures, model_id: str, names: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
-    np.savez_compressed(tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
+    write_atomic(path, lambda tmp: np.savez_compressed(
+        tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
                         failed=np.array(json.dumps(f.failed)),
-                        name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names)))
-    os.replace(tmp, path)
+                        name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names))))
 
 
 def load_features(path: Path) -> VideoFeatures:

@@ -23,13 +23,13 @@ import argparse
 import importlib.util
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from endoarss_ros.files import write_atomic
 from endoarss_ros.inference.backends import BackendUnavailable, default_cache_dir, probe
 from endoarss_ros.inference.engine import InferenceEngine, resolve_device
 from endoarss_ros.inference.options import UPSAMPLE_MODES
@@ -281,10 +281,7 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
         out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
                "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs, "temporal": temporal or None}
         if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
-            path = Path(args.json_path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(out, indent=2))
-            os.replace(tmp, path)
+            write_atomic(args.json_path, json.dumps(out, indent=2))
 
     sources = [BenchFrames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
     results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
