@@ -37,7 +37,7 @@ from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_pat
 from endoarss_ros.model import ModelConfig, build_model, load_model
 from endoarss_ros.tools.bench import bench_temporal
 from endoarss_ros.tools.bench.bench_baseline import measure_baseline
-from endoarss_ros.tools.bench.bench_frames import SCENES, BenchFrames, SceneFn, esd_scene
+from endoarss_ros.tools.bench.bench_frames import SCENES, BenchFrames, esd_scene
 from endoarss_ros.tools.bench.bench_report import machine_meta, markdown_table, progress_line
 from endoarss_ros.tools.bench.bench_ros import measure
 from endoarss_ros.tools.bench.bench_timing import Budget, measure_row, robot_outputs_stage
@@ -260,10 +260,9 @@ def _skip(skipped: list, cfg: dict, W: int, H: int, source: BenchFrames, batch: 
           f"{cfg['precision']}: skipped (time budget spent)", flush=True)
 
 
-def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene) -> int:
+def run(args, ros: RosMeasure | str | None = None) -> int:
     """``ros``: the over-ROS measurement (``measure(model_path, frames=, width=, height=, rate=, device=,
-    timeout=) -> dict``), or the reason there is none (default: ``ros_measure()``); ``scene_fn``: the ``esd``
-    scene generator."""
+    timeout=) -> dict``), or the reason there is none (default: ``ros_measure()``)."""
     if ros is None:
         ros = ros_measure()
 
@@ -283,9 +282,9 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
         if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
             write_atomic(args.json_path, json.dumps(out, indent=2))
 
-    sources = [BenchFrames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
+    sources = [BenchFrames(scene.strip()) for scene in args.scene.split(",") if scene.strip()]
     results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
-    robot_outputs.extend(robot_outputs_stage(_sizes(args.sizes), max(10, args.frames // 2), scene_fn))
+    robot_outputs.extend(robot_outputs_stage(_sizes(args.sizes), max(10, args.frames // 2), esd_scene))
     for row in robot_outputs:
         print(f"status + instruments {row['input']}: p50 {row['total_ms']['p50']:.2f} ms (image quality "
               f"{row['image_quality_ms']['p50']:.2f}, instruments {row['instruments_ms']['p50']:.2f})", flush=True)
