@@ -291,7 +291,7 @@ def test_the_temporal_session_pauses_out_of_body_and_resumes_without_a_reset_or_
     from endoarss_ros.inference.frames import frame_from_array
     from endoarss_ros.inference.out_of_body import OutOfBody
     from endoarss_ros.inference.stream import CameraStream, StreamSettings
-    from endoarss_ros.inference.temporal import SOURCE_TEMPORAL, TemporalSession, TemporalSettings
+    from endoarss_ros.inference.temporal_activity import SOURCE_TEMPORAL, TemporalSession, TemporalSettings
     from test.test_temporal_session import ACT, SEG, _session_parts
 
     session = TemporalSession(*_session_parts(), TemporalSettings(warmup_ticks=2, max_gap_s=60.0))
@@ -325,7 +325,7 @@ def test_the_temporal_session_pauses_out_of_body_and_resumes_without_a_reset_or_
 
 def test_every_tool_keeps_the_gate_on_unless_told_and_passes_the_choice_on(tmp_path):
     from endoarss_ros.cli import build_parser
-    from endoarss_ros.tools.demo_live import LiveRun
+    from endoarss_ros.tools.demo.demo_live import LiveRun
     from endoarss_ros.tools.replay import options_from_args, recording_options
 
     for argv in (["replay", "in", "-o", "out"], ["replay-many", "in", "-o", "out"]):

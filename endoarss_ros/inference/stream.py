@@ -18,7 +18,7 @@ from .annotate import annotate
 from .out_of_body import OUT_OF_BODY_CLASS_ID, SOURCE_OUT_OF_BODY, Decision, OutOfBody, blank
 from .smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
 from .status import FrameStatus, StatusThresholds, frame_status, model_uncertainty
-from .temporal import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
+from .temporal_activity import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
 from .temporal_features import frame_features, usable_for_temporal
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from endoarss_ros.files import write_atomic
 from endoarss_ros.inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL
 
 SIZES = ((180, 224), (256, 320), (240, 320), (288, 352))
@@ -210,8 +211,7 @@ def run(args) -> int:
     report["wall_s"] = round(time.monotonic() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     detector.save(args.out, {"seed": str(args.seed), "threshold": str(threshold)})
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(args.report, json.dumps(report, indent=2) + "\n")
     for k in ("procedures_vs_photos", "procedures_vs_rooms"):
         r = report[k]
         log(f"{k}: precision {r['precision']}, recall {r['recall']}, false positives {r['false_positives']} of "
