@@ -120,7 +120,7 @@ SPECS += (
          "while the camera is out of body or a frame got no out-of-body decision; false turns the gate off "
          "(only for video that never leaves the operating room).", read_only=True),
     Spec("out_of_body.model", DEFAULT_OUT_OF_BODY_MODEL, "Out-of-body detector weights (.safetensors from "
-         "`endoarss train-out-of-body`); a missing or damaged file fails configure. '' runs without out-of-body "
+         "`endoarss train-oob`); a missing or damaged file fails configure. '' runs without out-of-body "
          "detection (out_of_body never set), which needs privacy_gate false.", read_only=True),
     Spec("out_of_body.threshold", _OUT_OF_BODY.threshold, "A frame scored at or over this P(out of body) puts "
          "the camera out of body at once.", float_range=(0.01, 0.99)),

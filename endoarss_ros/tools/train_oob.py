@@ -1,4 +1,4 @@
-"""`endoarss train-out-of-body`: train the out-of-body detector (``inference.out_of_body``) and report it.
+"""`endoarss train-oob`: train the out-of-body detector (``inference.out_of_body``) and report it.
 
 In-body frames: synthetic ESD procedures (``data.procedures``, training seed set ``--seed``, held-out set
 ``--seed + 1000``) and random frames (``data.synth``). Out-of-body frames: real photographs with open licences
@@ -175,7 +175,7 @@ def run(args) -> int:
     from endoarss_ros.data.outside import HELD_OUT_PHOTOS, TRAIN_PHOTOS
 
     t0 = time.monotonic()
-    log = lambda *a: print("train-out-of-body:", *a, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda *a: print("train-oob:", *a, file=sys.stderr, flush=True)  # noqa: E731
     sets = {
         "train_in_body": procedure_frames(args.seed, args.procedures) + random_frames(args.seed, args.random_frames),
         "train_out_of_body": photo_frames(TRAIN_PHOTOS, args.views, args.seed) + room_frames(args.seed,
