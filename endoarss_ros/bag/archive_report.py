@@ -174,6 +174,6 @@ def write_aggregate(out_root: Path, *, plot: bool = True) -> dict:
     picture = render_picture(report) if plot else None
     if picture is not None:
         write_atomic(out_root / "aggregate.png", picture)
-    write_atomic(out_root / "report.html", render_report(report, out_root, picture))
+    write_atomic(out_root / "report.html", render_report(report, out_root, picture).encode("utf-8"))
     write_atomic(out_root / "aggregate.json", json.dumps(report, indent=2) + "\n")
     return report
