@@ -246,3 +246,26 @@ def test_report_in_a_headless_browser_sorts_filters_and_renders(archive, tmp_pat
     names, _ = _dom_rows(_chromium(["--dump-dom", big_url + "#filter=failed"],
                                    tmp_path / "p5").stdout)
     assert names == [f["name"] for f in report["failed"]] and names
+
+
+def test_a_summary_that_is_not_one_and_a_nan_are_reported_not_fatal(archive, tmp_path):
+    """Valid JSON that is not a summary is listed as failed with its reason; a NaN figure is left out of the
+    rankings and is null in the page's data (which browsers parse as strict JSON)."""
+    summary = json.loads((archive["out"] / "alpha" / "alpha.summary.json").read_text())
+    summary["ground_truth"]["miou_foreground"] = float("nan")
+    for name, text in (("nan", json.dumps(summary)), ("odd", '{"frames_in": 3}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.summary.json").write_text(text)
+    report = write_aggregate(tmp_path)
+    rows = {r["name"]: r for r in report["recordings"]}
+    assert rows["odd"]["status"] == "failed" and "unreadable summary: KeyError" in rows["odd"]["error"]
+    assert rows["nan"]["status"] == "ok" and report["worst"]["miou_foreground"] == []
+
+    def strict(constant):
+        raise AssertionError(f"{constant} in the page's JSON")
+
+    page = _Page((tmp_path / "report.html").read_text(encoding="utf-8"))
+    script = next(b for b in page.blocks["script"] if b.startswith("{"))
+    data = json.loads(script, parse_constant=strict)
+    keys = [c["key"] for c in data["columns"]]
+    assert {r[0]: r[keys.index("miou_foreground")] for r in data["rows"]} == {"nan": None, "odd": None}

@@ -20,6 +20,7 @@ from html import escape
 from pathlib import Path
 
 from .archive import FAILURE_FILE
+from .archive_report import is_number
 
 FAILURES_LISTED = 100  # at the top; all of them are in the table (status: failed)
 PAGE_ROWS = 500  # rows drawn at a time; "more" draws the next
@@ -99,8 +100,16 @@ def _settings(settings: list[dict]) -> str:
     return note + "".join(parts)
 
 
+def _cell(value):
+    """A table cell's value as JSON the browser parses: NaN and infinities (not JSON) become null."""
+    if isinstance(value, float) and not is_number(value):
+        return None
+    return value
+
+
 def _table_data(report: dict, out_root: Path) -> dict:
-    rows = [[r.get(key) for key, _, _ in COLUMNS] + [_links(out_root, r["name"])] for r in report["recordings"]]
+    rows = [[_cell(r.get(key)) for key, _, _ in COLUMNS] + [_links(out_root, r["name"])]
+            for r in report["recordings"]]
     return {"columns": [{"key": k, "label": label, "kind": kind} for k, label, kind in COLUMNS],
             "links": [{"key": k[0], "label": label, "path": template} for k, label, template in LINKS],
             "page": PAGE_ROWS, "rows": rows}

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from .archive_report import FIGURES, Figure, worst
+from .archive_report import FIGURES, Figure, is_number, worst
 
 SIZE_IN = (16.0, 10.0)  # inches at DPI: 1600 x 1000 pixels
 DPI = 100
@@ -58,7 +58,7 @@ def _text(ax, lines: list[tuple[str, str]], title: str) -> None:
 
 def _distribution(ax, ax_list, figure: Figure, report: dict) -> None:
     rows = [r for r in report["recordings"] if r["status"] == "ok"]
-    values = np.array([r[figure.key] for r in rows if r.get(figure.key) is not None], float)
+    values = np.array([r[figure.key] for r in rows if is_number(r.get(figure.key))], float)
     if not len(values):
         why = ("no recording has ground truth: this needs recordings with ground-truth topics" if figure.needs_truth
                else "no finished recording")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -96,10 +97,15 @@ def _weighted(rows: list[dict], value: str, weight: str) -> float | None:
     return round(sum(v * w for v, w in pairs) / total, 4) if total else None
 
 
+def is_number(value) -> bool:
+    """A finite number (not None, not NaN): what a distribution and a ranking can use."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def worst(rows: list[dict], figure: Figure, count: int = WORST_SHOWN) -> list[tuple[str, float]]:
     """The ``count`` finished recordings worst by ``figure`` (name, value), worst first; ties by name. For failed
     frames only recordings that have any."""
-    values = [(r["name"], r[figure.key]) for r in rows if r["status"] == "ok" and r.get(figure.key) is not None]
+    values = [(r["name"], r[figure.key]) for r in rows if r["status"] == "ok" and is_number(r.get(figure.key))]
     if not figure.low_is_bad:
         values = [(n, v) for n, v in values if v > 0]
     values.sort(key=lambda nv: (nv[1] if figure.low_is_bad else -nv[1], nv[0]))
@@ -120,7 +126,12 @@ def aggregate(entries: Iterable[dict]) -> dict:
     recordings' mIoU weighted by their masks (the per-pixel counts are not kept)."""
     rows, settings = [], Counter()
     for entry in entries:
-        rows.append(_recording_row(entry))
+        try:
+            rows.append(_recording_row(entry))
+        except (KeyError, TypeError, AttributeError) as e:  # valid JSON, not a summary: counted, not fatal
+            rows.append({"name": entry["name"], "status": "failed", "input": None, "attempts": None,
+                         "error": f"unreadable summary: {type(e).__name__}: {e}"})
+            continue
         if entry["status"] == "ok":
             settings[_settings(entry["summary"])] += 1
     ok = [r for r in rows if r["status"] == "ok"]
