@@ -16,13 +16,16 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections import Counter
 from html import escape
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from .archive import FAILURE_FILE
-from .archive_report import is_number
+from .archive_report import error_kind, is_number
 
-FAILURES_LISTED = 100  # at the top; all of them are in the table (status: failed)
+FAILURES_LISTED = 20  # at the top; all of them are in the table (status: failed)
+KINDS_LISTED = 10
 PAGE_ROWS = 500  # rows drawn at a time; "more" draws the next
 # (key, header, kind) of the table's columns, in the JSON row's order; kind: text, int, pct, num
 COLUMNS = (("name", "recording", "text"), ("status", "status", "text"), ("frames_out", "frames", "int"),
@@ -76,13 +79,16 @@ def _failures(failed: list[dict], out_root: Path) -> str:
         items.append(f"<li><b>{escape(f['name'])}</b>: <code>{escape(str(f['error']))}</code>{record}</li>")
     more = (f"<p>... and {len(failed) - FAILURES_LISTED:,} more: <a href=\"#status=failed\">the table, filtered "
             f"to failed</a>.</p>" if len(failed) > FAILURES_LISTED else "")
-    return f"<ul class=failed>{''.join(items)}</ul>{more}"
+    kinds = Counter(error_kind(f["error"]) for f in failed)
+    by_kind = "<p>By reason (each filters the table): " + ", ".join(
+        f"<a href=\"#{escape(urlencode({'status': 'failed', 'q': kind}))}\">{escape(kind)}</a> {n:,}"
+        for kind, n in kinds.most_common(KINDS_LISTED)) + (
+        f", {len(kinds) - KINDS_LISTED:,} other reasons" if len(kinds) > KINDS_LISTED else "") + ".</p>"
+    return f"{by_kind}<ul class=failed>{''.join(items)}</ul>{more}"
 
 
 def _href(path: str) -> str:
     """A relative link to ``path``: each segment percent-encoded (as the script's encodeURIComponent does)."""
-    from urllib.parse import quote
-
     return "/".join(quote(part, safe="") for part in path.split("/"))
 
 
@@ -267,7 +273,9 @@ SCRIPT = r"""
     state.status = status.value; state.shown = data.page; writeHash(); draw();
   });
   more.addEventListener("click", function () { state.shown += data.page; draw(); });
-  window.addEventListener("hashchange", function () { readHash(); draw(); });
+  window.addEventListener("hashchange", function () {  // a link on the page set a view: show the table
+    readHash(); draw(); document.getElementById("controls").scrollIntoView();
+  });
   readHash(); draw();
 })();
 """

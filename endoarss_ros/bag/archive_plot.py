@@ -11,25 +11,19 @@ from collections import Counter
 
 import numpy as np
 
-from .archive_report import FIGURES, Figure, is_number, worst
+from .archive_report import FIGURES, Figure, error_kind, is_number, worst
 
 SIZE_IN = (16.0, 10.0)  # inches at DPI: 1600 x 1000 pixels
 DPI = 100
 LISTED = 8  # recordings named per panel
 NAME_CHARS = 30
 ERROR_CHARS = 36  # what a list's column holds at this size
-KIND_CHARS = 24
 WORST_COLOR, FAILED_COLOR, OK_COLOR = "#c0392b", "crimson", "#2e7d32"
 
 
 def _clip(text: str, chars: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= chars else text[: chars - 1] + "\u2026"
-
-
-def error_kind(error: str | None) -> str:
-    """A failure's reason without its particulars: the error's text before the first colon."""
-    return _clip(str(error or "unknown").split(":", 1)[0], KIND_CHARS)
 
 
 def _integers():
@@ -104,7 +98,7 @@ def _failures(ax, ax_list, report: dict) -> None:
                 fontsize=11, color=OK_COLOR)
         ax_list.set_axis_off()
         return
-    kinds = Counter(error_kind(f["error"]) for f in failed).most_common(LISTED)
+    kinds = [(_clip(k, 24), n) for k, n in Counter(error_kind(f["error"]) for f in failed).most_common(LISTED)]
     ax.barh(range(len(kinds)), [n for _, n in kinds], color=FAILED_COLOR)
     ax.set_yticks(range(len(kinds)), [k for k, _ in kinds], fontsize=8)
     for label in ax.get_yticklabels():

@@ -102,6 +102,11 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def error_kind(error: str | None) -> str:
+    """A failure's reason without its particulars: the error's text before the first colon."""
+    return " ".join(str(error or "unknown").split(":", 1)[0].split())[:60]
+
+
 def worst(rows: list[dict], figure: Figure, count: int = WORST_SHOWN) -> list[tuple[str, float]]:
     """The ``count`` finished recordings worst by ``figure`` (name, value), worst first; ties by name. For failed
     frames only recordings that have any."""
