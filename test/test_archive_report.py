@@ -18,7 +18,7 @@ from endoarss_ros.bag.archive import Recording, record_failure
 from endoarss_ros.bag.archive_report import FIGURES, write_aggregate
 from endoarss_ros.bag.replay import ReplayOptions, replay
 from endoarss_ros.bag.synth_bag import write_synth_bag
-from endoarss_ros.tools.bench_archive import write_synthetic_archive
+from endoarss_ros.tools.bench.bench_archive import write_synthetic_archive
 
 HOSTILE = "<img src=x onerror=alert(1)> & \"q\" 's"  # a folder name someone else left in OUT_ROOT
 HOSTILE_ERROR = "BagError: </script><script>alert(2)</script><a href=\"https://evil.example/\">x</a>"
@@ -163,7 +163,7 @@ def _texts(fig) -> str:
 
 def test_the_picture_has_one_size_names_the_worst_and_says_where_ground_truth_is_missing(archive, tmp_path):
     from endoarss_ros.bag.archive_plot import draw
-    from endoarss_ros.training.plots import pyplot
+    from endoarss_ros.files import pyplot
 
     out = archive["out"]
     small = _png_size(out / "aggregate.png")

@@ -134,7 +134,7 @@ def _title(o: dict) -> str:
 
 def draw(report: dict):
     """The picture as a matplotlib figure, ``SIZE_IN`` at ``DPI`` whatever the number of recordings."""
-    from ..training.plots import pyplot
+    from ..files import pyplot
 
     fig = pyplot().figure(figsize=SIZE_IN, dpi=DPI)
     grid = fig.add_gridspec(3, 4, width_ratios=[2.2, 1.5, 2.2, 1.5], left=0.04, right=0.99, bottom=0.05,
@@ -150,7 +150,7 @@ def draw(report: dict):
 
 def render_picture(report: dict) -> bytes:
     """The picture as PNG bytes."""
-    from ..training.plots import pyplot
+    from ..files import pyplot
 
     fig = draw(report)
     try:

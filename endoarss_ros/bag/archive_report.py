@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import FAILURE_FILE, read_json, write_atomic
+from ..files import write_atomic
+from .archive import FAILURE_FILE, read_json
 
 CSV_COLUMNS = ("name", "status", "input", "frames_in", "frames_out", "frames_failed", "wall_s", "frames_per_s",
                "inference_frames_per_s", "main_activity", "main_activity_share", "usable_fraction",

@@ -1,4 +1,4 @@
-"""The archive report at scale: ``python -m endoarss_ros.tools.bench_archive --recordings 10000``.
+"""The archive report at scale: ``python -m endoarss_ros.tools.bench.bench_archive --recordings 10000``.
 
 Replays one tiny synthetic bag with a tiny random-weights model (a real summary), then writes N recordings'
 summaries cloned from it with their own figures (frames, failed frames and reasons, throughput, activity
@@ -98,7 +98,7 @@ from pathlib import Path
 from endoarss_ros.bag.archive_report import aggregate, collect, write_aggregate
 from endoarss_ros.bag.archive_plot import render_picture
 from endoarss_ros.bag.archive_html import render_report
-from endoarss_ros.training.plots import pyplot
+from endoarss_ros.files import pyplot
 pyplot()
 
 def mb(field):
@@ -119,7 +119,7 @@ print(json.dumps({"write_aggregate_s": round(total, 2), "aggregate_s": round(t_a
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m endoarss_ros.tools.bench_archive", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m endoarss_ros.tools.bench.bench_archive", description=__doc__)
     parser.add_argument("--recordings", type=int, default=10_000)
     parser.add_argument("--failed-share", type=float, default=0.02)
     parser.add_argument("--keep", type=Path, help="write the archive here (kept) instead of a temporary folder")
