@@ -246,6 +246,17 @@ def test_report_in_a_headless_browser_sorts_filters_and_renders(archive, tmp_pat
     names, _ = _dom_rows(_chromium(["--dump-dom", big_url + "#filter=failed"],
                                    tmp_path / "p5").stdout)
     assert names == [f["name"] for f in report["failed"]] and names
+    # The controls themselves: a copy of the page with a script that clicks the frames/s header twice
+    # (descending) and picks status ok, as a user would; the address then holds that view.
+    clicks = ("<script>var th = document.querySelector('th[data-key=frames_per_s]'); th.click(); th.click();"
+              "var s = document.getElementById('status'); s.value = 'ok'; s.dispatchEvent(new Event('change'));"
+              "document.body.setAttribute('data-hash', location.hash);</script></body>")
+    clicked = big / "clicked.html"
+    clicked.write_text((big / "report.html").read_text(encoding="utf-8").replace("</body>", clicks), encoding="utf-8")
+    names, body = _dom_rows(_chromium(["--dump-dom", clicked.as_uri()], tmp_path / "p6").stdout)
+    by_fps = sorted((-r["frames_per_s"], r["name"]) for r in report["recordings"] if r["status"] == "ok")
+    assert names == [n for _, n in by_fps][:500]
+    assert body["data-hash"] == "#sort=-frames_per_s&status=ok"
 
 
 def test_a_summary_that_is_not_one_and_a_nan_are_reported_not_fatal(archive, tmp_path):
