@@ -35,6 +35,7 @@ COLUMNS = (("name", "recording", "text"), ("status", "status", "text"), ("frames
 # The files a row may link to: (key, label, path relative to the page; {name} is the recording's folder name).
 LINKS = (("summary", "summary", "{name}/{name}.summary.json"), ("timeline", "timeline", "{name}/{name}.timeline.png"),
          ("video", "video", "{name}/{name}.mp4"), ("failure", "failure", "{name}/" + FAILURE_FILE))
+LINK_PATHS = {key: template for key, _, template in LINKS}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
@@ -74,7 +75,7 @@ def _failures(failed: list[dict], out_root: Path) -> str:
         return "<p class=good>No recording failed.</p>"
     items = []
     for f in failed[:FAILURES_LISTED]:
-        href = escape(_href(link_path(LINKS[3][2], f["name"])))
+        href = escape(_href(link_path(LINK_PATHS["failure"], f["name"])))
         record = f" <a href=\"{href}\">failure.json</a>" if (out_root / f["name"] / FAILURE_FILE).is_file() else ""
         items.append(f"<li><b>{escape(f['name'])}</b>: <code>{escape(str(f['error']))}</code>{record}</li>")
     more = (f"<p>... and {len(failed) - FAILURES_LISTED:,} more: <a href=\"#status=failed\">the table, filtered "
