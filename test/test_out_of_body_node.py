@@ -72,12 +72,15 @@ def test_the_node_blanks_every_image_of_the_interval_and_marks_it_out_of_body(st
 def test_while_inference_lags_no_overlay_of_the_interval_leaves_un_blanked(start_node, probe, frames_file):
     path, n = frames_file
     node = start_node(*WITH_GATE)
-    # Each photograph ten times at 50 frames/s: the interval lasts long enough for the node to take some of them.
+    # First a few in-body frames in lockstep (the node is warm and answering), then 50 frames/s with each
+    # photograph 25 times: 3 s outside, long enough for a slow node on a busy machine to take some of them.
+    warm = [{"image_file": path, "key": f"f{i}", "tag": "warm"} for i in range(3)]
     specs = ([{"image_file": path, "key": f"f{i}", "tag": "in"} for i in range(BEFORE)]
-             + [{"image_file": path, "key": f"f{i}", "tag": "out", "repeat": 10}
+             + [{"image_file": path, "key": f"f{i}", "tag": "out", "repeat": 25}
                 for i in range(BEFORE, BEFORE + OUTSIDE)]
              + [{"image_file": path, "key": f"f{i}", "tag": "after"} for i in range(BEFORE + OUTSIDE, n)])
-    result = probe(node, [READY, {"op": "frames", "rate": 50, "frames": specs, "settle": 5},
+    result = probe(node, [READY, {"op": "frames", "lockstep": True, "answer_timeout": 60, "frames": warm},
+                          {"op": "frames", "rate": 50, "frames": specs, "settle": 5},
                           {"op": "diagnostics", "wait": 2.5}], overlay=True, keep_images=True)
     tags = {s["stamp"]: s["tag"] for s in result["sent"]}
     statuses = _by_stamp(result["received"]["status"])
