@@ -35,33 +35,45 @@ def bag_activity_labels(path: Path, activity_classes: Sequence[str]) -> tuple[st
     return topic, {stamp: index.get(c, UNLABELLED) for stamp, c in gt.activities.items()}
 
 
-def labelled_bag(path: str | Path, activity_classes: Sequence[str]) -> LabelledVideo:
+def labelled_bag(path: str | Path, activity_classes: Sequence[str], sample_fps: float | None = None) -> LabelledVideo:
+    """A bag's frames, labelled by stamp; ``sample_fps``: only the first frame at or after each 1 / sample_fps
+    step of stamp time goes on (the others are never given to the frame model)."""
     path = resolve_bag_path(path)
     topic, labels = bag_activity_labels(path, activity_classes)
+    step_ns = round(1e9 / sample_fps) if sample_fps else 0
 
     def frames() -> Iterator:
-        first = None
+        first, next_ns = None, 0
         with BagReader(path) as bag:
             for f in bag.frames([topic]):
                 first = f.stamp if first is None else first
+                if step_ns:
+                    if f.stamp - first < next_ns:
+                        continue
+                    next_ns = ((f.stamp - first) // step_ns + 1) * step_ns
                 if f.frame is None:  # undecodable: counted by reason; the stamp's tick gets no frame (a gap)
                     yield (f.stamp - first) / 1e9, FailedFrame(f.reason), labels.get(f.stamp, UNLABELLED)
                     continue
                 yield (f.stamp - first) / 1e9, f.frame, labels.get(f.stamp, UNLABELLED)
 
     files = tuple(sorted(p for p in path.iterdir() if p.is_file()))
-    return LabelledVideo(path.name, files, frames, len(labels) or None)
+    return LabelledVideo(path.name, files, frames, len(labels) or None, f"sample_fps={sample_fps or 0:g}"
+                         if sample_fps else "")
 
 
-def labelled_sources(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
-    """A bag, a folder of bags, or a video + phase layout folder."""
+def labelled_sources(root: str | Path, activity_classes: Sequence[str], *, label_fps: float | None = None,
+                     sample_fps: float | None = None) -> list[LabelledVideo]:
+    """A bag, a folder of bags, or a folder of labelled videos in one of ``data.video_layouts``' layouts
+    (Cholec80, AutoLaparo, M2CAI16 or ours). ``label_fps`` (videos only: bags are labelled by stamp) and
+    ``sample_fps`` as ``temporal_features.layout_videos`` takes them."""
     from .temporal_features import layout_videos
 
     root = Path(root)
-    if is_bag(root):
-        return [labelled_bag(root, activity_classes)]
-    if root.is_dir():
-        bags = sorted(p for p in root.iterdir() if p.is_dir() and is_bag(p))
-        if bags:
-            return [labelled_bag(b, activity_classes) for b in bags]
-    return layout_videos(root, activity_classes)
+    bags = [root] if is_bag(root) else (sorted(p for p in root.iterdir() if p.is_dir() and is_bag(p))
+                                        if root.is_dir() else [])
+    if bags:
+        if label_fps is not None:
+            raise PhaseLayoutError(f"{root}: --label-fps is for video layouts; a bag's labels are matched to its "
+                                   "frames by stamp")
+        return [labelled_bag(b, activity_classes, sample_fps) for b in bags]
+    return layout_videos(root, activity_classes, label_fps=label_fps, sample_fps=sample_fps)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.phase_layout import UNLABELLED, VideoEntry, find_videos, read_phase_file, read_video
+from ..data.video_layouts import find_labelled_videos, read_frames
 from ..inference.frames import RawFrame
 from ..inference.stream import CameraStream
 from ..inference.temporal_features import feature_names, frame_model_identity, usable_for_temporal
@@ -41,6 +42,7 @@ class LabelledVideo:
     files: tuple[Path, ...]
     frames: Callable[[], Iterator[tuple[float, RawFrame, int]]]
     count: int | None = None
+    variant: str = ""  # what else decides the frames and labels (label and sample rates): part of the cache key
 
 
 @dataclass(frozen=True)
@@ -70,20 +72,25 @@ def failed_text(failed: dict[str, int]) -> str:
     return f"frames failed: {sum(failed.values())}" + (f" ({reasons})" if reasons else "")
 
 
-def layout_videos(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
-    """The videos of a video + phase layout folder (labels read and checked now, so errors come first)."""
+def layout_videos(root: str | Path, activity_classes: Sequence[str], *, label_fps: float | None = None,
+                  sample_fps: float | None = None) -> list[LabelledVideo]:
+    """The videos of a labelled-video folder in any layout of ``data.video_layouts`` (Cholec80, AutoLaparo,
+    M2CAI16, ours), labels aligned by time (``label_fps``: None for the layout's rate), read at ``sample_fps``
+    (None: every frame). Labels are read and checked now, so errors come first."""
     out = []
-    for entry in find_videos(root):
-        labels = read_phase_file(entry.phases, activity_classes)
-        out.append(LabelledVideo(entry.name, (entry.video, entry.phases), _video_frames(entry, labels),
-                                 max(labels) + 1 if labels else None))
+    for video in find_labelled_videos(root, activity_classes, label_fps):
+        count = video.frame_count or None
+        if count and sample_fps:
+            count = math.ceil(count / video.fps * sample_fps)
+        variant = f"label_fps={video.labels.label_fps:g};sample_fps={sample_fps or 0:g}"
+        out.append(LabelledVideo(video.name, video.files, _video_frames(video, sample_fps), count, variant))
     return out
 
 
-def _video_frames(entry: VideoEntry, labels: dict[int, int]):
+def _video_frames(video, sample_fps: float | None):
     def frames() -> Iterator[tuple[float, RawFrame, int]]:
-        for index, stamp, rgb in read_video(entry.video):
-            yield stamp, RawFrame(rgb, "rgb8"), labels.get(index, UNLABELLED)
+        for stamp, rgb, label in read_frames(video, sample_fps):
+            yield stamp, RawFrame(rgb, "rgb8"), label
     return frames
 
 
@@ -158,7 +165,7 @@ class FeatureExtractor:
                              np.asarray(rows["probs"], np.float32).reshape(-1, K), dict(failed))
 
     def cache_path(self, video: LabelledVideo, cache_dir: Path) -> Path:
-        key = cache_key(self.model_id, self.feature_names, fingerprint(video.files))
+        key = cache_key(self.model_id, self.feature_names, fingerprint(video.files) + video.variant)
         return cache_dir / f"{video.name}.{key}.npz"
 
 

@@ -102,12 +102,15 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()[:16]
 
 
-def frame_model_identity(weights_path: str | Path) -> str:
+def frame_model_identity(weights_path: str | Path, input_size: Sequence[int] | None = None) -> str:
     """``sha256:<16 hex>`` of the frame model's weights file: a temporal model is bound to the features of
-    exactly these weights. Raises FileNotFoundError / OSError when the file cannot be read."""
+    exactly these weights. ``input_size``: the (H, W) the weights are run at when that overrides their own (the
+    node's ``input_size`` parameter): ``@HxW`` is appended, since features at another resolution are another
+    signal. Raises FileNotFoundError / OSError when the file cannot be read."""
     p = Path(weights_path).resolve()
     st = p.stat()
-    return f"sha256:{_file_digest(str(p), st.st_size, st.st_mtime_ns)}"
+    size = f"@{int(input_size[0])}x{int(input_size[1])}" if input_size is not None else ""
+    return f"sha256:{_file_digest(str(p), st.st_size, st.st_mtime_ns)}{size}"
 
 
 __all__ = ["LOW_PIXEL_CONFIDENCE", "MASKING_FLAGS", "STATUS_MEASURES", "class_fractions", "feature_dim",

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         extractor = FeatureExtractor(args.model, device=args.device, batch=args.batch)
         model, binding = load_temporal_for(args.temporal_model, args.model, extractor.seg_classes,
                                            extractor.activity_classes)
-        sources = load_sources(args.videos, extractor.activity_classes)
+        sources = load_sources(args.videos, extractor.activity_classes, args)
     except (OSError, ValueError, PhaseLayoutError, WeightsError, RuntimeError) as e:
         print(f"endoarss eval-temporal: {e}", file=sys.stderr)
         return 2
