@@ -21,8 +21,11 @@ from endoarss_ros.inference.temporal import (
     expected_binding,
     load_temporal_for,
 )
+from test import test_node_ros as node_tests
 from test.conftest import requires_ros
 from test.test_temporal_session import ACT, SEG, _result, _session_parts
+
+start_node, probe, tiny_model = node_tests.start_node, node_tests.probe, node_tests.tiny_model  # node fixtures
 
 
 def test_one_rule_says_what_is_published():
@@ -126,3 +129,23 @@ def test_diagnostics_warn_about_stalled_stamps():
     info["temporal.image.stamps_warning"] = "stamps not advancing: ... (zero stamps)"
     (warn,) = to_diagnostic_array(stats, name="n", hardware_id="cpu", stamp=Time(), info=info, active=True).status
     assert warn.level == DiagnosticStatus.WARN and "temporal image: stamps not advancing" in warn.message
+
+
+# ---- the node: zero stamps said in /diagnostics --------------------------------------------------------------
+
+@requires_ros
+@pytest.mark.ros
+def test_the_node_warns_when_zero_stamps_stop_the_temporal_clock(start_node, probe, tiny_model, tmp_path):
+    temporal, _ = _save_bound_temporal(tmp_path / "temporal.safetensors", tiny_model)
+    node = start_node(f"temporal_model:={temporal}")
+    # 3 x the stall length at 2 Hz: on a loaded machine the node keeps only the newest frame of a burst, so slowly
+    frames = [{"seed": 1, "tag": "zero", "zero_stamp": True, "repeat": 3 * STALLED_STAMP_FRAMES}]
+    result = probe(node, [node_tests.READY, {"op": "frames", "rate": 2, "frames": frames},
+                          {"op": "diagnostics", "wait": 2.5}])
+    activity = result["received"]["activity"]
+    assert activity and all(a["source"] == "frame_ema" for a in activity)
+    diag = result["steps"][2]["values"]
+    assert int(diag["temporal.image.frames_repeated_stamp"]) >= STALLED_STAMP_FRAMES, diag["temporal.image.frames"]
+    assert diag["temporal.image.warm"] == "false" and "zero stamps" in diag["temporal.image.stamps_warning"]
+    assert diag["_level"] == 1 and "temporal image: stamps not advancing" in diag["_message"], diag["_message"]
+    assert node.alive()

@@ -199,6 +199,21 @@ def test_label_errors_name_the_file(tmp_path):
         next(read_frames(video, -1.0))
 
 
+def test_the_tools_exit_2_naming_the_label_file(tmp_path, capsys):
+    from endoarss_ros.cli import main
+    from endoarss_ros.model import ModelConfig, build_model, save_model
+
+    cfg = ModelConfig.endoarss_tiny().replace(activity_classes=list(CHOLEC80_PHASES))
+    weights = str(save_model(build_model(cfg), tmp_path / "cholec_tiny"))
+    root = write_cholec80(tmp_path / "long", label_frames=300)
+    assert main(["train-temporal", "--model", weights, "--videos", str(root), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "endoarss train-temporal:" in err and "video01-phase.txt" in err and "past the end" in err
+    assert main(["train", "--layout", "videos", "--data", str(root), "--out-dir", str(tmp_path / "runs"),
+                 "--no-progress"]) == 2
+    assert "video01-phase.txt" in capsys.readouterr().err
+
+
 # ---- end to end: a phase-only frame model, then a temporal model on it, evaluated with aligned labels ----------
 WRITERS = {"cholec80": (write_cholec80, ("video01", "video02", "video03"), ("video04",), CHOLEC80_PHASES),
            "autolaparo": (write_autolaparo, ("01", "02", "03"), ("04",), AUTOLAPARO_PHASES)}
@@ -229,7 +244,8 @@ def test_phase_videos_train_a_frame_model_then_a_temporal_model_end_to_end(tmp_p
                  *[a for o in TINY + ["max_steps_per_epoch=2"] for a in ("--set", o)]]) == 0
     frame = tmp_path / "runs" / "frame"
     net = load_model(frame / "best.safetensors")
-    assert list(net.config.activity_classes) == list(phases) and list(net.config.seg_classes) == ["background", "untrained"]
+    assert list(net.config.activity_classes) == list(phases)
+    assert list(net.config.seg_classes) == ["background", "untrained"]
     metrics = json.loads((frame / "metrics.json").read_text())
     assert metrics["test_best"]["activity_accuracy"] >= 0.0  # scored on test/ (12 frames of video04)
     assert np.isfinite(metrics["epochs"][0]["train"]["segmentation"])  # no masks: 0, not NaN

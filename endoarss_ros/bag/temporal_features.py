@@ -90,7 +90,7 @@ def layout_videos(root: str | Path, activity_classes: Sequence[str], *, label_fp
 def _video_frames(video, sample_fps: float | None):
     def frames() -> Iterator[tuple[float, RawFrame, int]]:
         for stamp, rgb, label in read_frames(video, sample_fps):
-            yield stamp, RawFrame(rgb, "rgb8"), label
+            yield stamp, (RawFrame(rgb, "rgb8") if rgb is not None else FailedFrame("undecodable_video_frame")), label
     return frames
 
 

@@ -7,6 +7,7 @@ Cholec80's 40 training videos at 1 fps (~86 k frames) take ~1.5 GB rather than ~
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,8 +48,12 @@ class PhaseVideoFrames(Dataset):
 
             it = tqdm(videos, desc="decode videos", unit="video", leave=False)
         blank = np.zeros(self.size, np.uint8)
+        self.undecodable: dict[str, int] = {}  # frames OpenCV could not decode, per video (reported)
         for video in it:
             for t, rgb, label in read_frames(video, sample_fps):
+                if rgb is None:
+                    self.undecodable[video.name] = self.undecodable.get(video.name, 0) + 1
+                    continue
                 if label == UNLABELLED:
                     continue
                 small, _ = resize_pair(rgb, blank, self.size)
@@ -59,6 +64,9 @@ class PhaseVideoFrames(Dataset):
                 self._jpeg.append(buf.tobytes())
                 self._activities.append(int(label))
                 self._paths.append(f"{video.video}@{t:.2f}s")
+        if self.undecodable:
+            print("frames that could not be decoded (left out): " + ", ".join(
+                f"{name}: {n}" for name, n in sorted(self.undecodable.items())), file=sys.stderr)
 
     @property
     def activities(self) -> list[int]:

@@ -297,7 +297,8 @@ def read_frames(video: LabelledVideoFile, sample_fps: float | None = None
                 ) -> Iterator[tuple[float, np.ndarray, int]]:
     """(seconds from the start, RGB uint8, label) of the video's frames, or with ``sample_fps`` of the first
     frame at or after each ``1 / sample_fps`` step: the others are only grabbed (demuxed, not converted), and
-    never reach the frame model. A video that ends before its labels do is a ``PhaseLayoutError``."""
+    never reach the frame model. A frame that cannot be decoded comes as None (the caller counts it). A video
+    that ends before its labels do is a ``PhaseLayoutError``."""
     if sample_fps is not None and not (math.isfinite(sample_fps) and sample_fps > 0):
         raise PhaseLayoutError(f"--sample-fps must be > 0, got {sample_fps}")
     cap = cv2.VideoCapture(str(video.video))
@@ -312,11 +313,9 @@ def read_frames(video: LabelledVideoFile, sample_fps: float | None = None
             if t + 1e-9 < next_t:
                 continue
             ok, bgr = cap.retrieve()
-            if not ok:
-                continue
             if step:
                 next_t = (math.floor(t / step + 1e-9) + 1) * step
-            yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), video.labels.at(t)
+            yield t, (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None), video.labels.at(t)
     finally:
         cap.release()
     last_label_t = video.labels.end_s - 1.0 / video.labels.label_fps

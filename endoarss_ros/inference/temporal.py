@@ -32,9 +32,10 @@ import numpy as np
 SOURCE_TEMPORAL = "temporal"  # Activity.source: the learned temporal model
 SOURCE_FRAME_EMA = "frame_ema"  # the frame-wise probabilities with EMA + hysteresis
 SOURCE_FRAME = "frame"  # the frame's own probabilities (smoothing off)
-# This many frames in a row with one stamp (zero or constant header stamps): the clock cannot tick, the session
-# never warms up, and the node would publish frame + EMA forever; ``stamps_warning`` says so.
-STALLED_STAMP_FRAMES = 30
+# This many frames in a row with one stamp (zero or constant header stamps; a camera never repeats a stamp): the
+# clock cannot tick, the session never warms up, and the node would publish frame + EMA forever;
+# ``stamps_warning`` says so.
+STALLED_STAMP_FRAMES = 10
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Examples::
 
     endoarss train --config models/demo/train_demo.yaml
     endoarss train --config cfg.yaml --set optim.lr=3e-4 --set weighting.method=dbmtl --name dbmtl_run
+    endoarss train --layout videos --data data/cholec80 --sample-fps 1 --name cholec80   # phases only, no masks
     torchrun --nproc_per_node=8 -m endoarss_ros.cli train --config cfg.yaml     # the same, on 8 GPUs
 """
 from __future__ import annotations
@@ -48,10 +49,17 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from endoarss_ros.data.phase_layout import PhaseLayoutError
     from endoarss_ros.training.loop import train
 
     cfg = config_from_args(args)
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except PhaseLayoutError as e:  # --layout videos: a label file or video that does not fit, named
+        print(f"endoarss train: {e}", file=sys.stderr)
+        return 2
     if "test" in result:
         t = result["test"]
         print(f"{cfg.run_dir}: best epoch {result['best']['epoch']}; test activity accuracy "

@@ -120,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else out / "features"
-    train = cached_features(extractor, train_src, cache)
-    val = cached_features(extractor, val_src, cache)
+    try:  # a video that ends before its labels (a container without a frame count) is found only here
+        train = cached_features(extractor, train_src, cache)
+        val = cached_features(extractor, val_src, cache)
+    except PhaseLayoutError as e:
+        print(f"endoarss train-temporal: {e}", file=sys.stderr)
+        return 2
     check = frame_model_check(train, val)
     print(f"frame model, frame-wise accuracy: training videos {check['frame_accuracy_train_videos']:.3f}, "
           f"validation videos {check['frame_accuracy_val_videos']:.3f}")
