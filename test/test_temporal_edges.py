@@ -9,7 +9,7 @@ import pytest
 from endoarss_ros.inference.frames import frame_from_array
 from endoarss_ros.inference.smoother import ActivitySmoother, Smoothing
 from endoarss_ros.inference.stream import CameraStream, StreamSettings, published_activity
-from endoarss_ros.inference.temporal import (
+from endoarss_ros.inference.temporal_activity import (
     SOURCE_FRAME,
     SOURCE_FRAME_EMA,
     SOURCE_TEMPORAL,
@@ -90,7 +90,7 @@ def _save_bound_temporal(path, frame_weights):
     import torch
 
     from endoarss_ros.model.config import ModelConfig
-    from endoarss_ros.model.temporal import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
+    from endoarss_ros.model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
 
     cfg = ModelConfig.endoarss_tiny()
     expect = expected_binding(frame_weights, cfg.seg_classes, cfg.activity_classes)

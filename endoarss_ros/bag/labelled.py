@@ -1,13 +1,60 @@
-"""Recordings with a ground-truth activity topic (``endoarss synth bag`` / ``synth procedures --format bag``) as
-labelled videos for the temporal model's feature extraction (``temporal_features``)."""
+"""Labelled videos for the temporal model's feature extraction (``feature_cache``): the types (``LabelledVideo``,
+``FailedFrame``) and their sources: recordings with a ground-truth activity topic (``endoarss synth bag`` /
+``synth procedures --format bag``) and folders of labelled videos in the layouts of ``data.video_layouts``
+(Cholec80, AutoLaparo, M2CAI16, ours)."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.phase_layout import UNLABELLED, PhaseLayoutError
+from ..data.video_layouts import find_labelled_videos, read_frames
+from ..inference.frames import RawFrame
 from .reader import BagError, BagReader, GroundTruthCollector, resolve_bag_path
-from .temporal_features import FailedFrame, LabelledVideo
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """A video with per-frame labels. ``frames()`` yields (stamp seconds, ``RawFrame``, label or UNLABELLED), or
+    (stamp, ``FailedFrame``, label) for a frame that could not be decoded (counted, not extracted);
+    ``files`` define its content (fingerprint); ``count``: frames, when known (progress)."""
+
+    name: str
+    files: tuple[Path, ...]
+    frames: Callable[[], Iterator[tuple[float, RawFrame, int]]]
+    count: int | None = None
+    variant: str = ""  # what else decides the frames and labels (label and sample rates): part of the cache key
+
+
+@dataclass(frozen=True)
+class FailedFrame:
+    """A frame the source could not decode; ``reason`` as ``endoarss replay`` reports it (``BagFrame.reason``)."""
+
+    reason: str
+
+
+def layout_videos(root: str | Path, activity_classes: Sequence[str], *, label_fps: float | None = None,
+                  sample_fps: float | None = None) -> list[LabelledVideo]:
+    """The videos of a labelled-video folder in any layout of ``data.video_layouts`` (Cholec80, AutoLaparo,
+    M2CAI16, ours), labels aligned by time (``label_fps``: None for the layout's rate), read at ``sample_fps``
+    (None: every frame). Labels are read and checked now, so errors come first."""
+    out = []
+    for video in find_labelled_videos(root, activity_classes, label_fps):
+        count = video.frame_count or None
+        if count and sample_fps:
+            count = math.ceil(count / video.fps * sample_fps)
+        variant = f"label_fps={video.labels.label_fps:g};sample_fps={sample_fps or 0:g}"
+        out.append(LabelledVideo(video.name, video.files, _video_frames(video, sample_fps), count, variant))
+    return out
+
+
+def _video_frames(video, sample_fps: float | None):
+    def frames() -> Iterator[tuple[float, RawFrame, int]]:
+        for stamp, rgb, label in read_frames(video, sample_fps):
+            yield stamp, (RawFrame(rgb, "rgb8") if rgb is not None else FailedFrame("undecodable_video_frame")), label
+    return frames
 
 
 def is_bag(path: str | Path) -> bool:
@@ -65,9 +112,7 @@ def labelled_sources(root: str | Path, activity_classes: Sequence[str], *, label
                      sample_fps: float | None = None) -> list[LabelledVideo]:
     """A bag, a folder of bags, or a folder of labelled videos in one of ``data.video_layouts``' layouts
     (Cholec80, AutoLaparo, M2CAI16 or ours). ``label_fps`` (videos only: bags are labelled by stamp) and
-    ``sample_fps`` as ``temporal_features.layout_videos`` takes them."""
-    from .temporal_features import layout_videos
-
+    ``sample_fps`` as ``layout_videos`` takes them."""
     root = Path(root)
     bags = [root] if is_bag(root) else (sorted(p for p in root.iterdir() if p.is_dir() and is_bag(p))
                                         if root.is_dir() else [])

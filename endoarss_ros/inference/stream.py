@@ -17,7 +17,7 @@ from . import quality
 from .annotate import annotate
 from .smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
 from .status import FrameStatus, StatusThresholds, frame_status, model_uncertainty
-from .temporal import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
+from .temporal_activity import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
 from .temporal_features import frame_features, usable_for_temporal
 
 
@@ -39,7 +39,7 @@ class PublishedActivity(NamedTuple):
 def published_activity(estimate: TemporalEstimate | None, ema, smoothing: bool = True
                        ) -> tuple[np.ndarray, int, str]:
     """What the node publishes for a frame, the one definition (the node, replay, and the offline scoring of
-    ``bag.temporal_stream`` use it): the temporal model's committed label and posterior once its session is warm
+    ``bag.temporal_scoring`` use it): the temporal model's committed label and posterior once its session is warm
     and has a label, else the frame-wise result (``ema``: the ``ActivitySmoother``'s output; ``smoothing``:
     whether that is the EMA or the frame's own probabilities). Returns (probabilities, class id, source)."""
     if estimate is not None and estimate.warm and estimate.class_id >= 0:

@@ -13,43 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.video_layouts import find_labelled_videos, read_frames
+from ..files import write_atomic
 from ..inference.frames import RawFrame
 from ..inference.stream import CameraStream
 from ..inference.temporal_features import feature_names, frame_model_identity, usable_for_temporal
+from .labelled import FailedFrame, LabelledVideo
 
 CACHE_VERSION = 3
 _EDGE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class LabelledVideo:
-    """A video with per-frame labels. ``frames()`` yields (stamp seconds, ``RawFrame``, label or UNLABELLED), or
-    (stamp, ``FailedFrame``, label) for a frame that could not be decoded (counted, not extracted);
-    ``files`` define its content (fingerprint); ``count``: frames, when known (progress)."""
-
-    name: str
-    files: tuple[Path, ...]
-    frames: Callable[[], Iterator[tuple[float, RawFrame, int]]]
-    count: int | None = None
-    variant: str = ""  # what else decides the frames and labels (label and sample rates): part of the cache key
-
-
-@dataclass(frozen=True)
-class FailedFrame:
-    """A frame the source could not decode; ``reason`` as ``endoarss replay`` reports it (``BagFrame.reason``)."""
-
-    reason: str
 
 
 @dataclass
@@ -70,28 +49,6 @@ def failed_text(failed: dict[str, int]) -> str:
     """'frames failed: N (reason: count, ...)'."""
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(failed.items()))
     return f"frames failed: {sum(failed.values())}" + (f" ({reasons})" if reasons else "")
-
-
-def layout_videos(root: str | Path, activity_classes: Sequence[str], *, label_fps: float | None = None,
-                  sample_fps: float | None = None) -> list[LabelledVideo]:
-    """The videos of a labelled-video folder in any layout of ``data.video_layouts`` (Cholec80, AutoLaparo,
-    M2CAI16, ours), labels aligned by time (``label_fps``: None for the layout's rate), read at ``sample_fps``
-    (None: every frame). Labels are read and checked now, so errors come first."""
-    out = []
-    for video in find_labelled_videos(root, activity_classes, label_fps):
-        count = video.frame_count or None
-        if count and sample_fps:
-            count = math.ceil(count / video.fps * sample_fps)
-        variant = f"label_fps={video.labels.label_fps:g};sample_fps={sample_fps or 0:g}"
-        out.append(LabelledVideo(video.name, video.files, _video_frames(video, sample_fps), count, variant))
-    return out
-
-
-def _video_frames(video, sample_fps: float | None):
-    def frames() -> Iterator[tuple[float, RawFrame, int]]:
-        for stamp, rgb, label in read_frames(video, sample_fps):
-            yield stamp, (RawFrame(rgb, "rgb8") if rgb is not None else FailedFrame("undecodable_video_frame")), label
-    return frames
 
 
 def fingerprint(files: Sequence[Path]) -> str:
@@ -170,11 +127,10 @@ class FeatureExtractor:
 
 
 def save_features(path: Path, f: VideoFeatures, model_id: str, names: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
-    np.savez_compressed(tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
+    write_atomic(path, lambda tmp: np.savez_compressed(
+        tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
                         failed=np.array(json.dumps(f.failed)),
-                        name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names)))
-    os.replace(tmp, path)
+                        name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names))))
 
 
 def load_features(path: Path) -> VideoFeatures:
