@@ -149,3 +149,15 @@ def test_the_node_warns_when_zero_stamps_stop_the_temporal_clock(start_node, pro
     assert diag["temporal.image.warm"] == "false" and "zero stamps" in diag["temporal.image.stamps_warning"]
     assert diag["_level"] == 1 and "temporal image: stamps not advancing" in diag["_message"], diag["_message"]
     assert node.alive()
+
+
+def test_replay_prints_the_stalled_stamps_warning():
+    from endoarss_ros.bag.replay_report import temporal_lines
+
+    model, binding = _session_parts()
+    session = TemporalSession(model, binding, TemporalSettings())
+    for _ in range(STALLED_STAMP_FRAMES):
+        session.update(0.0, np.zeros(len(binding.feature_names), np.float32), True)
+    topics = {"/cam/image": dict(session.diagnostics(), sources={"frame_ema": STALLED_STAMP_FRAMES})}
+    lines = temporal_lines({"topics": topics})
+    assert lines[-1].startswith("warning, temporal model on /cam/image: stamps not advancing") and "zero" in lines[-1]

@@ -264,3 +264,18 @@ def test_phase_videos_train_a_frame_model_then_a_temporal_model_end_to_end(tmp_p
     assert [int(r["truth"]) for r in rows] == [expected_label(layout, float(r["stamp_s"])) for r in rows]
     report = json.loads((out / "eval_temporal.json").read_text())
     assert report["videos"] == list(test_names) and report["frames"] == SECONDS * 5
+
+
+def test_a_bag_read_at_a_sample_rate_and_label_fps_refused_for_bags(tmp_path):
+    from endoarss_ros.bag.labelled import labelled_sources
+    from endoarss_ros.bag.synth_bag import write_synth_bag
+    from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES
+
+    write_synth_bag(tmp_path / "bag", seconds=3.0, fps=8, size=(32, 40), encoding="rgb8", seed=1)
+    (every,) = labelled_sources(tmp_path / "bag", MTLESD_ACTIVITY_CLASSES)
+    (sampled,) = labelled_sources(tmp_path / "bag", MTLESD_ACTIVITY_CLASSES, sample_fps=2.0)
+    stamps = [s for s, _, _ in every.frames()]
+    assert len(stamps) == 24 and [s for s, _, _ in sampled.frames()] == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5])
+    assert sampled.variant != every.variant  # another cache entry
+    with pytest.raises(PhaseLayoutError, match="--label-fps is for video layouts"):
+        labelled_sources(tmp_path / "bag", MTLESD_ACTIVITY_CLASSES, label_fps=25.0)

@@ -93,11 +93,10 @@ def _video_root(cfg: DataConfig, split: str) -> Path | None:
     return root if split == cfg.train_split else None
 
 
-def _video_dataset(cfg: DataConfig, videos, size, transform, class_set: ClassSet | None, progress: bool):
-    from endoarss_ros.data.video_frames import PhaseVideoFrames, phase_class_set
+def _video_dataset(cfg: DataConfig, videos, size, transform, class_set: ClassSet, progress: bool):
+    from endoarss_ros.data.video_frames import PhaseVideoFrames
 
-    return PhaseVideoFrames(videos, class_set or phase_class_set(cfg.root), size, cfg.sample_fps, transform,
-                            progress=progress)
+    return PhaseVideoFrames(videos, class_set, size, cfg.sample_fps, transform, progress=progress)
 
 
 def _video_split(cfg: DataConfig, split: str, size, transform, class_set: ClassSet | None, progress: bool):
