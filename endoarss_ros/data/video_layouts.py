@@ -296,9 +296,9 @@ def layout_phase_names(root: str | Path) -> list[str]:
 def read_frames(video: LabelledVideoFile, sample_fps: float | None = None
                 ) -> Iterator[tuple[float, np.ndarray, int]]:
     """(seconds from the start, RGB uint8, label) of the video's frames, or with ``sample_fps`` of the first
-    frame at or after each ``1 / sample_fps`` step: the others are only grabbed (demuxed, not converted), and
-    never reach the frame model. A frame that cannot be decoded comes as None (the caller counts it). A video
-    that ends before its labels do is a ``PhaseLayoutError``."""
+    frame at or after each ``1 / sample_fps`` step: the others are only grabbed (FFmpeg still decodes them; they
+    are not converted) and never reach the frame model. A frame that cannot be decoded comes as None (the caller
+    counts it). A video that ends before its labels do is a ``PhaseLayoutError``."""
     if sample_fps is not None and not (math.isfinite(sample_fps) and sample_fps > 0):
         raise PhaseLayoutError(f"--sample-fps must be > 0, got {sample_fps}")
     cap = cv2.VideoCapture(str(video.video))
