@@ -214,6 +214,24 @@ def test_the_tools_exit_2_naming_the_label_file(tmp_path, capsys):
     assert "video01-phase.txt" in capsys.readouterr().err
 
 
+def test_eval_scores_a_phase_model_on_videos(tmp_path):
+    import json
+
+    from endoarss_ros.cli import main
+    from endoarss_ros.model import ModelConfig, build_model, save_model
+
+    cfg = ModelConfig.endoarss_tiny().replace(activity_classes=list(CHOLEC80_PHASES))
+    weights = str(save_model(build_model(cfg), tmp_path / "cholec_tiny"))
+    root = write_cholec80(tmp_path / "c80")
+    assert main(["eval", weights, "--data", str(root), "--layout", "videos", "--split", ".", "--sample-fps", "2",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["data"]["frames"] == 12 and report["data"]["layout"] == "videos"
+    # the labels of the frames at 0, 0.5, ... 5.5 s: phase changes at 1.6 s and 4.0 s
+    support = {n: d["support"] for n, d in report["metrics"]["activity"]["per_class"].items()}
+    assert support == {n: (4 if i < 3 else 0) for i, n in enumerate(CHOLEC80_PHASES)}
+
+
 # ---- end to end: a phase-only frame model, then a temporal model on it, evaluated with aligned labels ----------
 WRITERS = {"cholec80": (write_cholec80, ("video01", "video02", "video03"), ("video04",), CHOLEC80_PHASES),
            "autolaparo": (write_autolaparo, ("01", "02", "03"), ("04",), AUTOLAPARO_PHASES)}
