@@ -149,6 +149,8 @@ class TrainConfig:
             raise ValueError(f"model.preset must be one of {PRESETS}, got {self.model.preset!r}")
         if self.data.layout != "synthetic" and not self.data.root:
             raise ValueError(f"data.root is required for layout {self.data.layout!r}")
+        if self.data.layout == "videos" and self.ignore_index != 255:
+            raise ValueError("data.layout videos marks every mask pixel 255 (no masks): keep ignore_index 255")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
 
