@@ -159,7 +159,7 @@ def make_stereo_scene(rng_or_seed: Rng | int | None, settings: StereoSceneSettin
     n, half = 96, 0.12
     xs = np.linspace(-half, half, n)
     gx, gy = np.meshgrid(xs, xs)
-    z0 = rng.uniform(lo + 0.3 * (hi - lo), lo + 0.6 * (hi - lo))
+    z0 = rng.uniform(lo + 0.15 * (hi - lo), lo + 0.75 * (hi - lo))  # then tilted +- about 17 mm over the view
     tilt = rng.uniform(-0.35, 0.35, 2)
     bumps = cv2.resize(rng.standard_normal((5, 5)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC)
     height = z0 + tilt[0] * gx + tilt[1] * gy + rng.uniform(0.002, 0.006) * bumps

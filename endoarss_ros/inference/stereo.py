@@ -145,6 +145,8 @@ class StereoSettings:
     disparity_slack_px: float = 12.0  # the masks' disparity may lie this far outside the working range
     min_window_pixels: int = 40  # of the instrument inside the window, to trust its match
     silhouette_weight: float = 400.0  # cost of one pixel where the views' instrument masks disagree (grey^2)
+    max_silhouette_mismatch: float = 0.75  # at the best match, pixels where the views' masks of the instrument
+    # disagree, over its pixels in the window: above it the point is not measured (occluded in the other view)
     disparity_sigma_px: float = 0.5  # disparity uncertainty of a refined match (for tip_depth_sigma)
     tissue_downscale: int = 4
     tissue_block_size: int = 5  # SGBM
@@ -343,14 +345,15 @@ class StereoGeometry:
         template = _gray_float(self._rectified_patch("left", left_image, x0, x1, y0, y1))
         strip = _gray_float(self._rectified_patch("right", right_image, x0 - d_hi, x1 - d_lo, y0, y1))
         cost = cv2.matchTemplate(strip, template, cv2.TM_SQDIFF, mask=own.astype(np.float32)).ravel()
-        if s.silhouette_weight > 0:
-            right_own = self._rectified_patch("right", right_mask, x0 - d_hi, x1 - d_lo, y0, y1, nearest=True)
-            xor = cv2.matchTemplate((right_own == class_id).astype(np.float32), own.astype(np.float32),
-                                    cv2.TM_SQDIFF).ravel()
-            cost = cost + s.silhouette_weight * xor
+        right_own = self._rectified_patch("right", right_mask, x0 - d_hi, x1 - d_lo, y0, y1, nearest=True)
+        xor = cv2.matchTemplate((right_own == class_id).astype(np.float32), own.astype(np.float32),
+                                cv2.TM_SQDIFF).ravel()
+        cost = cost + s.silhouette_weight * xor
         j = int(np.argmin(cost))  # column j of the strip = disparity d_hi - j
         if j == 0 or j == len(cost) - 1 or not np.isfinite(cost[j]):
             return None
+        if xor[j] > s.max_silhouette_mismatch * float(own.sum()):  # the other view's mask says it is not there
+            return None  # (occluded there, or a wrong minimum)
         c0, c1, c2 = float(cost[j - 1]), float(cost[j]), float(cost[j + 1])
         curvature = c0 - 2 * c1 + c2
         offset = 0.5 * (c0 - c2) / curvature if curvature > 0 else 0.0
