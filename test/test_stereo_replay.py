@@ -102,8 +102,8 @@ def test_replay_many_passes_stereo_through(small_bag, tmp_path, tiny_model, engi
     """replay-many's options (the same recording options, JSON in its resume record) reach the replay."""
     import argparse
 
-    from endoarss_ros.tools import replay_many
     from endoarss_ros.tools.replay import recording_options
+    from endoarss_ros.tools.replay_many import replay_many
 
     parser = argparse.ArgumentParser()
     replay_many.add_arguments(parser)
