@@ -362,3 +362,39 @@ def test_scrub_of_a_jpeg_recording_writes_black_jpegs_of_the_same_size(tmp_path)
             assert msg.format == source[s][2].format and frame.size == SIZE and frame.pixels.max() <= 2
         else:
             assert scrubbed[s][:2] == source[s][:2]
+
+
+def test_stereo_replay_copies_each_view_once_and_gates_the_right_view_with_its_pair(tmp_path, tiny_model):
+    """Both views of a stereo pair show the same in -> out -> in recording; a pair's right frame follows its left
+    frame's decision (the right view goes through no camera stream of its own)."""
+    from rosbags.rosbag2 import Writer
+
+    from endoarss_ros.bag.messages import make_header, to_rosbags
+    from endoarss_ros.bag.msgtypes import typestore
+    from endoarss_ros.bag.replay import ReplayOptions, replay
+    from endoarss_ros.bag.synth_bag import stamp_ns
+    from endoarss_ros.inference.message_fields import IMAGE_TYPE, image_fields
+
+    left, right = "/stereo/left/image_raw", "/stereo/right/image_raw"
+    store, items = typestore(), _sequence()
+    stamps = [stamp_ns(10**18, i, 2.0) for i in range(len(items))]
+    with Writer(tmp_path / "stereo", version=8) as w:
+        conns = {t: w.add_connection(t, IMAGE_TYPE, typestore=store) for t in (left, right)}
+        for s, it in zip(stamps, items):
+            for t, c in conns.items():
+                msg = to_rosbags(store, IMAGE_TYPE, image_fields(make_header(store, s, t.split("/")[2]), it.rgb,
+                                                                 "rgb8"))
+                w.write(c, s, store.serialize_cdr(msg, IMAGE_TYPE))
+    summary = replay(ReplayOptions(input=tmp_path / "stereo", output=tmp_path / "out", model=tiny_model,
+                                   device="cpu", copy_input=True, stereo=(left, right), progress=False, threads=1))
+    gated = _interval(stamps)
+    for t in (left, right):
+        assert summary["privacy"]["topics"][t]["copied_input"] == {
+            "as_recorded": len(stamps) - len(gated), "blanked": len(gated), "left_out": 0}
+        source, copied = _read(tmp_path / "stereo", t), _read(tmp_path / "out", t)
+        assert sorted(copied) == stamps and summary["output_topics"][t] == len(stamps)  # each frame once
+        for s in stamps:
+            if s in gated:
+                assert not _pixels(copied[s][2]).any()
+            else:
+                assert copied[s][:2] == source[s][:2]

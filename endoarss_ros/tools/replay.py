@@ -62,6 +62,12 @@ def add_recording_arguments(parser) -> None:
                              "video that never leaves the operating room")
     parser.add_argument("--out-of-body-model", default=DEFAULT_OUT_OF_BODY_MODEL, metavar="PATH",
                         help=f"out-of-body detector weights (default {DEFAULT_OUT_OF_BODY_MODEL})")
+    parser.add_argument("--stereo", metavar="LEFT:RIGHT", default=None, type=_stereo,
+                        help="image topics of a stereo pair: paired by stamp, both views through the model, the "
+                             "pair published once with the left camera's outputs, instruments in 3D (camera_info "
+                             "from the sibling topics), markers on <ns>/instruments/markers")
+    parser.add_argument("--stereo-tolerance-ms", type=float, default=0.0,
+                        help="pair left/right frames whose stamps differ by at most this (default 0: exact)")
 
 
 def recording_options(args) -> dict:
@@ -73,7 +79,20 @@ def recording_options(args) -> dict:
                 smoothing_alpha=args.smoothing_alpha, smoothing_hysteresis=args.smoothing_hysteresis,
                 temporal_model=args.temporal_model, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
                 storage=args.storage, threads=args.threads, timeline="" if args.no_timeline else None,
-                privacy_gate=args.privacy_gate, out_of_body_model=args.out_of_body_model)
+                privacy_gate=args.privacy_gate, out_of_body_model=args.out_of_body_model,
+                stereo=list(args.stereo) if args.stereo else None, stereo_tolerance_ms=args.stereo_tolerance_ms)
+
+
+def _stereo(text: str):
+    """``LEFT:RIGHT`` -> (left, right) topics (argparse's error on a malformed value)."""
+    import argparse
+
+    from endoarss_ros.bag.stereo_replay import parse_stereo
+
+    try:
+        return parse_stereo(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def options_from_args(args):
