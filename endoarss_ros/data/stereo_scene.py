@@ -81,9 +81,9 @@ class Instrument3DTruth(NamedTuple):
     ``tip_to_tissue_m``: depth of the tissue on the tip's left ray minus the tip's depth."""
 
     class_id: int
-    tip_left: tuple[float, float]
-    tip_right: tuple[float, float]
-    entry_left: tuple[float, float]
+    tip_left_px: tuple[float, float]
+    tip_right_px: tuple[float, float]
+    entry_left_px: tuple[float, float]
     tip_3d: tuple[float, float, float]
     entry_3d: tuple[float, float, float]
     tip_to_tissue_m: float
@@ -254,15 +254,28 @@ def _shaft_end(rig: StereoRigSpec, tip: np.ndarray, direction: np.ndarray) -> np
     return pts[max(0, last - 1)] if last > 0 else pts[0]
 
 
+# The shaft width where ``render``'s painters start (their entry point), in units of their scale.
+_PAINTER_SHAFT_WIDTH = {_render.ELECTRIC_KNIFE: 0.085, _render.FPCW_FORCEPS: 0.11, _render.FPCW_KNIFE: 0.10}
+WORKING_END_M = 0.010  # ``render``'s painter draws this last part of the shaft and the working end
+
+
 def _draw_instruments(ss: StereoScene, poses: list[_Pose3D], img, mask, side: str) -> None:
-    rig = ss.settings.rig
+    """Each instrument in perspective: the shaft from out of view to ``WORKING_END_M`` before the tip with a
+    width of 1/depth at every 3D point (so both views see the same silhouette), then ``render``'s painter for
+    the working end, anchored at that 3D point."""
+    rig, scene = ss.settings.rig, ss.scene
     for pose in poses:
-        tip, far = rig.project(np.stack([pose.tip, pose.far]), side)
+        axis = (pose.far - pose.tip) / np.linalg.norm(pose.far - pose.tip)
+        join = pose.tip + axis * WORKING_END_M
+        tip, join_px, far = rig.project(np.stack([pose.tip, join, pose.far]), side)
         scale = rig.focal_px * INSTRUMENT_UNIT_M / pose.tip[2]
+        w_join = _PAINTER_SHAFT_WIDTH[pose.class_id] * scale
+        color = scene.knife_color if pose.class_id == _render.ELECTRIC_KNIFE else scene.shaft_color
+        _render._draw_shaft(img, mask, far, join_px, w_join * join[2] / pose.far[2], w_join, color, pose.class_id)
         fr = _ViewFrame((rig.cx, rig.cy), ss.settings.fov_radius * min(rig.width, rig.height), scale,
                         rig.height, rig.width)
-        p = _render.InstrumentPose(pose.class_id, far, tip, pose.opening)
-        _render._DRAW_INSTRUMENT[pose.class_id](img, mask, ss.scene, fr, p)
+        p = _render.InstrumentPose(pose.class_id, join_px, tip, pose.opening)
+        _render._DRAW_INSTRUMENT[pose.class_id](img, mask, scene, fr, p)
 
 
 def _entry_truth(ss: StereoScene, pose: _Pose3D) -> tuple[tuple[float, float], np.ndarray]:

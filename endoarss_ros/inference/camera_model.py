@@ -34,6 +34,20 @@ class CameraInfoError(ValueError):
     """A camera_info that cannot describe the image (one sentence saying what is wrong)."""
 
 
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic of an image topic by image_transport's convention: ``camera_info`` in the image
+    topic's namespace (``/endoscope/left/image_raw[/compressed]`` -> ``/endoscope/left/camera_info``)."""
+    base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+    namespace = base.rsplit("/", 1)[0] if "/" in base else ""
+    return f"{namespace}/camera_info"
+
+
+def is_rectified_topic(image_topic: str) -> bool:
+    """True for image_proc's rectified images (``image_rect``, ``image_rect_color``): pixels of P, no D or R."""
+    base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+    return base.rsplit("/", 1)[-1].startswith("image_rect")
+
+
 def camera_info_dict(msg) -> dict:
     """The fields of a ``sensor_msgs/CameraInfo`` message (rclpy's or rosbags', read by attribute name) as the
     plain dict ``CameraModel.from_fields`` takes."""

@@ -153,17 +153,20 @@ def instrument_array_fields(header, width: int, height: int, instruments, class_
 
 
 def frame_fields(header, result, stream, activity_names: Sequence[str], seg_names: Sequence[str], *,
-                 overlay: bool) -> dict[str, dict]:
+                 overlay: bool, geometry=None, instruments_header=None) -> dict[str, dict]:
     """The per-frame outputs of one engine ``result`` (``FrameResult``) and its ``stream.StreamOutput``, keyed
     like ``OUTPUTS``, but the status (published last, with its timing: ``status_fields``); the overlay only
-    when asked for and computed."""
+    when asked for and computed. ``geometry``: the instruments' ``stereo.Instrument3D`` (None without
+    camera_info); ``instruments_header``: the InstrumentArray's header (the camera_info's frame_id), default
+    ``header``."""
     activity = stream.activity
     h, w = result.mask.shape[:2]
     fields = {
         "activity": activity_fields(header, activity_names, activity.probabilities, result.activity_probs,
                                     activity.class_id, activity.source, activity.duration_s),
         "mask": image_fields(header, result.mask, MASK_ENCODING),
-        "instruments": instrument_array_fields(header, w, h, stream.instruments, seg_names),
+        "instruments": instrument_array_fields(header if instruments_header is None else instruments_header, w, h,
+                                               stream.instruments, seg_names, geometry),
     }
     if overlay and stream.overlay is not None:
         fields["overlay"] = image_fields(header, stream.overlay, "rgb8")

@@ -8,20 +8,27 @@ rotated back by ``R1``^T, because the raw frame is the one a robot's hand-eye ca
 ``StereoGeometry.process`` per pair (each step timed in ``StereoResult.stage_ms``):
 
 * ``match``: each view's instrument tips and entry points go to rectified pixels; a left instrument is paired
-  with the right instrument of the same class whose tip lies on (near) the same rectified row at a disparity
-  the rig's working range allows (greedy, best row agreement first; each used once).
-* ``refine``: the disparity of the tip and of the entry point is refined to sub-pixel by matching a small
-  window of the rectified left image, restricted to THIS instrument's own mask pixels (so the tissue seen
-  between a forceps' jaws or beside a thin shaft does not pull the match), along the same rows of the right
-  image (masked sum of squared differences, parabola through the minimum). The windows are rectified on the fly
-  from cached maps, so raw (distorted, unrectified) input costs no full-image remap.
-* ``triangulate``: ``Z = fx' B / d``; the reprojection error is the distance in the right rectified image between
-  the triangulated tip and the right instrument's own tip; above ``max_reprojection_px`` (scaled with the image)
-  the match is refused (``rejected``) and nothing 3D is published for it.
-* ``tissue_disparity``: OpenCV's StereoSGBM on the pair rectified straight to a ``tissue_downscale`` times smaller
-  size; pixels of instruments (left mask, dilated) are invalid. The tissue behind a tip is a plane fitted to the
-  valid tissue disparities around the tip's pixel (the tip hides the tissue right behind it), read at the tip's
-  pixel; ``tip_to_tissue`` = that point's depth minus the tip's depth, both along the tip's ray, in the left frame.
+  with a right instrument of the same class whose axis (entry to tip, extended a little past the tip: the two
+  views' masks may end a thin working end at different lengths) reaches the left tip's row at a disparity the
+  rig's working range allows (greedy, best row agreement first; each used once).
+* ``refine``: the disparity of the tip and of the entry point is measured on the image, to sub-pixel, within 30 %
+  of the masks' disparity: a small window of the rectified left image, restricted to THIS instrument's own mask
+  pixels (so the tissue seen between a forceps' jaws or beside a thin shaft does not pull the match), is compared
+  along the same rows of the right image (masked sum of squared differences, plus a cost where the two views'
+  masks of the instrument disagree; parabola through the minimum; no minimum inside the range: refused). The
+  entry's disparity comes from a line fitted to disparities measured along the shaft (the entry often lies
+  where the other camera cannot see it). Windows are rectified on the fly from cached maps: raw (distorted)
+  input costs no full-image remap.
+* ``triangulate``: ``Z = fx' B / d``; the reprojection error is the distance in the right rectified image from
+  the triangulated tip to the matched right instrument's (extended) axis; above ``max_reprojection_px`` (scaled
+  with the image) the match is refused (``rejected``) and nothing 3D is published for it: a wrong match puts the
+  tip on another instrument. The tip is the left mask's, moved along its axis to the right mask's tip when that
+  one reaches further (the longer of the two segmentations of the working end).
+* ``tissue_disparity``: the pair is reduced by an image pyramid (``tissue_downscale``) and rectified at that size;
+  OpenCV's StereoSGBM runs on a window around each 3D tip (the whole reduced pair only when the disparity image
+  is asked for); instrument pixels (left mask, dilated) are invalid. The tissue behind a tip is a plane fitted
+  to the valid tissue disparities around the tip's pixel (the tip hides the tissue right behind it), read at the
+  tip's pixel; ``tip_to_tissue`` = that point's depth minus the tip's depth, along the tip's ray, left frame.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import cv2
 import numpy as np
 
 from .camera_model import CameraInfoError, CameraModel, pixel_scale
+from .frames import UYVY_ENCODINGS, YUYV_ENCODINGS
 from .instruments import Instrument
 
 _P_TOLERANCE = 1e-3  # relative agreement of the two rectified projections
@@ -130,7 +138,9 @@ class StereoSettings:
     min_depth_m: float = 0.03  # working range of the pair: bounds the disparities searched
     max_depth_m: float = 0.30
     max_row_error_px: float = 12.0  # rectified rows of a matched pair's tips (the masks' tips are coarse)
-    max_reprojection_px: float = 10.0  # triangulated tip vs the right view's own tip (rectified pixels)
+    max_reprojection_px: float = 10.0  # triangulated tip vs the right instrument's axis (rectified pixels)
+    tip_extension: float = 0.15  # of an instrument's length: how far the two views' mask tips may disagree
+    shaft_samples: tuple[float, ...] = (0.5, 1.0)  # tip (0) -> entry (1): disparities for the entry
     refine_window_px: int = 14  # half size of the matched window around a tip or entry point
     disparity_slack_px: float = 12.0  # the masks' disparity may lie this far outside the working range
     min_window_pixels: int = 40  # of the instrument inside the window, to trust its match
@@ -215,10 +225,12 @@ class StereoGeometry:
         disparity = None
         if any(o.has_3d for o in out) or want_disparity:
             classes = self.instrument_classes or {i.class_id for i in (*left_instruments, *right_instruments)}
-            pair = self._small_pair(left_image, right_image, left_mask, classes)
-            out = [self._with_tissue(o, left.tips[i], pair) for i, o in enumerate(out)]
+            lut = np.zeros(256, np.uint8)
+            lut[list(classes)] = 255
+            views = (left_image, right_image, left_mask, lut)
+            out = [self._with_tissue(o, left.tips[i], views) for i, o in enumerate(out)]
             if want_disparity:
-                disparity = self._full_disparity(pair)
+                disparity = self._full_disparity(self._small_pair(left_image, right_image, left_mask, classes))
         stage.lap("tissue_disparity")
         return StereoResult(out, disparity, float(self.settings.tissue_downscale), stage.ms,
                             len(pairs) - rejected, rejected, errors)
@@ -238,19 +250,26 @@ class StereoGeometry:
         return _View(list(instruments), tips, entries)
 
     def _match(self, left: _View, right: _View) -> dict[int, int]:
-        """left index -> right index: same class, tips on the same rectified row, a disparity in range."""
+        """left index -> right index: same class, and the right instrument's axis (extended past its tip, see
+        ``_axis``) reaches the left tip's rectified row at a disparity of the working range; greedily, best
+        row agreement first, each used once."""
         gate = self.settings.max_row_error_px * self.scale
         slack = self.settings.disparity_slack_px * self.scale
         candidates = []
         for li, a in enumerate(left.instruments):
+            u, v = left.tips[li]
             for ri, b in enumerate(right.instruments):
                 if a.class_id != b.class_id:
                     continue
-                row = abs(left.tips[li, 1] - right.tips[ri, 1])
-                d = left.tips[li, 0] - right.tips[ri, 0]
+                start, end = self._axis(right, ri)
+                if abs(end[1] - start[1]) > gate:  # the axis crosses rows: its point on the tip's row
+                    t = min(1.0, max(0.0, (v - start[1]) / (end[1] - start[1])))
+                    point = start + t * (end - start)
+                else:  # along the rows: the tip
+                    point = right.tips[ri]
+                row, d = abs(v - point[1]), u - point[0]
                 if row <= gate and self.d_min - slack <= d <= self.d_max + slack:
-                    entry_row = abs(left.entries[li, 1] - right.entries[ri, 1])
-                    candidates.append((row + 0.25 * min(entry_row, 4 * gate), li, ri))
+                    candidates.append((row + 0.1 * abs(v - right.tips[ri, 1]), li, ri))
         pairs, used = {}, set()
         for _, li, ri in sorted(candidates):
             if li not in pairs and ri not in used:
@@ -258,19 +277,43 @@ class StereoGeometry:
                 used.add(ri)
         return pairs
 
+    def _axis(self, view: _View, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(entry, tip extended by ``tip_extension`` of the length) of instrument ``i``, rectified pixels: the
+        two views' masks may end a thin working end at different lengths (a model cuts it short in one)."""
+        entry, tip = view.entries[i], view.tips[i]
+        length = float(np.linalg.norm(tip - entry))
+        extend = max(self.settings.max_reprojection_px * self.scale, self.settings.tip_extension * length)
+        return entry, tip + (tip - entry) / max(length, 1e-9) * extend
+
     # --- refine -------------------------------------------------------------------------------------------
     def _refine_pair(self, images, left: _View, right: _View, li: int, ri: int):
-        """(tip disparity or None, entry disparity): the image's own disparities of the instrument at its tip
-        and entry point, searched over the whole working range (the masks' disparity is kept for the check)."""
-        class_id = left.instruments[li].class_id
-        tip = self._refine_point(images, class_id, left.tips[li])
-        entry = self._refine_point(images, class_id, left.entries[li])
-        if entry is None:  # the entry point lies at the view's edge, where a window may not fit: the masks'
-            d_entry = float(left.entries[li, 0] - right.entries[ri, 0])
-            entry = d_entry if self.d_min <= d_entry <= self.d_max else tip
+        """(tip disparity or None, entry disparity or None), measured on the images.
+
+        The entry point often lies where the other camera cannot see it (at the edge of one view) and inside a
+        wide shaft a window finds nothing to match: the entry's disparity comes from a line fitted along the
+        shaft instead. For a straight 3D shaft the disparity is an affine function of the position along its
+        image (inverse depth is affine along a projected line), so disparities measured at a few points from
+        the tip to the entry (windows spanning the shaft's width) give the entry's by least squares."""
+        instrument = left.instruments[li]
+        class_id = instrument.class_id
+        width = math.sqrt(instrument.area_px / max(instrument.elongation, 1.0))
+        d_masks = float(left.tips[li, 0] - right.tips[ri, 0])
+        tip = self._refine_point(images, class_id, left.tips[li], near=max(d_masks, self.d_min))
+        samples = [(0.0, tip)] if tip is not None else []
+        for t in self.settings.shaft_samples:
+            point = left.tips[li] + t * (left.entries[li] - left.tips[li])
+            d = self._refine_point(images, class_id, point, 0.75 * width, near=_extrapolate(samples, t))
+            if d is not None:
+                samples.append((t, d))
+        if len(samples) >= 2:
+            t, d = np.array(samples).T
+            slope, intercept = np.polyfit(t, d, 1)
+            entry = float(slope + intercept)
+        else:
+            entry = samples[0][1] if samples else None
         return tip, entry
 
-    def _refine_point(self, images, class_id: int, uv_rect):
+    def _refine_point(self, images, class_id: int, uv_rect, span_px: float = 0.0, near: float | None = None):
         """Sub-pixel disparity of the instrument's own pixels in a window around ``uv_rect`` (rectified left),
         or None (too few of its pixels there, or no clear minimum inside the working range).
 
@@ -280,13 +323,18 @@ class StereoGeometry:
         along its length, its silhouette's end does not."""
         left_image, right_image, left_mask, right_mask = images
         s = self.settings
-        half = max(4, round(s.refine_window_px * self.scale))
+        base = max(4, round(s.refine_window_px * self.scale))
+        half = min(round(1.5 * base), max(base, round(span_px)))
         w, h = self.rig.left.width, self.rig.left.height
         u, v = round(float(uv_rect[0])), round(float(uv_rect[1]))
         x0, x1 = max(0, u - half), min(w, u + half + 1)
         y0, y1 = max(0, v - half), min(h, v + half + 1)
-        d_lo = max(math.floor(self.d_min) - 2, x1 - w)
-        d_hi = min(math.ceil(self.d_max) + 2, x0)
+        lo, hi = self.d_min, self.d_max
+        if near is not None:  # around the masks' disparity, or along a shaft from the disparities measured so far
+            span = max(s.disparity_slack_px * self.scale, 0.3 * near)
+            lo, hi = max(lo, near - span), min(hi, near + span)
+        d_lo = max(math.floor(lo) - 2, x1 - w)
+        d_hi = min(math.ceil(hi) + 2, x0)
         if x1 - x0 < 5 or y1 - y0 < 5 or d_hi - d_lo < 3:
             return None
         own = self._rectified_patch("left", left_mask, x0, x1, y0, y1, nearest=True) == class_id
@@ -335,19 +383,38 @@ class StereoGeometry:
                 rejected += 1  # the image does not confirm the match: nothing to check it with
                 errors.append(math.nan)
                 continue
-            tip_rect = self._point_rect(left.tips[li], d_tip)
-            entry_rect = self._point_rect(left.entries[li], d_entry)
-            u_right = left.tips[li, 0] - d_tip  # the triangulated tip in the right rectified image
-            error = math.hypot(u_right - right.tips[ri, 0], left.tips[li, 1] - right.tips[ri, 1])
+            # The triangulated tip seen by the right camera must lie on the right instrument (its axis): a
+            # wrong match puts it on another one. Across the axis this is the reprojection error; along it the
+            # masks may disagree by how much of a thin working end each view's segmentation kept.
+            projected = np.array([left.tips[li, 0] - d_tip, left.tips[li, 1]])
+            error = _distance_to_segment(projected, *self._axis(right, ri))
             errors.append(error)
             if error > limit:
                 rejected += 1
                 continue
+            tip_px = self._farther_tip(left, right, li, ri, d_tip)
+            tip_rect = self._point_rect(tip_px, d_tip)
+            entry_rect = self._point_rect(left.entries[li], d_entry)
             tip = rig.rectified_to_left(tip_rect[None])[0]
             entry = rig.rectified_to_left(entry_rect[None])[0]
             sigma = rig.depth_sigma(float(tip_rect[2]), s.disparity_sigma_px)
-            out[li] = Instrument3D(out[li].tip_ray, True, tip, entry, sigma, math.nan, error)
+            out[li] = Instrument3D(tip / np.linalg.norm(tip), True, tip, entry, sigma, math.nan, error)
         return out, errors, rejected
+
+    def _farther_tip(self, left: _View, right: _View, li: int, ri: int, d: float) -> np.ndarray:
+        """The left tip, moved along the left axis to the right view's tip (seen with disparity ``d``) when that
+        one reaches further (within the axis extension): the longer of the two masks' working ends."""
+        tip, entry = left.tips[li], left.entries[li]
+        axis = tip - entry
+        length = float(np.linalg.norm(axis))
+        if length < 1e-9:
+            return tip
+        axis /= length
+        beyond = float((right.tips[ri] + (d, 0.0) - tip) @ axis)
+        extend = max(self.settings.max_reprojection_px * self.scale, self.settings.tip_extension * length)
+        if beyond <= 2.0 * self.scale:
+            return tip
+        return tip + axis * min(beyond, extend)
 
     def _point_rect(self, uv_rect, d: float) -> np.ndarray:
         """The left rectified frame's point seen at rectified left pixel ``uv_rect`` with disparity ``d``."""
@@ -391,15 +458,7 @@ class StereoGeometry:
         """A pyramid level of the raw image, rectified at its size (as is for rectified input)."""
         if self.rectified_input:
             return image
-        key = (side, image.shape)
-        if key not in self._small_maps:
-            f = self.settings.tissue_downscale
-            cam = self.rig.left if side == "left" else self.rig.right
-            a = np.diag([1.0 / f, 1.0 / f, 1.0])
-            small = CameraModel(cam.frame_id, image.shape[1], image.shape[0], cam.distortion_model, cam.d,
-                                a @ cam.k, cam.r, a @ cam.p)
-            self._small_maps[key] = _rectify_maps(small, small.p[:, :3], (image.shape[1], image.shape[0]))
-        m1, m2 = self._small_maps[key]
+        m1, m2 = self._small_map(side, image.shape[:2])
         return cv2.remap(image, m1, m2, cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
     def _full_disparity(self, pair: _SmallPair) -> np.ndarray:
@@ -409,10 +468,10 @@ class StereoGeometry:
         disparity[pair.instrument] = np.nan
         return disparity
 
-    def _with_tissue(self, geometry: Instrument3D, tip_rect: np.ndarray, pair: _SmallPair) -> Instrument3D:
+    def _with_tissue(self, geometry: Instrument3D, tip_rect: np.ndarray, views) -> Instrument3D:
         if not geometry.has_3d:
             return geometry
-        d = self._tissue_disparity_near(pair, tip_rect)
+        d = self._tissue_disparity_near(views, tip_rect)
         if not np.isfinite(d) or d <= 0:
             return geometry
         z_rect = self.rig.focal * self.rig.baseline_m / (d * self.settings.tissue_downscale)
@@ -421,12 +480,14 @@ class StereoGeometry:
         return Instrument3D(geometry.tip_ray, True, geometry.tip_3d, geometry.entry_3d, geometry.tip_depth_sigma,
                             float(tissue[2] - geometry.tip_3d[2]), geometry.reprojection_error_px)
 
-    def _tissue_disparity_near(self, pair: _SmallPair, tip_rect) -> float:
+    def _tissue_disparity_near(self, views, tip_rect) -> float:
         """Disparity (reduced pixels) of the tissue plane fitted around the tip, read at the tip; NaN when too
-        few tissue pixels there have a valid disparity. SGBM runs on a window around the tip only."""
+        few tissue pixels there have a valid disparity. Only the window around the tip is reduced, rectified
+        and matched (SGBM)."""
+        left_image, right_image, left_mask, lut = views
         s = self.settings
         f = s.tissue_downscale
-        h, w = pair.left.shape
+        w, h = self.rig.left.width // f, self.rig.left.height // f
         u, v = float(tip_rect[0]) / f, float(tip_rect[1]) / f
         r = max(4, round(s.tissue_fit_radius * w))
         pad = s.tissue_block_size // 2 + 2
@@ -436,8 +497,15 @@ class StereoGeometry:
         cx0 = max(0, x0 - lo - n - pad)
         if x1 - x0 < 3 or y1 - y0 < 2 * pad + 3:
             return math.nan
-        raw = self._matcher().compute(pair.left[y0:y1, cx0:x1], pair.right[y0:y1, cx0:x1])[:, x0 - cx0:]
-        valid = (raw >= lo * 16) & ~pair.instrument[y0:y1, x0:x1]
+        region = (cx0, x1, y0, y1)
+        small_l = self._reduced_crop("left", left_image, region, _gray)
+        small_r = self._reduced_crop("right", right_image, region, _gray)
+        raw = self._matcher().compute(small_l, small_r)[:, x0 - cx0:]
+        instrument = self._reduced_crop("left", left_mask, (x0, x1, y0, y1), lambda m: cv2.LUT(m, lut), nearest=True)
+        k = 2 * s.tissue_mask_dilate_px + 1
+        if k > 1:
+            instrument = cv2.dilate(instrument, np.ones((k, k), np.uint8))
+        valid = (raw >= lo * 16) & (instrument == 0)
         ys, xs = np.nonzero(valid)
         if len(xs) < s.tissue_min_pixels:
             return math.nan
@@ -450,6 +518,45 @@ class StereoGeometry:
             coef, *_ = np.linalg.lstsq(a[keep], values[keep], rcond=None)
         return float(coef[2])
 
+    def _reduced_crop(self, side: str, image: np.ndarray, region, convert, *, nearest: bool = False) -> np.ndarray:
+        """Columns x0:x1, rows y0:y1 of the reduced rectified image of ``convert(image)`` (``image``: the
+        full-resolution raw or rectified image): only the part of ``image`` the region needs is converted,
+        reduced and rectified."""
+        x0, x1, y0, y1 = region
+        f = self.settings.tissue_downscale
+        cam = self.rig.left if side == "left" else self.rig.right
+        small_size = (cam.height // f, cam.width // f)
+        if self.rectified_input:
+            sx0, sx1, sy0, sy1 = x0, x1, y0, y1
+        else:
+            m1, m2 = self._small_map(side, small_size)
+            sub1, sub2 = m1[y0:y1, x0:x1], m2[y0:y1, x0:x1]
+            sx0, sy0 = (int(v) for v in sub1.reshape(-1, 2).min(axis=0))
+            sx1, sy1 = (int(v) + 2 for v in sub1.reshape(-1, 2).max(axis=0))
+        margin = 2  # reduced pixels: the pyramid's kernel support
+        ox, oy = max(0, sx0 - margin), max(0, sy0 - margin)
+        ex, ey = min(small_size[1], max(sx1 + margin, ox + 1)), min(small_size[0], max(sy1 + margin, oy + 1))
+        part = convert(np.ascontiguousarray(image[oy * f: ey * f, ox * f: ex * f]))
+        reduced = np.ascontiguousarray(part[::f, ::f]) if nearest else _pyramid(part, f)
+        if self.rectified_input:
+            out = reduced[y0 - oy: y1 - oy, x0 - ox: x1 - ox]
+            return np.pad(out, ((0, y1 - y0 - out.shape[0]), (0, x1 - x0 - out.shape[1])), mode="edge")
+        shift = np.array([ox, oy], np.int16)
+        return cv2.remap(reduced, sub1 - shift, sub2, cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+
+    def _small_map(self, side: str, small_size: tuple[int, int]):
+        """Fixed-point maps from the reduced raw image (pyramid convention: u / f) to the reduced rectified one."""
+        key = (side, small_size)
+        if key not in self._small_maps:
+            f = self.settings.tissue_downscale
+            cam = self.rig.left if side == "left" else self.rig.right
+            a = np.diag([1.0 / f, 1.0 / f, 1.0])
+            small = CameraModel(cam.frame_id, small_size[1], small_size[0], cam.distortion_model, cam.d,
+                                a @ cam.k, cam.r, a @ cam.p)
+            self._small_maps[key] = _rectify_maps(small, small.p[:, :3], (small_size[1], small_size[0]))
+        return self._small_maps[key]
+
     # --- checks -------------------------------------------------------------------------------------------
     def _check_sizes(self, *arrays) -> None:
         w, h = self.rig.left.width, self.rig.left.height
@@ -457,6 +564,23 @@ class StereoGeometry:
             if a.shape[:2] != (h, w):
                 raise CameraInfoError(f"image {a.shape[1]}x{a.shape[0]} does not match the stereo rig's "
                                       f"{w}x{h} (use StereoRig.for_image)")
+
+
+def _extrapolate(samples: list[tuple[float, float]], t: float) -> float | None:
+    """The disparity at ``t`` along a shaft from (t, disparity) samples: the line through the last two (one:
+    itself; none: None). Disparity is affine along the image of a straight 3D shaft."""
+    if not samples:
+        return None
+    if len(samples) == 1:
+        return samples[0][1]
+    (t0, d0), (t1, d1) = samples[-2:]
+    return d1 + (d1 - d0) / (t1 - t0) * (t - t1)
+
+
+def _distance_to_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    ab = b - a
+    t = float(np.clip((p - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0))
+    return float(np.linalg.norm(p - (a + t * ab)))
 
 
 class _Stopwatch:
@@ -475,6 +599,18 @@ def _rectify_maps(camera: CameraModel, new_k: np.ndarray, size: tuple[int, int])
     if camera.distortion_model == "equidistant":
         return cv2.fisheye.initUndistortRectifyMap(camera.k, camera.d, camera.r, new_k, size, cv2.CV_16SC2)
     return cv2.initUndistortRectifyMap(camera.k, camera.d, camera.r, new_k, size, cv2.CV_16SC2)
+
+
+def frame_gray(frame) -> np.ndarray:
+    """Full-resolution uint8 grey (luma) of a ``frames.RawFrame``: the 3D stage matches grey values."""
+    p, e = frame.pixels, frame.encoding
+    if e in YUYV_ENCODINGS or e in UYVY_ENCODINGS or e == "mono8":  # the Y bytes are the grey image
+        return np.ascontiguousarray(p[:, :, 1 if e in UYVY_ENCODINGS else 0])
+    if e.startswith("bgr"):
+        code = cv2.COLOR_BGRA2GRAY if p.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    else:
+        code = cv2.COLOR_RGBA2GRAY if p.shape[2] == 4 else cv2.COLOR_RGB2GRAY
+    return cv2.cvtColor(np.ascontiguousarray(p), code)
 
 
 def _pyramid(image: np.ndarray, factor: int) -> np.ndarray:
