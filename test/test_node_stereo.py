@@ -49,7 +49,7 @@ def stereo_frames(tmp_path_factory):
     from endoarss_ros.data.stereo_scene import StereoSceneSettings, generate_stereo_sequence
 
     settings = StereoSceneSettings(rig=_rig())
-    frames = list(generate_stereo_sequence(2, 6, fps=2.0, settings=settings))  # 5 of 6 tips in 3D offline
+    frames = list(generate_stereo_sequence(2, 6, fps=2.0, settings=settings))  # 6 of 6 tips in 3D offline
     arrays, truth = {}, []
     for i, f in enumerate(frames):
         arrays[f"left_{i}"], arrays[f"right_{i}"] = f.left, f.right
@@ -114,7 +114,7 @@ def test_a_stereo_pair_with_camera_info_publishes_instruments_in_3d(start_node, 
         published = [i for i in instruments[stamp]["instruments"] if i["has_3d"]]
         for t in truth:
             candidates = [i for i in published if i["class_id"] == t["class_id"]
-                          and math.dist((i["tip"]["x"], i["tip"]["y"]), t["tip_left"]) < 25]
+                          and math.dist((i["tip"]["x"], i["tip"]["y"]), t["tip_left_px"]) < 25]
             if not candidates:
                 continue
             found += 1

@@ -98,10 +98,16 @@ def _info_signature(msg, width: int, height: int) -> tuple:
 class Geometry:
     """Worker-side 3D computation and its bookkeeping for every camera (see the module docstring)."""
 
-    def __init__(self, settings, stats, infos: CameraInfoInputs, pairs: list[tuple[int, int]], log_throttled):
-        """``log_throttled(key, level, text)``: the node's throttled log."""
+    def __init__(self, settings, stats, infos: CameraInfoInputs, pairs: list[tuple[int, int]], log_throttled,
+                 image_topics: list[str]):
+        """``log_throttled(key, level, text)``: the node's throttled log; ``image_topics``: each camera's image
+        topic as subscribed (remapped): an ``image_rect*`` topic is rectified input, as is every camera with
+        ``rectified_input``."""
+        from endoarss_ros.inference.camera_model import is_rectified_topic
+
         self._log, self._stats, self._infos = log_throttled, stats, infos
         self._settings = settings
+        self._rectified = [settings.rectified_input or is_rectified_topic(t) for t in image_topics]
         self._cameras = settings.cameras
         self._right_of = dict(pairs)
         self._models: list[dict] = [{} for _ in settings.cameras]
@@ -158,7 +164,7 @@ class Geometry:
         from endoarss_ros.inference.stereo import mono_geometry
 
         t0 = time.perf_counter()
-        geometry = mono_geometry(model, instruments, rectified=self._settings.rectified_input)
+        geometry = mono_geometry(model, instruments, rectified=self._rectified[camera])
         self._stats.stages(geometry_rays=(time.perf_counter() - t0) * 1000.0)
         return FrameGeometry(self._header(header, model.frame_id), geometry)
 
@@ -168,8 +174,7 @@ class Geometry:
         trusted: each reason counted as ``stereo.no_3d.<reason>``). ``instrument_classes``: the mask's
         instrument class ids (kept out of the tissue disparity)."""
         from endoarss_ros.inference.camera_model import CameraInfoError
-        from endoarss_ros.inference.preprocess import cv2_full_rgb
-        from endoarss_ros.inference.stereo import StereoGeometry, StereoRig
+        from endoarss_ros.inference.stereo import StereoGeometry, StereoRig, frame_gray
 
         right = self._right_of[left]
         left_model = self.camera(left, header, frame.width, frame.height)
@@ -187,7 +192,7 @@ class Geometry:
         if cached is None:
             try:
                 stereo = StereoGeometry(StereoRig.from_models(left_model, right_model),
-                                        rectified_input=self._settings.rectified_input,
+                                        rectified_input=self._rectified[left],
                                         instrument_classes=instrument_classes)
             except CameraInfoError as e:
                 stereo = e
@@ -198,7 +203,7 @@ class Geometry:
         if isinstance(stereo, CameraInfoError):
             return self._no_3d(left, header, frame, instruments, "invalid_pair", f"camera_infos refused as a "
                                f"stereo pair: {stereo}")
-        out = stereo.process(cv2_full_rgb(frame), cv2_full_rgb(right_frame), result.mask, right_result.mask,
+        out = stereo.process(frame_gray(frame), frame_gray(right_frame), result.mask, right_result.mask,
                              instruments, right_instruments, want_disparity=want_disparity)
         self._account(left, out, instruments, right_instruments, stereo)
         h = self._header(header, left_model.frame_id)

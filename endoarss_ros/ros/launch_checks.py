@@ -44,8 +44,11 @@ def camera_info_topic(image_topic: str, given: str = "") -> str:
     the image topic's sibling ``camera_info`` (``/endoscope/left/image_raw`` -> ``/endoscope/left/camera_info``)."""
     if str(given).strip():
         return normalise_topic(given, "camera_info")
-    namespace = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
-    return f"{namespace}/camera_info" if namespace or image_topic.startswith("/") else "camera_info"
+    if "/" not in image_topic:  # a relative name resolves in the node's namespace: so does its sibling
+        return "camera_info"
+    from endoarss_ros.inference.camera_model import camera_info_topic as sibling
+
+    return sibling(image_topic)
 
 
 def rviz_problem(environ=None) -> str | None:

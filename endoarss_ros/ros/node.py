@@ -209,11 +209,12 @@ class PerceptionNode(LifecycleNode):
         self._stereo = StereoIntake(pairs, s.stereo_tolerance_ms, s.stereo_max_wait_ms, self._slots, self.stats,
                                     self._log_throttled, {c.index: c.label for c in s.cameras}) if pairs else None
         self._camera_infos = CameraInfoInputs(self, s.cameras, qos.stream_qos("best_effort", 10))
-        self._geometry = Geometry(s, self.stats, self._camera_infos, pairs, self._log_throttled)
+        self._inputs = Inputs(self, self._slots, self._reject, stereo=self._stereo)
+        self._geometry = Geometry(s, self.stats, self._camera_infos, pairs, self._log_throttled,
+                                  self._inputs.topic_names())
         self._worker = Worker(self._slots, self._process, self._on_worker_error,
                               batch_window=lambda: self.settings.batch_window_ms / 1000.0)
         self._worker.start()
-        self._inputs = Inputs(self, self._slots, self._reject, stereo=self._stereo)
         names = ", ".join(self._inputs.topic_names())
         geometry = "camera_info on " + ", ".join(self._camera_infos.topic_names())
         if pairs:
