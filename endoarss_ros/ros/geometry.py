@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from endoarss_ros.inference.stereo_pairing import CameraInfoCache
+from endoarss_ros.inference.stereo_pairing import CameraInfoCache, InfoMatch
 from endoarss_ros.inference.tallies import percentile
 
 INFO_FALLBACK_S = 1.0  # the latest camera_info stands in for a frame whose own has not come, if this recent
 INFO_CACHE = 32  # camera_infos kept per camera, by stamp
 _MODEL_CACHE = 8  # distinct (camera_info, image size) models kept per camera
 MISSING = "missing: none received with the frames' stamps (2D only)"
+NO_INFO = InfoMatch(None, "missing", None)
 DISPARITY_TOPIC = "disparity"  # stereo_msgs/DisparityImage, in the LEFT camera's output namespace
 DISPARITY_TYPE = "stereo_msgs/msg/DisparityImage"
 
@@ -50,6 +51,7 @@ class CameraInfoInputs:
         self._node = node
         self._lock = threading.Lock()
         self._caches = [CameraInfoCache(INFO_CACHE, int(INFO_FALLBACK_S * 1e9)) for _ in cameras]
+        self.received_any = [False] * len(cameras)  # read without the lock: the 2D path's one check
         self._subscriptions = [node.create_subscription(CameraInfo, cam.input_topic("camera_info"),
                                                         self._callback(cam.index), qos_profile)
                                for cam in cameras]
@@ -59,6 +61,7 @@ class CameraInfoInputs:
         def on_camera_info(msg):
             with self._lock:
                 self._caches[camera].add(_stamp_ns(msg.header), msg, time.monotonic_ns())
+            self.received_any[camera] = True
         return on_camera_info
 
     def topic_names(self) -> list[str]:
@@ -123,7 +126,7 @@ class Geometry:
         """The ``CameraModel`` of camera ``camera``'s frame (``header``, size), or None (missing / invalid)."""
         from endoarss_ros.inference.camera_model import CameraInfoError, CameraModel, camera_info_dict
 
-        match = self._infos.lookup(camera, _stamp_ns(header))
+        match = self._infos.lookup(camera, _stamp_ns(header)) if self._infos.received_any[camera] else NO_INFO
         if match.info is None:
             self._state[camera] = MISSING  # one reference assignment: the 2D path stays as cheap as it was
             self._stats.count("camera_info.missing")
