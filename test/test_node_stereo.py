@@ -127,6 +127,8 @@ def test_a_stereo_pair_with_camera_info_publishes_instruments_in_3d(start_node, 
             if math.isfinite(tip["tip_to_tissue"]):
                 gaps_mm.append(1000 * abs(tip["tip_to_tissue"] - t["tip_to_tissue_m"]))
     visible = sum(len(t) for t in stereo_frames["truth"])
+    print(f"3D for {found} of {visible} visible tips; tip error mm {np.round(errors_mm, 2).tolist()}; "
+          f"tip-to-tissue error mm {np.round(gaps_mm, 2).tolist()}")  # shown with pytest -rP
     assert visible >= 4 and found >= 0.6 * visible, (found, visible)
     assert float(np.median(errors_mm)) <= 5.0 and max(errors_mm) <= 20.0, errors_mm
     assert gaps_mm and float(np.median(gaps_mm)) <= 5.0, gaps_mm

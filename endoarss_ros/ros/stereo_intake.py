@@ -66,7 +66,6 @@ class StereoIntake:
                     continue
                 self._parked[left] = stamp_left
                 to_park.append(pending)
-        self._stats.count("stereo.pairs_matched", len(update.pairs))
         for pending in to_park:
             self._slots.put(pending)
         if update.unpaired and self._log is not None:
