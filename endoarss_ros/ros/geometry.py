@@ -241,7 +241,7 @@ class Geometry:
                 self._log(("stereo", left, "negative"), "warning",
                                           f"stereo pair of {self._cameras[left].label}: {swapped}")
         with self._lock:
-            self._reprojection.extend(float(e) for e in out.reprojection_errors_px)
+            self._reprojection.extend(float(e) for e in out.reprojection_errors_px if np.isfinite(e))
             self._stereo_state[left] = text
 
     @staticmethod
