@@ -87,6 +87,15 @@ def _by_stamp(records, camera=0):
     return {r["stamp"]: r for r in records if r["camera"] == camera}
 
 
+def _frames_accounted(diag) -> bool:
+    """Every frame the node received is published, rejected, replaced, or counted by the stereo pairing."""
+    def n(key):
+        return int(diag.get(key) or 0)
+    return n("frames.received") == (n("frames.published") + n("rejected.total") + n("dropped.replaced")
+                                    + n("stereo.matched") + n("stereo.unmatched_right")
+                                    + n("stereo.dropped_older_than_parked"))
+
+
 def _left_stamps(result):
     return [s["stamp"] for s in result["sent"] if s["camera"] == 0]
 
@@ -160,6 +169,7 @@ def test_a_stereo_pair_with_camera_info_publishes_instruments_in_3d(start_node, 
     for stage in ("match", "refine", "triangulate", "tissue_disparity", "total"):
         assert float(diag[f"stage_p50_ms.stereo_{stage}"]) >= 0.0
     assert diag["stereo.left"].startswith("ok")
+    assert int(diag["frames.received"]) == 2 * (n + 2) and _frames_accounted(diag)
 
 
 @pytest.mark.slow
@@ -271,3 +281,4 @@ def test_bad_camera_info_is_diagnosed_counted_and_never_published_as_3d(start_no
 
     d = diags["left_right_swapped"]
     assert "negative disparities" in d["stereo.left"] and int(d["stereo.negative_disparity"]) >= 1
+    assert int(d["frames.received"]) == 6 * len(cases) and _frames_accounted(d)

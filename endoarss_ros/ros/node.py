@@ -432,7 +432,7 @@ class PerceptionNode(LifecycleNode):
     # ---- status ----------------------------------------------------------------------------------
     def _on_replaced(self, item) -> None:
         """A frame replaced by a newer one before the worker took it: counted, and its status says so."""
-        self.stats.dropped("replaced", 1 + (item.partner is not None))
+        self.stats.dropped("replaced")  # a pair's right frame is counted in stereo.matched
         self._publish_lost(item.camera, item.message.header, "DROPPED", "replaced by a newer frame before it was "
                            "processed (the node keeps the newest frame per camera)", item.received)
 
