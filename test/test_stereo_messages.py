@@ -94,3 +94,20 @@ def test_rclpy_builds_the_same_3d_messages():
         assert _same(deserialize_message(bag_bytes, type(ros_msg)), ros_msg), msgtype
     marker_fields = set(message_class("visualization_msgs/msg/Marker").get_fields_and_field_types())
     assert all(set(m) == marker_fields for m in markers["markers"])
+
+
+def test_camera_info_dict_reads_an_rclpy_message():
+    pytest.importorskip("rclpy")
+    from sensor_msgs.msg import CameraInfo
+
+    from endoarss_ros.inference.camera_model import CameraModel, camera_info_dict
+    from test.stereo_calibrations import camera_info_fields, load_storz
+
+    _, right = camera_info_fields(load_storz())
+    msg = CameraInfo(height=right["height"], width=right["width"], distortion_model="plumb_bob", d=right["d"],
+                     k=right["k"], r=right["r"], p=right["p"], binning_x=2, binning_y=2)
+    msg.header.frame_id = right["header"]["frame_id"]
+    msg.roi.x_offset, msg.roi.width, msg.roi.height = 8, 1800, 1000
+    model = CameraModel.from_fields(camera_info_dict(msg))
+    assert model.frame_id == "storz_right_optical_frame" and model.binning_x == 2 and model.roi == (8, 0, 1800, 1000)
+    assert np.allclose(model.p.reshape(-1), right["p"]) and model.for_image(900, 500).width == 900

@@ -98,8 +98,30 @@ def test_swapped_pair_is_refused_and_published_with_rays(small_bag, tmp_path, ti
     assert stereo["instruments_with_3d"] == 0
 
 
-def _drop_message(src: Path, dst: Path, topic: str, index: int) -> None:
-    """A copy of the bag without the ``index``-th message of ``topic`` (a frame lost on one side)."""
+def test_replay_many_passes_stereo_through(small_bag, tmp_path, tiny_model, engine):
+    """replay-many's options (the same recording options, JSON in its resume record) reach the replay."""
+    import argparse
+
+    from endoarss_ros.tools.replay import recording_options
+    from endoarss_ros.tools.replay_many import replay_many
+
+    parser = argparse.ArgumentParser()
+    replay_many.add_arguments(parser)
+    args = parser.parse_args([str(small_bag), "-o", str(tmp_path / "many"), "--stereo", f"{LEFT}:{RIGHT}",
+                              "--stereo-tolerance-ms", "2", "--model", tiny_model])
+    options = recording_options(args)
+    assert options["stereo"] == [LEFT, RIGHT] and options["stereo_tolerance_ms"] == 2.0
+    assert json.loads(json.dumps(options)) == options  # a finished recording is recognised on resume
+    options.update(timeline="", engine=engine)
+    summary = replay(ReplayOptions(input=small_bag, output=tmp_path / "one", progress=False, **options))
+    assert summary["stereo"]["pairs"] == 4 and summary["stereo"]["tolerance_ms"] == 2.0
+    with pytest.raises(SystemExit):
+        parser.parse_args([str(small_bag), "-o", "x", "--stereo", LEFT])  # not LEFT:RIGHT
+
+
+def _rewrite(src: Path, dst: Path, keep=lambda topic, index: True, shift_ns=lambda topic: 0) -> None:
+    """A copy of the bag keeping the ``index``-th message of a topic where ``keep``, with header stamps moved by
+    ``shift_ns(topic)``."""
     from rosbags.rosbag2 import Reader, Writer
 
     from endoarss_ros.bag.msgtypes import typestore
@@ -107,14 +129,22 @@ def _drop_message(src: Path, dst: Path, topic: str, index: int) -> None:
     store = typestore()
     with Reader(src) as reader, Writer(dst, version=8) as writer:
         conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store) for c in reader.connections}
-        seen = 0
+        seen: dict[str, int] = {}
         for conn, t, raw in reader.messages():
-            if conn.topic == topic:
-                seen += 1
-                if seen - 1 == index:
-                    continue
+            index = seen[conn.topic] = seen.get(conn.topic, -1) + 1
+            if not keep(conn.topic, index):
+                continue
+            if shift_ns(conn.topic):
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                msg.header.stamp.nanosec += shift_ns(conn.topic)
+                raw = store.serialize_cdr(msg, conn.msgtype)
             writer.write(conns[conn.id], t, raw)
     (dst / TRUTH_FILE).write_text((src / TRUTH_FILE).read_text())
+
+
+def _drop_message(src: Path, dst: Path, topic: str, index: int) -> None:
+    """A copy of the bag without the ``index``-th message of ``topic`` (a frame lost on one side)."""
+    _rewrite(src, dst, keep=lambda t, i: not (t == topic and i == index))
 
 
 def test_unpaired_frames_are_counted_and_the_left_one_still_published(small_bag, tmp_path, tiny_model, engine):
@@ -162,3 +192,23 @@ def test_stereo_replay_with_the_demo_model_gets_millimetres(tmp_path):
     assert any(m.action == 0 and m.type == 0 for _, msg in markers for m in msg.markers)  # a shaft arrow
     json.dumps(summary)  # the summary stays JSON
     assert np.isfinite(score["tip_to_tissue_error_mm"]["median"])
+
+
+def test_camera_info_on_one_side_only_and_stamps_that_never_match(small_bag, tmp_path, tiny_model, engine):
+    _rewrite(small_bag, tmp_path / "one_info", keep=lambda topic, i: topic != "/endoscope/right/camera_info")
+    summary = _replay(tmp_path / "one_info", tmp_path / "out1", tiny_model, engine, stereo=(LEFT, RIGHT))
+    stereo = summary["stereo"]
+    assert stereo["pairs"] == 4 and stereo["pairs_with_3d_stage"] == 0
+    assert stereo["pairs_without_3d_stage"] == {"no usable camera_info on the right side": 4}
+    assert summary["camera_info"][RIGHT]["received"] == 0 and summary["camera_info"][RIGHT]["missing"] == 4
+    # Right frames 3 ms late: with exact pairing (the default) no pair is made and every frame is counted.
+    _rewrite(small_bag, tmp_path / "late", shift_ns=lambda topic: 3_000_000 if topic.startswith("/endoscope/right")
+             else 0)
+    summary = _replay(tmp_path / "late", tmp_path / "out2", tiny_model, engine, stereo=(LEFT, RIGHT))
+    stereo = summary["stereo"]
+    assert stereo["pairs"] == 0 and sum(stereo["unpaired_left_published_2d"].values()) == 4
+    assert sum(stereo["unpaired_right_dropped"].values()) == 4
+    assert summary["output_topics"]["/endoarss/endoscope/left/status"] == 4
+    summary = _replay(tmp_path / "late", tmp_path / "out3", tiny_model, engine, stereo=(LEFT, RIGHT),
+                      stereo_tolerance_ms=5.0)
+    assert summary["stereo"]["pairs"] == 4 and summary["stereo"]["pairing"]["offset_ms_max"] == pytest.approx(3.0)

@@ -73,7 +73,8 @@ class StereoReplayRun(_ReplayRun):
         self.evaluator_3d = None
         if self.truth is not None:
             rig = self.truth["rig"]
-            self.evaluator_3d = StereoEvaluator(rig["focal_px"], rig["baseline_m"])
+            self.evaluator_3d = StereoEvaluator.for_image(rig["width"], rig["height"], rig["focal_px"],
+                                                          rig["baseline_m"])
 
     @property
     def output_states(self):

@@ -72,7 +72,8 @@ class StereoSceneSettings:
     depth_range_m: tuple[float, float] = (0.05, 0.12)  # tissue depth, clipped to this
     tip_gap_m: tuple[float, float] = (0.0, 0.025)  # tip in front of the tissue, per instrument
     scene_unit_m: float = 0.085  # one scene unit of ``scene`` (texture, activity drawings) on the tissue
-    fov_radius: float = 0.72  # of the shorter side: the scope's circle cuts the corners
+    fov_radius: float | None = None  # of the shorter side; None: the scene's own (0.46-0.56, as ``render``'s:
+    # the demo model knows that view)
     sensor_noise: float = 1.5
 
 
@@ -154,12 +155,13 @@ def make_stereo_scene(rng_or_seed: Rng | int | None, settings: StereoSceneSettin
     rng = as_rng(rng_or_seed)
     rig = settings.rig
     scene = make_scene(rng, (rig.height, rig.width), smoke=False)
-    scene.optics = replace(scene.optics, fov_radius=settings.fov_radius, fov_offset=(0.0, 0.0))
+    radius = scene.optics.fov_radius if settings.fov_radius is None else settings.fov_radius
+    scene.optics = replace(scene.optics, fov_radius=radius, fov_offset=(0.0, 0.0))
     lo, hi = settings.depth_range_m
     n, half = 96, 0.12
     xs = np.linspace(-half, half, n)
     gx, gy = np.meshgrid(xs, xs)
-    z0 = rng.uniform(lo + 0.3 * (hi - lo), lo + 0.6 * (hi - lo))
+    z0 = rng.uniform(lo + 0.15 * (hi - lo), lo + 0.75 * (hi - lo))  # then tilted +- about 17 mm over the view
     tilt = rng.uniform(-0.35, 0.35, 2)
     bumps = cv2.resize(rng.standard_normal((5, 5)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC)
     height = z0 + tilt[0] * gx + tilt[1] * gy + rng.uniform(0.002, 0.006) * bumps
@@ -272,7 +274,7 @@ def _draw_instruments(ss: StereoScene, poses: list[_Pose3D], img, mask, side: st
         w_join = _PAINTER_SHAFT_WIDTH[pose.class_id] * scale
         color = scene.knife_color if pose.class_id == _render.ELECTRIC_KNIFE else scene.shaft_color
         _render._draw_shaft(img, mask, far, join_px, w_join * join[2] / pose.far[2], w_join, color, pose.class_id)
-        fr = _ViewFrame((rig.cx, rig.cy), ss.settings.fov_radius * min(rig.width, rig.height), scale,
+        fr = _ViewFrame((rig.cx, rig.cy), ss.scene.optics.fov_radius * min(rig.width, rig.height), scale,
                         rig.height, rig.width)
         p = _render.InstrumentPose(pose.class_id, join_px, tip, pose.opening)
         _render._DRAW_INSTRUMENT[pose.class_id](img, mask, scene, fr, p)
@@ -281,7 +283,7 @@ def _draw_instruments(ss: StereoScene, poses: list[_Pose3D], img, mask, side: st
 def _entry_truth(ss: StereoScene, pose: _Pose3D) -> tuple[tuple[float, float], np.ndarray]:
     """The left view's entry point (the axis crossing into the view) and the 3D point of the axis there."""
     rig = ss.settings.rig
-    fr = _ViewFrame((rig.cx, rig.cy), ss.settings.fov_radius * min(rig.width, rig.height), 1.0,
+    fr = _ViewFrame((rig.cx, rig.cy), ss.scene.optics.fov_radius * min(rig.width, rig.height), 1.0,
                     rig.height, rig.width)
     tip_px, far_px = rig.project(np.stack([pose.tip, pose.far]))
     entry_px = _render._view_exit(fr, tip_px, far_px)
@@ -293,7 +295,7 @@ def _entry_truth(ss: StereoScene, pose: _Pose3D) -> tuple[tuple[float, float], n
 
 def _inside(ss: StereoScene, uv) -> bool:
     rig = ss.settings.rig
-    r = ss.settings.fov_radius * min(rig.width, rig.height)
+    r = ss.scene.optics.fov_radius * min(rig.width, rig.height)
     return bool(0 <= uv[0] < rig.width and 0 <= uv[1] < rig.height and math.hypot(uv[0] - rig.cx, uv[1] - rig.cy) <= r)
 
 

@@ -15,10 +15,12 @@ rotated back by ``R1``^T, because the raw frame is the one a robot's hand-eye ca
   of the masks' disparity: a small window of the rectified left image, restricted to THIS instrument's own mask
   pixels (so the tissue seen between a forceps' jaws or beside a thin shaft does not pull the match), is compared
   along the same rows of the right image (masked sum of squared differences, plus a cost where the two views'
-  masks of the instrument disagree; parabola through the minimum; no minimum inside the range: refused). The
-  entry's disparity comes from a line fitted to disparities measured along the shaft (the entry often lies
-  where the other camera cannot see it). Windows are rectified on the fly from cached maps: raw (distorted)
-  input costs no full-image remap.
+  masks of the instrument disagree; parabola through the minimum; no minimum inside the range, or one the
+  other view's mask contradicts: not measured). The entry's disparity comes from a line fitted to disparities
+  measured along the shaft (the entry often lies where the other camera cannot see it), and so does the tip's
+  when its own window was not measured (hidden in the other view, or a thin working end segmented differently
+  there; ``tip_depth_sigma`` is then larger). Windows are rectified on the fly from cached maps: raw
+  (distorted) input costs no full-image remap.
 * ``triangulate``: ``Z = fx' B / d``; the reprojection error is the distance in the right rectified image from
   the triangulated tip to the matched right instrument's (extended) axis; above ``max_reprojection_px`` (scaled
   with the image) the match is refused (``rejected``) and nothing 3D is published for it: a wrong match puts the
@@ -140,12 +142,16 @@ class StereoSettings:
     max_row_error_px: float = 12.0  # rectified rows of a matched pair's tips (the masks' tips are coarse)
     max_reprojection_px: float = 10.0  # triangulated tip vs the right instrument's axis (rectified pixels)
     tip_extension: float = 0.15  # of an instrument's length: how far the two views' mask tips may disagree
-    shaft_samples: tuple[float, ...] = (0.5, 1.0)  # tip (0) -> entry (1): disparities for the entry
+    shaft_samples: tuple[float, ...] = (0.25, 0.6, 1.0)  # tip (0) -> entry (1): disparities along the shaft
     refine_window_px: int = 14  # half size of the matched window around a tip or entry point
     disparity_slack_px: float = 12.0  # the masks' disparity may lie this far outside the working range
     min_window_pixels: int = 40  # of the instrument inside the window, to trust its match
     silhouette_weight: float = 400.0  # cost of one pixel where the views' instrument masks disagree (grey^2)
+    max_silhouette_mismatch: float = 0.75  # at the best match, pixels where the views' masks of the instrument
+    # disagree, over its pixels in the window: above it the point is not measured (occluded in the other view);
+    max_shaft_mismatch: float = 0.2  # the same along a shaft (wide windows: a wrong shift still overlaps a lot)
     disparity_sigma_px: float = 0.5  # disparity uncertainty of a refined match (for tip_depth_sigma)
+    extrapolated_disparity_sigma_px: float = 1.5  # of a tip disparity extrapolated along the shaft
     tissue_downscale: int = 4
     tissue_block_size: int = 5  # SGBM
     tissue_uniqueness: int = 5
@@ -287,7 +293,7 @@ class StereoGeometry:
 
     # --- refine -------------------------------------------------------------------------------------------
     def _refine_pair(self, images, left: _View, right: _View, li: int, ri: int):
-        """(tip disparity or None, entry disparity or None), measured on the images.
+        """(tip disparity or None, entry disparity or None, the tip's measured on its own window), on the images.
 
         The entry point often lies where the other camera cannot see it (at the edge of one view) and inside a
         wide shaft a window finds nothing to match: the entry's disparity comes from a line fitted along the
@@ -302,18 +308,21 @@ class StereoGeometry:
         samples = [(0.0, tip)] if tip is not None else []
         for t in self.settings.shaft_samples:
             point = left.tips[li] + t * (left.entries[li] - left.tips[li])
-            d = self._refine_point(images, class_id, point, 0.75 * width, near=_extrapolate(samples, t))
+            near = _extrapolate(samples, t) or max(d_masks, self.d_min)
+            d = self._refine_point(images, class_id, point, 0.75 * width, near=near,
+                                   max_mismatch=self.settings.max_shaft_mismatch)
             if d is not None:
                 samples.append((t, d))
-        if len(samples) >= 2:
-            t, d = np.array(samples).T
-            slope, intercept = np.polyfit(t, d, 1)
-            entry = float(slope + intercept)
-        else:
-            entry = samples[0][1] if samples else None
-        return tip, entry
+        if len(samples) < 2:
+            return tip, samples[0][1] if samples else None, tip is not None
+        t, d = np.array(samples).T
+        slope, intercept = np.polyfit(t, d, 1)
+        # A working end the other view's mask contradicts (thin, segmented differently there): the shaft's line
+        # extrapolated to the tip, with a larger uncertainty.
+        return (tip if tip is not None else float(intercept)), float(slope + intercept), tip is not None
 
-    def _refine_point(self, images, class_id: int, uv_rect, span_px: float = 0.0, near: float | None = None):
+    def _refine_point(self, images, class_id: int, uv_rect, span_px: float = 0.0, near: float | None = None,
+                      max_mismatch: float | None = None):
         """Sub-pixel disparity of the instrument's own pixels in a window around ``uv_rect`` (rectified left),
         or None (too few of its pixels there, or no clear minimum inside the working range).
 
@@ -343,14 +352,16 @@ class StereoGeometry:
         template = _gray_float(self._rectified_patch("left", left_image, x0, x1, y0, y1))
         strip = _gray_float(self._rectified_patch("right", right_image, x0 - d_hi, x1 - d_lo, y0, y1))
         cost = cv2.matchTemplate(strip, template, cv2.TM_SQDIFF, mask=own.astype(np.float32)).ravel()
-        if s.silhouette_weight > 0:
-            right_own = self._rectified_patch("right", right_mask, x0 - d_hi, x1 - d_lo, y0, y1, nearest=True)
-            xor = cv2.matchTemplate((right_own == class_id).astype(np.float32), own.astype(np.float32),
-                                    cv2.TM_SQDIFF).ravel()
-            cost = cost + s.silhouette_weight * xor
+        right_own = self._rectified_patch("right", right_mask, x0 - d_hi, x1 - d_lo, y0, y1, nearest=True)
+        xor = cv2.matchTemplate((right_own == class_id).astype(np.float32), own.astype(np.float32),
+                                cv2.TM_SQDIFF).ravel()
+        cost = cost + s.silhouette_weight * xor
         j = int(np.argmin(cost))  # column j of the strip = disparity d_hi - j
         if j == 0 or j == len(cost) - 1 or not np.isfinite(cost[j]):
             return None
+        limit = s.max_silhouette_mismatch if max_mismatch is None else max_mismatch
+        if xor[j] > limit * float(own.sum()):  # the other view's mask says it is not there
+            return None  # (occluded there, or a wrong minimum)
         c0, c1, c2 = float(cost[j - 1]), float(cost[j]), float(cost[j + 1])
         curvature = c0 - 2 * c1 + c2
         offset = 0.5 * (c0 - c2) / curvature if curvature > 0 else 0.0
@@ -378,7 +389,7 @@ class StereoGeometry:
         errors, rejected = [], 0
         limit = s.max_reprojection_px * self.scale
         for li, ri in pairs.items():
-            d_tip, d_entry = refined[li]
+            d_tip, d_entry, tip_measured = refined[li]
             if d_tip is None or d_tip <= 0 or d_entry is None or d_entry <= 0:
                 rejected += 1  # the image does not confirm the match: nothing to check it with
                 errors.append(math.nan)
@@ -397,7 +408,8 @@ class StereoGeometry:
             entry_rect = self._point_rect(left.entries[li], d_entry)
             tip = rig.rectified_to_left(tip_rect[None])[0]
             entry = rig.rectified_to_left(entry_rect[None])[0]
-            sigma = rig.depth_sigma(float(tip_rect[2]), s.disparity_sigma_px)
+            sigma_px = s.disparity_sigma_px if tip_measured else s.extrapolated_disparity_sigma_px
+            sigma = rig.depth_sigma(float(tip_rect[2]), sigma_px)
             out[li] = Instrument3D(tip / np.linalg.norm(tip), True, tip, entry, sigma, math.nan, error)
         return out, errors, rejected
 

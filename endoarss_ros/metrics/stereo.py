@@ -1,9 +1,11 @@
 """Scores of 3D instrument geometry against stereo ground truth: tip and entry error (mm), tip-to-tissue error,
 the fraction of visible instruments that got 3D, by depth.
 
-A prediction is matched to a ground-truth instrument of the same class whose left-image tip is nearest to its
-tip (within ``match_radius_px``), each used once; a visible instrument (tip inside both views) counts as "with
-3D" when its match has 3D. Predictions with 3D that match no visible instrument are counted as ``spurious_3d``.
+A prediction is matched to the ground-truth instrument whose left-image tip is nearest to its tip (within
+``match_radius_px``), each used once, whatever the two classes (the geometry is scored here; the segmentation's
+classes elsewhere): ``class_mismatch`` counts the matches whose classes differ. A visible instrument (tip inside
+both views) counts as "with 3D" when its match has 3D. Predictions with 3D that match no visible instrument are
+counted as ``spurious_3d``.
 """
 from __future__ import annotations
 
@@ -47,10 +49,15 @@ class _Bin:
 
 class StereoEvaluator:
     """Accumulates frames (``add``) and reports (``result``). ``focal_px`` and ``baseline_m`` give the physics
-    floor: the depth of one pixel of disparity at each bin's centre, Z^2 / (f B)."""
+    floor: the depth of one pixel of disparity at each bin's centre, Z^2 / (f B). ``match_radius_px``: use about
+    5 % of the image diagonal (``for_image``)."""
+
+    @classmethod
+    def for_image(cls, width: int, height: int, focal_px: float, baseline_m: float) -> StereoEvaluator:
+        return cls(focal_px, baseline_m, match_radius_px=0.05 * math.hypot(width, height))
 
     def __init__(self, focal_px: float, baseline_m: float, *, depth_bins_mm=DEFAULT_DEPTH_BINS_MM,
-                 match_radius_px: float = 40.0):
+                 match_radius_px: float = 80.0):
         self.focal_px, self.baseline_m = float(focal_px), float(baseline_m)
         self.edges = tuple(float(e) for e in depth_bins_mm)
         self.match_radius_px = match_radius_px
@@ -58,6 +65,7 @@ class StereoEvaluator:
         self.frames = 0
         self.spurious_3d = 0
         self.tissue_unknown = 0
+        self.class_mismatch = 0
 
     def _bin(self, depth_mm: float) -> _Bin:
         i = int(np.searchsorted(self.edges, depth_mm, side="right")) - 1
@@ -70,10 +78,9 @@ class StereoEvaluator:
         pairs = []
         for ti, t in enumerate(truth):
             for pi, p in enumerate(predicted):
-                if p.class_id == t["class_id"]:
-                    d = math.hypot(p.tip_px[0] - t["tip_left_px"][0], p.tip_px[1] - t["tip_left_px"][1])
-                    if d <= self.match_radius_px:
-                        pairs.append((d, ti, pi))
+                d = math.hypot(p.tip_px[0] - t["tip_left_px"][0], p.tip_px[1] - t["tip_left_px"][1])
+                if d <= self.match_radius_px:
+                    pairs.append((d + (p.class_id != t["class_id"]) * self.match_radius_px, ti, pi))
         match, used = {}, set()
         for _, ti, pi in sorted(pairs):
             if ti not in match and pi not in used:
@@ -85,6 +92,8 @@ class StereoEvaluator:
             b = self._bin(t["tip_3d"][2] * 1000)
             b.visible += 1
             p = predicted[match[ti]] if ti in match else None
+            if p is not None and p.class_id != t["class_id"]:
+                self.class_mismatch += 1
             if p is None or not p.has_3d:
                 continue
             b.with_3d += 1
@@ -118,6 +127,7 @@ class StereoEvaluator:
                              "one_px_disparity_mm": self.floor_mm(centre)})
         return {"frames": self.frames, "visible": visible, "with_3d": with_3d,
                 "fraction_3d": with_3d / visible if visible else None, "spurious_3d": self.spurious_3d,
+                "class_mismatch": self.class_mismatch, "match_radius_px": self.match_radius_px,
                 "tip_to_tissue_unknown": self.tissue_unknown, "tip_error_mm": _stats(join("tip_mm")),
                 "entry_error_mm": _stats(join("entry_mm")), "tip_to_tissue_error_mm": _stats(join("tissue_mm")),
                 "one_px_disparity_mm_at_100mm": self.floor_mm(100.0), "by_depth": by_depth}

@@ -73,7 +73,7 @@ def recording_options(args) -> dict:
                 smoothing_alpha=args.smoothing_alpha, smoothing_hysteresis=args.smoothing_hysteresis,
                 temporal_model=args.temporal_model, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
                 storage=args.storage, threads=args.threads, timeline="" if args.no_timeline else None,
-                stereo=args.stereo, stereo_tolerance_ms=args.stereo_tolerance_ms)
+                stereo=list(args.stereo) if args.stereo else None, stereo_tolerance_ms=args.stereo_tolerance_ms)
 
 
 def _stereo(text: str):

@@ -50,7 +50,7 @@ def measure(pairs: int = 24, *, seed: int = 0, repeats: int = 3, settings=None) 
                  "rectified": StereoGeometry(rig, instrument_classes=classes, rectified_input=True)}
         stages = {k: {s: [] for s in (*StereoGeometry.STAGES, "total", "cpu_total")} for k in kinds}
         first_call_ms = {}
-        evaluator = StereoEvaluator(spec.focal_px, spec.baseline_m)
+        evaluator = StereoEvaluator.for_image(spec.width, spec.height, spec.focal_px, spec.baseline_m)
         rendered = 0
         for frame in generate_stereo_sequence(seed, pairs, 2.0, settings, segment_seconds=(1.0, 3.0)):
             rendered += 1
