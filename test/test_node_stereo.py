@@ -49,7 +49,7 @@ def stereo_frames(tmp_path_factory):
     from endoarss_ros.data.stereo_scene import StereoSceneSettings, generate_stereo_sequence
 
     settings = StereoSceneSettings(rig=_rig())
-    frames = list(generate_stereo_sequence(2, 6, fps=2.0, settings=settings))  # 6 of 6 tips in 3D offline
+    frames = list(generate_stereo_sequence(4, 6, fps=2.0, settings=settings))  # 5 of 6 tips in 3D offline
     arrays, truth = {}, []
     for i, f in enumerate(frames):
         arrays[f"left_{i}"], arrays[f"right_{i}"] = f.left, f.right
@@ -280,5 +280,6 @@ def test_bad_camera_info_is_diagnosed_counted_and_never_published_as_3d(start_no
     assert int(d["stereo.no_3d.invalid_pair"]) >= 3
 
     d = diags["left_right_swapped"]
-    assert "negative disparities" in d["stereo.left"] and int(d["stereo.negative_disparity"]) >= 1
+    assert int(d["stereo.negative_disparity"]) >= 1
+    assert "negative disparities" in d["_message"] and "swapped" in d["_message"] and d["_level"] == 1
     assert int(d["frames.received"]) == 6 * len(cases) and _frames_accounted(d)

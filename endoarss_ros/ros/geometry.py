@@ -32,6 +32,7 @@ from endoarss_ros.inference.tallies import percentile
 INFO_FALLBACK_S = 1.0  # the latest camera_info stands in for a frame whose own has not come, if this recent
 INFO_CACHE = 32  # camera_infos kept per camera, by stamp
 _MODEL_CACHE = 8  # distinct (camera_info, image size) models kept per camera
+SWAP_WARNING_S = 10.0  # how long /diagnostics keeps warning after instruments matched at negative disparities
 MISSING = "missing: none received with the frames' stamps (2D only)"
 NO_INFO = InfoMatch(None, "missing", None)
 DISPARITY_TOPIC = "disparity"  # stereo_msgs/DisparityImage, in the LEFT camera's output namespace
@@ -119,6 +120,7 @@ class Geometry:
         self._stereo_state = {left: "no pair yet" for left, _ in pairs}
         self._shown_ids: list[set[int]] = [set() for _ in settings.cameras]
         self._reprojection = deque(maxlen=300)
+        self._swapped: dict[int, tuple[float, str]] = {}  # left camera -> (monotonic time, hint) of the last one
         self._lock = threading.Lock()
 
     # ---- camera models ----------------------------------------------------------------------------------
@@ -238,6 +240,8 @@ class Geometry:
             if swapped:
                 s.count("stereo.negative_disparity")
                 text = f"no 3D: {swapped}"
+                with self._lock:
+                    self._swapped[left] = (time.monotonic(), swapped)
                 self._log(("stereo", left, "negative"), "warning",
                                           f"stereo pair of {self._cameras[left].label}: {swapped}")
         with self._lock:
@@ -265,6 +269,7 @@ class Geometry:
         with self._lock:
             states = list(self._state)
             stereo_states = dict(self._stereo_state)
+            swapped = dict(self._swapped)
             errors = list(self._reprojection)
         for cam, state in zip(self._cameras, states):
             values[f"camera_info.{cam.label}"] = state
@@ -279,6 +284,10 @@ class Geometry:
                 values[f"stereo.{self._cameras[left].label}"] = state
                 if state.startswith("no 3D"):
                     warnings.append(f"stereo {self._cameras[left].label}: {state}")
+                elif left in swapped and time.monotonic() - swapped[left][0] < SWAP_WARNING_S:
+                    # a swapped pair shows only on frames whose instruments line up: keep saying it a while
+                    ago = time.monotonic() - swapped[left][0]
+                    warnings.append(f"stereo {self._cameras[left].label}: {ago:.0f} s ago {swapped[left][1]}")
             instruments = counters.get("stereo.instruments", 0)
             values["stereo.3d_success_rate"] = (f"{counters.get('stereo.instruments_3d', 0) / instruments:.3f}"
                                                 if instruments else "")
