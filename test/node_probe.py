@@ -7,7 +7,8 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 "output": "/endoarss"}], "transport": "raw", "overlay": false, "steps": [...]}``. Steps (run in order):
 
 * ``{"op": "wait_ready", "timeout": 60}``: until the node subscribes to every input and publishes every output;
-* ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``:
+* ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``
+  (a frame spec's ``"zero_stamp": true`` sends it with header.stamp 0):
   publish frames (see ``make_frame``); lockstep waits for each good frame's activity, mask and status before
   the next (for a bad frame: its status);
 * ``{"op": "transition", "transition": "configure"}`` (or a raw ``"id"`` / ``"label"``) / ``{"op": "get_state"}``;
@@ -372,6 +373,8 @@ class Probe:
                 self.spin_for(start + i * period - time.monotonic())  # absolute schedule, no drift
                 now = self.node.get_clock().now()  # a stereo pair shares its stamp
                 stamp = (now - Duration(nanoseconds=int(spec.get("stamp_offset_ms", 0) * 1e6))).to_msg()
+                if spec.get("zero_stamp"):  # a driver that never fills header.stamp
+                    stamp = type(stamp)()
             cam = spec.get("camera", 0)
             frame_stamp = stamp
             if spec.get("own_offset_ms"):  # this frame only (a stereo pair's right frame off the left's stamp)

@@ -194,13 +194,16 @@ def test_stereo_replay_with_the_demo_model_gets_millimetres(tmp_path):
     assert np.isfinite(score["tip_to_tissue_error_mm"]["median"])
 
 
-def test_camera_info_on_one_side_only_and_stamps_that_never_match(small_bag, tmp_path, tiny_model, engine):
+def test_camera_info_on_one_side_only(small_bag, tmp_path, tiny_model, engine):
     _rewrite(small_bag, tmp_path / "one_info", keep=lambda topic, i: topic != "/endoscope/right/camera_info")
     summary = _replay(tmp_path / "one_info", tmp_path / "out1", tiny_model, engine, stereo=(LEFT, RIGHT))
     stereo = summary["stereo"]
     assert stereo["pairs"] == 4 and stereo["pairs_with_3d_stage"] == 0
     assert stereo["pairs_without_3d_stage"] == {"no usable camera_info on the right side": 4}
     assert summary["camera_info"][RIGHT]["received"] == 0 and summary["camera_info"][RIGHT]["missing"] == 4
+
+
+def test_stamps_that_never_match_pair_within_a_tolerance(small_bag, tmp_path, tiny_model, engine):
     # Right frames 3 ms late: with exact pairing (the default) no pair is made and every frame is counted.
     _rewrite(small_bag, tmp_path / "late", shift_ns=lambda topic: 3_000_000 if topic.startswith("/endoscope/right")
              else 0)
@@ -212,3 +215,17 @@ def test_camera_info_on_one_side_only_and_stamps_that_never_match(small_bag, tmp
     summary = _replay(tmp_path / "late", tmp_path / "out3", tiny_model, engine, stereo=(LEFT, RIGHT),
                       stereo_tolerance_ms=5.0)
     assert summary["stereo"]["pairs"] == 4 and summary["stereo"]["pairing"]["offset_ms_max"] == pytest.approx(3.0)
+
+
+def test_bench_measures_the_3d_stage_row(tmp_path):
+    from endoarss_ros.cli import main
+
+    assert main(["bench", "--stereo-only", "--stereo-pairs", "1", "--json", str(tmp_path / "b.json")]) == 0
+    row = json.loads((tmp_path / "b.json").read_text())["stereo_3d"]
+    assert row["input"] == "1280x1024" and row["pairs"] == 1 and row["threads"] == {"torch": 1, "opencv": 1}
+    for kind in ("raw", "rectified"):
+        assert set(row["stage_ms"][kind]) == {"match", "refine", "triangulate", "tissue_disparity", "total",
+                                              "cpu_total"}
+        assert row["stage_ms"][kind]["total"]["n"] == 3 and row["stage_ms"][kind]["total"]["p50"] > 0
+    accuracy = row["accuracy_ground_truth_masks"]
+    assert accuracy["visible"] >= 1 and accuracy["one_px_disparity_mm_at_100mm"] == pytest.approx(1.818, abs=1e-3)

@@ -173,6 +173,10 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
         if recent is not None and recent < LOW_USABLE_FRACTION:
             status.level = DiagnosticStatus.WARN
             status.message += f"; only {recent:.0%} of the recent frames usable (see <ns>/status)"
+        stalled = [f"{k.split('.')[1]}: {v}" for k, v in info.items() if k.endswith(".stamps_warning") and v]
+        if stalled:  # the temporal model cannot run (zero or constant stamps): never silently frame + EMA
+            status.level = DiagnosticStatus.WARN
+            status.message += "; temporal " + "; ".join(stalled)
         if warnings:
             status.level = DiagnosticStatus.WARN
             status.message += "; " + "; ".join(warnings)

@@ -133,7 +133,7 @@ class PerceptionNode(LifecycleNode):
         if problem is None:
             engine = self._engine
             problem = self._temporal.configure(s.temporal_model, path, engine.seg_classes, engine.activity_classes,
-                                               [c.label for c in s.cameras])
+                                               [c.label for c in s.cameras], self._input_size_override)
         if problem is not None:
             return self._configure_failed(problem)
         if s.warmup_size:
@@ -178,12 +178,14 @@ class PerceptionNode(LifecycleNode):
         from endoarss_ros.inference import InferenceEngine
 
         model: Any = str(path)
+        self._input_size_override = None  # the temporal model's binding covers it (frame_model_identity)
         if s.input_size is not None:
             from endoarss_ros.model import load_model
 
             model = load_model(path)
             if tuple(model.config.input_size) != s.input_size:
                 model = load_model(path, config=model.config.replace(input_size=s.input_size))
+                self._input_size_override = tuple(s.input_size)
         engine = InferenceEngine(model, device=s.device, precision=s.precision, backend=s.backend,
                                  max_batch=s.max_batch, cache_dir=s.engine_cache_dir or None)
         for note in engine.notes:

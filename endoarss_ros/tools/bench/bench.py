@@ -83,8 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-model", default=None, metavar="PATH",
                    help="temporal model whose step cost to measure (default: the default config, random weights)")
     p.add_argument("--temporal-ticks", type=int, default=2000, help="timed temporal ticks per camera")
-    p.add_argument("--stereo-pairs", type=int, default=24,
-                   help="rendered stereo pairs for the 3D stage row (1280x1024, one core; 0 = not measured)")
+    p.add_argument("--stereo-pairs", type=int, default=None,
+                   help="rendered stereo pairs for the 3D stage row (1280x1024, one core; default: 24 with "
+                        "--stereo-only, 2 with --quick, else not measured)")
     p.add_argument("--stereo-only", action="store_true", help="measure the 3D stage row only")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke run: endoarss-tiny, one small size, ~20 frames, eager + onnxruntime")
@@ -188,7 +189,7 @@ def _apply_quick(args) -> None:
         args.frames, args.warmup, args.baseline_frames = min(args.frames, 20), min(args.warmup, 2), 3
         args.ros_frames = min(args.ros_frames, 20)
         args.temporal_ticks = min(args.temporal_ticks, 200)
-        args.stereo_pairs = min(args.stereo_pairs, 2)
+        args.stereo_pairs = 2 if args.stereo_pairs is None else min(args.stereo_pairs, 2)
 
 
 def _probe_all(args, device) -> dict[tuple[str, str], str | None]:
@@ -288,8 +289,9 @@ def run(args, ros: RosMeasure | str | None = None) -> int:
         if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
             write_atomic(args.json_path, json.dumps(out, indent=2))
 
-    if args.stereo_pairs > 0:
-        stereo.update(bench_stereo.measure(args.stereo_pairs))
+    pairs = args.stereo_pairs if args.stereo_pairs is not None else (24 if args.stereo_only else 0)
+    if pairs > 0:
+        stereo.update(bench_stereo.measure(pairs))
         print(bench_stereo.summary_line(stereo), flush=True)
     if args.stereo_only:
         save([], [], [], None, "not measured (--stereo-only)")
