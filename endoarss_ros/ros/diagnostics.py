@@ -126,8 +126,9 @@ class NodeStats:
 
 
 def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp, info: dict[str, str],
-                        active: bool):
-    """One ``DiagnosticStatus`` for the node: OK while serving, WARN for recent rejections/errors/idle."""
+                        active: bool, warnings=()):
+    """One ``DiagnosticStatus`` for the node: OK while serving, WARN for recent rejections/errors/idle and for
+    each of ``warnings`` (e.g. an invalid camera_info), which are added to the message."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     snap = stats.snapshot()
@@ -177,6 +178,9 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
         if stalled:  # the temporal model cannot run (zero or constant stamps): never silently frame + EMA
             status.level = DiagnosticStatus.WARN
             status.message += "; temporal " + "; ".join(stalled)
+        if warnings:
+            status.level = DiagnosticStatus.WARN
+            status.message += "; " + "; ".join(warnings)
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp
