@@ -302,7 +302,7 @@ def test_missing_or_unreadable_model_fails_configure_naming_the_file(start_node,
 
 
 def test_parameter_validation_and_live_overlay_alpha(start_node, probe):
-    node = start_node("overlay_annotations:=false")  # the colour blend alone (annotations: test_status_eval)
+    node = start_node("overlay_annotations:=false")  # the colour blend alone (annotations: test_tools_eval_status)
     steps = [
         READY,
         {"op": "set_params", "params": {"overlay_alpha": 1.5}},

@@ -156,3 +156,28 @@ def test_raw_distorted_input_through_camera_info(frames):
         tip_raw = r1.T @ np.array(truth.tip_3d)
         assert np.linalg.norm(g.tip_3d - tip_raw) * 1000 < 3.0
         assert abs(g.tip_to_tissue - truth.tip_to_tissue_m) * 1000 < 4.0
+
+
+def test_a_tip_behind_the_tissue_is_refused(frames):
+    """A region that the right view shows at a much smaller disparity than the tissue around it (a false match
+    triangulated far behind the tissue surface) gets no 3D: the instruments of the right view (pixels, mask and
+    geometry) are moved 28 px right (a tip at 63 mm, 44 px of disparity, goes to about 170 mm) while the tissue
+    (about 85 mm there) stays where it is."""
+    frame = frames[0]
+    geometry = StereoGeometry(_rig(), instrument_classes=INSTRUMENT_CLASSES)
+    li, _, honest = _run(geometry, frame)
+    assert sum(g.has_3d for g in honest.instruments) >= 1
+    shift = 28
+    tool = np.isin(frame.right_mask, INSTRUMENT_CLASSES)
+    right = cv2.inpaint(frame.right, tool.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+    right_mask = np.where(tool, 0, frame.right_mask).astype(np.uint8)
+    moved = np.zeros_like(tool)
+    moved[:, shift:] = tool[:, :-shift]
+    right[moved] = np.roll(frame.right, shift, axis=1)[moved]
+    right_mask[moved] = np.roll(frame.right_mask, shift, axis=1)[moved]
+    ri = extract(right_mask, INSTRUMENT_CLASSES)
+    result = geometry.process(frame.left, right, frame.left_mask, right_mask, li, ri)
+    for instrument, g in zip(li, result.instruments):
+        truth = _truth_of(instrument, frame)
+        assert not g.has_3d or abs(g.tip_3d[2] - truth.tip_3d[2]) < 0.01, "a tip far behind the tissue published"
+    assert result.rejected >= sum(g.has_3d for g in honest.instruments)

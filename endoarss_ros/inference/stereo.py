@@ -30,7 +30,8 @@ rotated back by ``R1``^T, because the raw frame is the one a robot's hand-eye ca
   OpenCV's StereoSGBM runs on a window around each 3D tip (the whole reduced pair only when the disparity image
   is asked for); instrument pixels (left mask, dilated) are invalid. The tissue behind a tip is a plane fitted
   to the valid tissue disparities around the tip's pixel (the tip hides the tissue right behind it), read at the
-  tip's pixel; ``tip_to_tissue`` = that point's depth minus the tip's depth, along the tip's ray, left frame.
+  tip's pixel; ``tip_to_tissue`` = that point's depth minus the tip's depth, along the tip's ray, left frame. A
+  tip more than ``max_tip_behind_tissue_m`` behind that tissue is a wrong match: refused (``rejected``).
 """
 from __future__ import annotations
 
@@ -159,6 +160,7 @@ class StereoSettings:
     tissue_fit_radius: float = 0.06  # tissue plane fit window half size, fraction of the image width (the
     # tip's own neighbourhood: close enough that the tissue is near-planar there)
     tissue_min_pixels: int = 30
+    max_tip_behind_tissue_m: float = 0.02  # a tip this far behind the tissue seen around it is a wrong match
 
 
 @dataclass
@@ -234,7 +236,9 @@ class StereoGeometry:
             lut = np.zeros(256, np.uint8)
             lut[list(classes)] = 255
             views = (left_image, right_image, left_mask, lut)
-            out = [self._with_tissue(o, left.tips[i], views) for i, o in enumerate(out)]
+            checked = [self._with_tissue(o, left.tips[i], views) for i, o in enumerate(out)]
+            rejected += sum(o.has_3d and not c.has_3d for o, c in zip(out, checked))
+            out = checked
             if want_disparity:
                 disparity = self._full_disparity(self._small_pair(left_image, right_image, left_mask, classes))
         stage.lap("tissue_disparity")
@@ -489,8 +493,13 @@ class StereoGeometry:
         z_rect = self.rig.focal * self.rig.baseline_m / (d * self.settings.tissue_downscale)
         ray_rect = np.linalg.solve(self.rig.left.p[:, :3], np.array([tip_rect[0], tip_rect[1], 1.0]))
         tissue = self.rig.rectified_to_left((ray_rect / ray_rect[2] * z_rect)[None])[0]
+        gap = float(tissue[2] - geometry.tip_3d[2])
+        if gap < -self.settings.max_tip_behind_tissue_m:
+            # A tip seen through the tissue cannot be: a false region matched across the views (seen live: a
+            # spurious mask blob triangulated at 231 mm over tissue at 100 mm). Refused like a reprojection miss.
+            return Instrument3D.ray_only(geometry.tip_ray)
         return Instrument3D(geometry.tip_ray, True, geometry.tip_3d, geometry.entry_3d, geometry.tip_depth_sigma,
-                            float(tissue[2] - geometry.tip_3d[2]), geometry.reprojection_error_px)
+                            gap, geometry.reprojection_error_px)
 
     def _tissue_disparity_near(self, views, tip_rect) -> float:
         """Disparity (reduced pixels) of the tissue plane fitted around the tip, read at the tip; NaN when too

@@ -31,8 +31,9 @@ import pytest
 from endoarss_ros.bag.synth_bag import write_synth_bag
 from test.conftest import REPO
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="ray is not installed (scripts/setup_env.sh installs requirements/cluster.txt)")
+NO_RAY = "ray is not installed (scripts/setup_env.sh installs requirements/cluster.txt)"
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=NO_RAY),
+              pytest.mark.slow]  # Ray clusters and replays in subprocesses: minutes
 MARK = "ENDOARSS_TEST_RAY_RUN"
 FRAMES = {"big": 40, "a": 8, "b": 6}
 
