@@ -36,6 +36,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                       "Score a temporal model vs frame-wise + EMA on test videos, streamed as the node runs"),
     "eval-status": ("endoarss_ros.tools.evaluation.eval_status",
                     "Measure the status and instrument outputs on held-out synthetic frames (see docs/)"),
+    # (no hyphenated words in these texts: argparse may wrap the listing at a hyphen)
+    "train-oob": ("endoarss_ros.tools.train_oob",
+                  "Train the out of body (OOB) detector: synthetic procedures vs open licence photographs and rooms"),
+    "scrub": ("endoarss_ros.tools.scrub",
+              "Copy a recording with the frames outside the patient blanked or dropped, the rest byte for byte"),
     "bench": ("endoarss_ros.tools.bench.bench",
               "Benchmark the inference engine (per stage, end to end) against the naive released pipeline"),
 }

@@ -37,7 +37,10 @@ class NodeProcess:
         self.log_path = tmp_path / f"node{self.ns.replace('/', '_')}_{uuid.uuid4().hex[:4]}.log"
         args = [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={self.ns}",
                 "-p", f"model:={model}", "-p", "device:=cpu", "-p", "warmup_size:=[240, 320]",
-                "-p", f"autostart:={str(autostart).lower()}"]
+                "-p", f"autostart:={str(autostart).lower()}",
+                # The probe's frames are coloured blobs, not endoscope views: the out-of-body detector (rightly)
+                # calls them outside. Tests of other features run without it; test_out_of_body_node turns it on.
+                "-p", "out_of_body.model:=''", "-p", "privacy_gate:=false"]
         for p in params:
             args += ["-p", p]
         args += list(ros_args)  # e.g. ["--params-file", path]

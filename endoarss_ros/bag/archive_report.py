@@ -73,6 +73,8 @@ def _recording_row(entry: dict) -> dict:
     frames_status = sum(st["frames"] for st in status)
     gt = s.get("ground_truth") or {}
     main = activity.most_common(1)[0] if activity else (None, 0)
+    privacy = s.get("privacy") if isinstance(s.get("privacy"), dict) else {}
+    privacy = [t for t in (privacy.get("topics") or {}).values() if isinstance(t, dict)]
     return {
         "name": entry["name"], "status": "ok", "input": s.get("input"),
         "frames_in": s["frames_in"], "frames_out": s["frames_out"], "frames_failed": s["frames_failed"],
@@ -85,6 +87,9 @@ def _recording_row(entry: dict) -> dict:
         "usable_fraction": round(sum(st["usable"] for st in status) / frames_status, 4) if frames_status else None,
         "status_flags": dict(sum((Counter(st["flags"]) for st in status), Counter())),
         "instrument_tracks": sum(tr["tracks"] for tr in s.get("instruments", {}).values()),
+        # the privacy gate: frames out of body, and frames whose images were blanked (replay's summary)
+        "out_of_body_frames": sum(int(t.get("out_of_body_frames", 0)) for t in privacy),
+        "gated_frames": sum(int(t.get("gated_frames", 0)) for t in privacy),
         "frames_with_activity_truth": gt.get("frames_with_activity", 0),
         "activity_accuracy": gt.get("activity_accuracy"),
         "frames_with_mask_truth": gt.get("frames_with_mask", 0), "miou_foreground": gt.get("miou_foreground"),
@@ -157,6 +162,8 @@ def aggregate(entries: Iterable[dict]) -> dict:
         "usable_fraction": round(sum(r["usable_frames"] for r in ok) / status_frames, 4) if status_frames else None,
         "status_flags": dict(sum((Counter(r["status_flags"]) for r in ok), Counter())),
         "instrument_tracks": sum(r["instrument_tracks"] for r in ok),
+        "out_of_body_frames": sum(r["out_of_body_frames"] for r in ok),
+        "gated_frames": sum(r["gated_frames"] for r in ok),
         "frames_with_activity_truth": sum(r["frames_with_activity_truth"] for r in ok),
         "activity_accuracy": _weighted(ok, "activity_accuracy", "frames_with_activity_truth"),
         "frames_with_mask_truth": sum(r["frames_with_mask_truth"] for r in ok),

@@ -24,7 +24,8 @@ def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[st
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.6 * max(1, len(rows))), dpi=100)
     for y, (_, segments) in enumerate(rows):
         bars = [(s["start_s"], max(s["end_s"] - s["start_s"], 1e-3)) for s in segments]
-        ax.broken_barh(bars, (y - 0.35, 0.7), facecolors=[colors[s["class_id"] % 10] for s in segments])
+        ax.broken_barh(bars, (y - 0.35, 0.7), facecolors=[colors[s["class_id"] % 10] if s["class_id"] < len(names)
+                                                          else "0.6" for s in segments])  # grey: out of body
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.invert_yaxis()
     ax.set_xlabel("time (s)")

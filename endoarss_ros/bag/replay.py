@@ -7,6 +7,10 @@ nothing is dropped. The output bag holds, per image topic, the node's outputs (`
 image's header and written at the source image's bag time, so ``ros2 bag play`` reproduces the timing. Frames
 that cannot be decoded are listed in the summary with their reason and get a status with INPUT_REJECTED.
 Offline there is no live clock: a status's ``age_ms`` is NaN and STALE is never set.
+
+The privacy gate (on unless ``privacy_gate=False``) is the node's: every image written (overlay, mask, the
+copied input frames of ``copy_input``, the overlay video) is blanked while the topic is out of body or a frame
+has no decision; a copied input frame is written only after its own decision (``privacy`` in the summary).
 """
 from __future__ import annotations
 
@@ -25,6 +29,12 @@ from endoarss_ros.inference.message_fields import (
     segmentation_info_fields,
     status_fields,
 )
+from endoarss_ros.inference.out_of_body import (
+    DEFAULT_OUT_OF_BODY_MODEL,
+    OUT_OF_BODY_CLASS_ID,
+    OutOfBody,
+    OutOfBodySettings,
+)
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds, lost_frame_status
 from endoarss_ros.inference.stereo import mono_geometry
@@ -39,6 +49,7 @@ from .camera_infos import CameraInfos
 from .media import OverlayVideo, plot_timeline
 from .messages import make_header, to_rosbags
 from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
+from .privacy import BlankingError, blanked_rawdata, load_detector
 from .reader import BagError, BagFrame, BagReader, GroundTruthCollector
 from .writer import BagOutput
 
@@ -77,6 +88,8 @@ class ReplayOptions:
     engine: object | None = None  # an InferenceEngine to reuse (tests, demo, replay-many's replayers)
     temporal_model: str = ""  # temporal activity weights bound to ``model`` ('' = frame-wise + EMA)
     made_from: dict | None = None  # what the outputs were made from (replay-many's resume record), in the summary
+    privacy_gate: bool = True  # blank every image written while out of body or undecided (inference.out_of_body)
+    out_of_body_model: str = DEFAULT_OUT_OF_BODY_MODEL
     stereo: tuple[str, str] | None = None  # (left, right) image topics of a stereo pair (``stereo_replay``)
     stereo_tolerance_ms: float = 0.0  # pair left and right frames whose stamps differ by at most this
 
@@ -180,6 +193,13 @@ class _ReplayRun:
             self.seg_names, self.act_names, engine.colors, opts.stream_settings,
             temporal=TemporalSession(*temporal, TemporalSettings.from_binding(temporal[1])) if temporal else None),
             StatusTally(), TrackTally(self.seg_names)) for t in self.topics}
+        detector = load_detector(opts.out_of_body_model, opts.privacy_gate)
+        for st in self.states.values():
+            st.stream.out_of_body = (OutOfBody(detector, OutOfBodySettings(privacy_gate=opts.privacy_gate))
+                                     if detector is not None else None)
+        # --copy-input: per topic, frames copied as they came / blanked / left out (no blank could be made)
+        self.copied = {t: {"as_recorded": 0, "blanked": 0, "left_out": 0} for t in self.topics}
+        self.last_decision = None  # the out-of-body decision of the frame written last
         self.failed: list[dict] = []
         self.want_overlay = opts.overlay or opts.video is not None
         self.video = (OverlayVideo(Path(opts.video), self._video_fps(), outputs) if opts.video is not None
@@ -229,12 +249,14 @@ class _ReplayRun:
         for bf in self.bag.frames(self.topics, max_pixels=opts.max_pixels, keep_raw=opts.copy_input,
                                   extra_topics=self.extra_topics, on_extra=self.on_extra):
             self.states[bf.topic].frames_in += 1
-            if opts.copy_input and bf.rawdata is not None:  # None: lost in a damaged chunk
-                self.out.write_raw(bf.topic, bf.timestamp, bf.rawdata)
+            if opts.copy_input and (bf.frame is None or not opts.privacy_gate):
+                self._copy_input(bf, gated=bf.frame is None)  # a decodable frame waits for its decision
             if bf.frame is None:
                 self.failed.append({"topic": bf.topic, "index": bf.index, "stamp_ns": bf.stamp,
                                     "reason": bf.reason, "error": bf.error})
-                self._write_status(bf, lost_frame_status("INPUT_REJECTED", f"{bf.reason}: {bf.error}"), 0.0)
+                gate = self.states[bf.topic].stream.out_of_body
+                outside = gate is not None and gate.state.out_of_body
+                self._write_status(bf, lost_frame_status("INPUT_REJECTED", f"{bf.reason}: {bf.error}", outside), 0.0)
                 self._advance(1)
                 continue
             if batch and (len(batch) >= max(1, opts.batch) or batch[0].frame.size != bf.frame.size):
@@ -244,6 +266,22 @@ class _ReplayRun:
         self._flush(batch)
         if self.evaluator is not None:
             self._evaluate(final=True)
+
+    def _copy_input(self, bf: BagFrame, gated: bool) -> None:
+        """The input frame into the output bag: as recorded, or blanked when the gate is on and the frame is
+        out of body or undecided (undecodable); left out (counted) when no blank can be made."""
+        if bf.rawdata is None:  # lost in a damaged chunk
+            return
+        copied = self.copied[bf.topic]
+        if not (gated and self.opts.privacy_gate):
+            self.out.write_raw(bf.topic, bf.timestamp, bf.rawdata)
+            copied["as_recorded"] += 1
+            return
+        try:
+            self.out.write_raw(bf.topic, bf.timestamp, blanked_rawdata(self.out.store, bf.msgtype, bf.rawdata))
+            copied["blanked"] += 1
+        except BlankingError:
+            copied["left_out"] += 1
 
     @property
     def extra_topics(self) -> list[str]:
@@ -291,7 +329,11 @@ class _ReplayRun:
     def _write_results(self, frame: BagFrame, result, inference_s: float) -> None:
         st, out, store = self.states[frame.topic], self.out, self.out.store
         stream = st.stream.update(frame.frame, result, frame.stamp / 1e9)
+        self.last_decision = stream.out_of_body  # a stereo pair's right frame follows its left's decision
+        if self.opts.copy_input and self.opts.privacy_gate:
+            self._copy_input(frame, gated=stream.out_of_body.gated)
         activity = stream.activity
+        outside = stream.out_of_body is not None and stream.out_of_body.out_of_body
         header = frame.header
         frame_id = str(getattr(header, "frame_id", ""))
         if self.opts.info and st.info_frame_id != frame_id:
@@ -309,11 +351,12 @@ class _ReplayRun:
             self.video.add(stream.overlay)
         counts = np.bincount(result.mask.reshape(-1), minlength=len(self.seg_names))
         st.pixels = counts if st.pixels is None else st.pixels + counts[: len(st.pixels)]
-        st.timeline.append((frame.stamp, activity.class_id, float(activity.probabilities[activity.class_id])))
+        st.timeline.append((frame.stamp, activity.class_id,
+                            0.0 if outside else float(activity.probabilities[activity.class_id])))
         if st.stream.temporal is not None:
-            st.sources.append((activity.source, stream.ema_class_id))
+            st.sources.append((activity.source, OUT_OF_BODY_CLASS_ID if outside else stream.ema_class_id))
         st.frames_out += 1
-        if self.evaluator is not None and frame.topic == self.eval_topic:
+        if self.evaluator is not None and frame.topic == self.eval_topic and not outside:
             self.pending_eval[frame.stamp] = (result.mask, activity.class_id, status.usable)
 
     def _write_status(self, frame: BagFrame, status, processing_ms: float):
@@ -367,6 +410,7 @@ class _ReplayRun:
             "pixel_fractions": {t: report.pixel_fractions(s.pixels, self.seg_names) for t, s in states.items()},
             "status": {t: s.statuses.summary() for t, s in states.items()},
             "instruments": {t: s.tracks.summary() for t, s in states.items()},
+            "privacy": report.privacy_section(states, opts, self.copied),
             "temporal": report.temporal_section(str(opts.temporal_model), states, self.eval_topic,
                                                 self.truth_activities, self.act_names, start_ns)
             if opts.temporal_model else None,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.out_of_body import OUT_OF_BODY_CLASS_ID, OUT_OF_BODY_LABEL
 from ..metrics.segments import video_scores
 
 TEMPORAL_SCORES = ("frames", "accuracy", "switches", "true_transitions", "false_transitions", "delay_median_s")
@@ -28,7 +29,7 @@ def activity_segments(timeline: list[tuple[int, int, float]], names: list[str], 
             continue
         if segments:
             segments[-1]["end_ns"] = stamp
-        segments.append({"class_id": int(cls), "label": names[cls] if cls < len(names) else str(cls),
+        segments.append({"class_id": int(cls), "label": _label(cls, names),
                          "start_ns": int(stamp), "end_ns": None, "frames": 1, "_conf": conf})
     segments[-1]["end_ns"] = int(timeline[-1][0] + period)
     for seg in segments:
@@ -36,6 +37,36 @@ def activity_segments(timeline: list[tuple[int, int, float]], names: list[str], 
         seg["end_s"] = round((seg["end_ns"] - start_ns) / 1e9, 3)
         seg["mean_confidence"] = round(seg.pop("_conf") / seg["frames"], 4)
     return segments
+
+
+def _label(cls: int, names: list[str]) -> str:
+    if 0 <= cls < len(names):
+        return names[cls]
+    return OUT_OF_BODY_LABEL if cls == OUT_OF_BODY_CLASS_ID else str(cls)
+
+
+def privacy_section(states: dict, opts, copied: dict) -> dict:
+    """The out-of-body state and the privacy gate of each topic: frames out of body, gated (blanked) frames and
+    their intervals, and what happened to the copied input frames (``--copy-input``)."""
+    return {"privacy_gate": bool(opts.privacy_gate), "out_of_body_model": str(opts.out_of_body_model),
+            "topics": {t: dict(st.stream.out_of_body.state.summary(), copied_input=copied.get(t, {}))
+                       for t, st in states.items() if st.stream.out_of_body is not None}}
+
+
+def privacy_lines(privacy: dict | None) -> list[str]:
+    """The privacy section in words (replay, scrub and the demo print these)."""
+    if not privacy:
+        return []
+    gate = "on" if privacy["privacy_gate"] else "OFF (out-of-body frames written as they came)"
+    lines = []
+    for topic, d in privacy["topics"].items():
+        copied = d.get("copied_input") or {}
+        lines.append(f"out of body on {topic}: {d['out_of_body_frames']} of {d['frames']} frames, {d['entries']} "
+                     f"entries; privacy gate {gate}: {d['gated_frames']} frames blanked in "
+                     f"{len(d['gated_intervals'])} intervals"
+                     + (f"; copied input: {copied['as_recorded']} as recorded, {copied['blanked']} blanked, "
+                        f"{copied['left_out']} left out" if sum(copied.values()) else ""))
+    return lines
 
 
 def pixel_fractions(counts: np.ndarray | None, names: list[str]) -> dict[str, float]:

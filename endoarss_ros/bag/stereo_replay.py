@@ -91,8 +91,8 @@ class StereoReplayRun(_ReplayRun):
         for bf in self.bag.frames(self.topics, max_pixels=opts.max_pixels, keep_raw=opts.copy_input,
                                   extra_topics=self.extra_topics, on_extra=self.on_extra):
             self.states[bf.topic].frames_in += 1
-            if opts.copy_input and bf.rawdata is not None:
-                self.out.write_raw(bf.topic, bf.timestamp, bf.rawdata)
+            if opts.copy_input and (bf.frame is None or not opts.privacy_gate):
+                self._copy_input(bf, gated=bf.frame is None)  # a decodable frame waits for its pair's decision
             if bf.frame is None:
                 self.failed.append({"topic": bf.topic, "index": bf.index, "stamp_ns": bf.stamp,
                                     "reason": bf.reason, "error": bf.error})
@@ -119,6 +119,8 @@ class StereoReplayRun(_ReplayRun):
             if u.side == LEFT:
                 items.append((u.frame.item, None))
             else:
+                if self.opts.copy_input and self.opts.privacy_gate:  # no decision for it: fail closed
+                    self._copy_input(u.frame.item, gated=True)
                 self._advance(1)
         return items
 
@@ -140,6 +142,8 @@ class StereoReplayRun(_ReplayRun):
                 self.states[self.right].frames_out += 1
                 self.pairs += 1
             self._write_results(left, by_frame[id(left)], inference_s / len(frames) * (2 if right else 1))
+            if right is not None and self.opts.copy_input and self.opts.privacy_gate:
+                self._copy_input(right, gated=self.last_decision.gated)  # the pair's decision (its left's)
         if self.evaluator is not None:
             self._evaluate()
         self._advance(len(frames))

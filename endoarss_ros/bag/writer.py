@@ -95,11 +95,12 @@ class BagOutput:
         return self
 
     def add(self, topic: str, msgtype: str, *, latched: bool = False, msgdef: str | None = None,
-            rihs01: str | None = None) -> None:
-        """Declare a topic (once). ``latched``: transient-local QoS, replayed as latched by ``ros2 bag play``."""
+            rihs01: str | None = None, qos: list | None = None) -> None:
+        """Declare a topic (once). ``latched``: transient-local QoS, replayed as latched by ``ros2 bag play``;
+        ``qos``: the offered QoS profiles to record instead (a copy keeps the original's)."""
         if topic in self._conns:
             return
-        qos = [_qos(transient_local=latched, depth=1 if latched else 10)]
+        qos = list(qos) if qos else [_qos(transient_local=latched, depth=1 if latched else 10)]
         if msgdef is not None and rihs01 is not None:
             conn = self._writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=rihs01,
                                                offered_qos_profiles=qos)

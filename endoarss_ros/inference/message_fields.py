@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .out_of_body import OUT_OF_BODY_LABEL, SOURCE_OUT_OF_BODY, blank
+
 ACTIVITY_TYPE = "endoarss_ros/msg/Activity"
 SEGMENTATION_INFO_TYPE = "endoarss_ros/msg/SegmentationInfo"
 STATUS_TYPE = "endoarss_ros/msg/PerceptionStatus"
@@ -67,8 +69,10 @@ def activity_fields(header, class_names: Sequence[str], probabilities, raw_proba
     """``endoarss_ros/Activity``: the winner ``class_id`` of the (smoothed or temporal) ``probabilities``,
     the estimator that produced it (``source``, ``temporal.SOURCE_*``) and how long it has held."""
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)
-    return {"header": header, "label": class_names[class_id], "class_id": int(class_id),
-            "confidence": float(probabilities[class_id]), "class_names": list(class_names),
+    outside = source == SOURCE_OUT_OF_BODY
+    return {"header": header, "label": OUT_OF_BODY_LABEL if outside else class_names[class_id],
+            "class_id": int(class_id), "confidence": 0.0 if outside else float(probabilities[class_id]),
+            "class_names": list(class_names),
             "probabilities": probabilities,
             "raw_probabilities": np.asarray(raw_probabilities, dtype=np.float32).reshape(-1),
             "source": str(source), "duration_s": _f32(duration_s)}
@@ -96,7 +100,8 @@ def _f32(value) -> float:
 def status_fields(header, status) -> dict:
     """``endoarss_ros/PerceptionStatus`` of a ``status.FrameStatus`` (with its timing)."""
     return {"header": header, "usable": status.usable, "flags": int(status.flags), "reasons": list(status.reasons),
-            "processed": bool(status.processed), **{k: _f32(v) for k, v in status.measures.items()},
+            "processed": bool(status.processed), "out_of_body": bool(status.out_of_body),
+            **{k: _f32(v) for k, v in status.measures.items()},
             "age_ms": _f32(status.age_ms), "processing_ms": _f32(status.processing_ms)}
 
 
@@ -160,11 +165,13 @@ def frame_fields(header, result, stream, activity_names: Sequence[str], seg_name
     camera_info); ``instruments_header``: the InstrumentArray's header (the camera_info's frame_id), default
     ``header``."""
     activity = stream.activity
+    decision = getattr(stream, "out_of_body", None)
+    gated = decision is not None and decision.gated  # the privacy gate: every image output blanked
     h, w = result.mask.shape[:2]
     fields = {
         "activity": activity_fields(header, activity_names, activity.probabilities, result.activity_probs,
                                     activity.class_id, activity.source, activity.duration_s),
-        "mask": image_fields(header, result.mask, MASK_ENCODING),
+        "mask": image_fields(header, blank(result.mask) if gated else result.mask, MASK_ENCODING),
         "instruments": instrument_array_fields(header if instruments_header is None else instruments_header, w, h,
                                                stream.instruments, seg_names, geometry),
     }

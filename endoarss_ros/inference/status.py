@@ -13,7 +13,8 @@ import numpy as np
 
 # The bits of PerceptionStatus.flags, in bit order (bit i = 1 << i); test_messages checks the .msg agrees.
 FLAGS = ("LOW_CONFIDENCE", "BLUR", "TOO_DARK", "OVER_EXPOSED", "SMOKE_OR_HAZE", "BLOOD_OR_SOILING", "NOISE",
-         "COMPRESSION_ARTIFACTS", "NO_TISSUE", "STALE", "INPUT_REJECTED", "DROPPED", "INFERENCE_FAILED")
+         "COMPRESSION_ARTIFACTS", "NO_TISSUE", "STALE", "INPUT_REJECTED", "DROPPED", "INFERENCE_FAILED",
+         "OUT_OF_BODY")
 FLAG = {name: 1 << i for i, name in enumerate(FLAGS)}
 IMAGE_FLAGS = ("BLUR", "TOO_DARK", "OVER_EXPOSED", "SMOKE_OR_HAZE", "BLOOD_OR_SOILING", "NOISE",
                "COMPRESSION_ARTIFACTS")
@@ -96,6 +97,7 @@ class FrameStatus:
     measures: dict[str, float]
     age_ms: float = NAN
     processing_ms: float = NAN
+    out_of_body: bool = False  # the camera's out-of-body state after this frame (``out_of_body.OutOfBodyState``)
 
     @property
     def usable(self) -> bool:
@@ -137,17 +139,23 @@ def model_uncertainty(activity_probs, confidence: np.ndarray | None, pixel_thres
     return out
 
 
-def frame_status(measures: dict[str, float], thresholds: StatusThresholds) -> FrameStatus:
-    """The status of a processed frame from its measures (``MEASURES``); timing is added at publication."""
+def frame_status(measures: dict[str, float], thresholds: StatusThresholds, out_of_body=None) -> FrameStatus:
+    """The status of a processed frame from its measures (``MEASURES``) and its ``out_of_body.Decision`` (None:
+    no detector); timing is added at publication. OUT_OF_BODY while out of body or undecided, its reason first."""
     flags, reasons = 0, []
+    if out_of_body is not None and out_of_body.reason:
+        flags, reasons = FLAG["OUT_OF_BODY"], [out_of_body.reason]
     for rule in RULES:
         hit = _check(rule, measures.get(rule[1], NAN), thresholds)
         if hit:
             flags |= FLAG[rule[0]]
             reasons.append(hit)
-    return FrameStatus(flags, tuple(reasons), True, {m: float(measures.get(m, NAN)) for m in MEASURES})
+    return FrameStatus(flags, tuple(reasons), True, {m: float(measures.get(m, NAN)) for m in MEASURES},
+                       out_of_body=bool(out_of_body is not None and out_of_body.out_of_body))
 
 
-def lost_frame_status(flag: str, reason: str) -> FrameStatus:
-    """The status of a frame that produced no results: INPUT_REJECTED, DROPPED or INFERENCE_FAILED."""
-    return FrameStatus(FLAG[flag], (f"{flag.lower()}: {reason}",), False, dict.fromkeys(MEASURES, NAN))
+def lost_frame_status(flag: str, reason: str, out_of_body: bool = False) -> FrameStatus:
+    """The status of a frame that produced no results: INPUT_REJECTED, DROPPED or INFERENCE_FAILED;
+    ``out_of_body``: the camera's state when it was lost."""
+    return FrameStatus(FLAG[flag], (f"{flag.lower()}: {reason}",), False, dict.fromkeys(MEASURES, NAN),
+                       out_of_body=out_of_body)

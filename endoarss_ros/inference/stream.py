@@ -15,6 +15,7 @@ import numpy as np
 from . import instruments as inst
 from . import quality
 from .annotate import annotate
+from .out_of_body import OUT_OF_BODY_CLASS_ID, SOURCE_OUT_OF_BODY, Decision, OutOfBody, blank
 from .smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
 from .status import FrameStatus, StatusThresholds, frame_status, model_uncertainty
 from .temporal_activity import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
@@ -56,15 +57,21 @@ class StreamOutput(NamedTuple):
     features: np.ndarray | None = None  # the frame's temporal features (``temporal_features.frame_features``)
     temporal: TemporalEstimate | None = None  # the temporal session's estimate, when there is one
     ema_class_id: int = -1  # the frame-wise + EMA label (what is published without a warm temporal model)
+    out_of_body: Decision | None = None  # the out-of-body decision (None: the stream has no detector)
+
+
+def _ns(stamp_s: float | None) -> int:
+    return 0 if stamp_s is None else int(round(stamp_s * 1e9))
 
 
 class CameraStream:
     """Per camera. ``seg_classes`` / ``activity_classes``: the published names; ``colors``: the class colours
     (``engine.colors``); ``temporal``: a ``temporal.TemporalSession`` for this camera, or None (frame-wise EMA
-    only). Raises ValueError when ``settings.instruments.classes`` names an unknown class."""
+    only); ``out_of_body``: the camera's ``out_of_body.OutOfBody`` (None: no out-of-body state, no gate).
+    Raises ValueError when ``settings.instruments.classes`` names an unknown class."""
 
     def __init__(self, seg_classes, activity_classes, colors: np.ndarray, settings: StreamSettings | None = None,
-                 temporal=None):
+                 temporal=None, out_of_body: OutOfBody | None = None):
         self.seg_classes, self.activity_classes = list(seg_classes), list(activity_classes)
         self.colors = np.asarray(colors, np.uint8)
         self.settings = settings or StreamSettings()
@@ -74,6 +81,9 @@ class CameraStream:
                                               self.settings.instruments.max_missed_frames)
         self.temporal = temporal
         self.clock = ActivityClock()
+        self.out_of_body = out_of_body
+        self.paused_s = 0.0  # stamp time spent out of body: taken off the temporal clock (not the procedure's)
+        self.out_since_s: float | None = None  # stamp of the current out-of-body interval's first frame
         self._image_format: tuple | None = None  # (H, W, encoding) of the last frame
 
     def reconfigure(self, settings: StreamSettings) -> None:
@@ -96,9 +106,15 @@ class CameraStream:
         self._follow_image_format(frame)
         rgb = quality.analysis_rgb(frame)
         measures = quality.measure(frame, rgb).as_dict()
+        decision = None
+        if self.out_of_body is not None:  # before any output of the frame exists: a frame is gated from its own
+            decision = self.out_of_body.decide(rgb, measures, _ns(stamp_s))
         measures.update(model_uncertainty(result.activity_probs, result.confidence,
                                           s.thresholds.pixel_confidence_threshold))
-        status = frame_status(measures, s.thresholds)
+        status = frame_status(measures, s.thresholds, decision)
+        if decision is not None and decision.out_of_body:
+            return self._outside(result, status, decision, stamp_s, t0)
+        stamp_s = self._resume(stamp_s)
         features = frame_features(result, len(self.seg_classes), status.measures)
         activity, estimate, ema_class_id = self._activity(result.activity_probs, features,
                                                           usable_for_temporal(status), stamp_s)
@@ -106,13 +122,38 @@ class CameraStream:
                              min_area_fraction=s.instruments.min_area_fraction)
         tracked = self.tracker.update(found, result.mask.shape)
         overlay = result.overlay
-        if overlay is not None and s.annotate:
+        if decision is not None and decision.gated:  # undecided (the detector failed): fail closed
+            overlay = None if overlay is None else blank(overlay)
+        elif overlay is not None and s.annotate:
             overlay = annotate(overlay, instruments=tracked, status=status,
                                activity=self.activity_classes[activity.class_id],
                                confidence=float(activity.probabilities[activity.class_id]),
                                names=self.seg_classes, colors=self.colors)
         return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0, features, estimate,
-                            ema_class_id)
+                            ema_class_id, decision)
+
+    def _outside(self, result, status, decision: Decision, stamp_s, t0: float) -> StreamOutput:
+        """Out of body: no instruments, the activity marked out of body; the smoother, the temporal session and
+        the tracker are paused (not stepped, not reset); the overlay blanked while the gate is on."""
+        if stamp_s is not None and self.out_since_s is None:
+            self.out_since_s = stamp_s
+        since = self.out_since_s
+        activity = PublishedActivity(np.zeros(len(self.activity_classes), np.float32), OUT_OF_BODY_CLASS_ID,
+                                     SOURCE_OUT_OF_BODY, float(stamp_s - since) if since is not None else np.nan)
+        overlay = result.overlay
+        if overlay is not None and decision.gated:
+            overlay = blank(overlay)
+        return StreamOutput(activity, status, [], overlay, time.perf_counter() - t0, None, None, -1, decision)
+
+    def _resume(self, stamp_s: float | None) -> float | None:
+        """The stamp on the procedure's clock: the out-of-body intervals taken off, so the temporal session
+        resumes where it paused, without a gap or a reset."""
+        if stamp_s is None:
+            return None
+        if self.out_since_s is not None:
+            self.paused_s += max(0.0, stamp_s - self.out_since_s)
+            self.out_since_s = None
+        return stamp_s - self.paused_s
 
     def _follow_image_format(self, frame) -> None:
         """A change of resolution or encoding resets the temporal session: features of another image (another
@@ -132,6 +173,10 @@ class CameraStream:
         probabilities, class_id, source = published_activity(estimate, ema, self.smoother.enabled)
         duration = self.clock.update(stamp_s, class_id) if stamp_s is not None else float("nan")
         return PublishedActivity(probabilities, class_id, source, duration), estimate, ema.class_id
+
+    def reconfigure_out_of_body(self, settings) -> None:
+        if self.out_of_body is not None:
+            self.out_of_body.reconfigure(settings)
 
     def reset_temporal(self, reason: str) -> bool:
         """Reset the temporal session (False when there is none)."""

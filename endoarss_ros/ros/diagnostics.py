@@ -148,7 +148,8 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
     for key in ("status.published", "status.usable", *(f"status.flag.{f}" for f in FLAGS)):
         values[key] = str(counters.get(key, 0))
     for key in ("frames.received", "frames.published", "dropped.replaced", "dropped.lost_before_callback",
-                "errors.inference"):
+                "errors.inference", "out_of_body.frames", "out_of_body.undecided_frames",
+                "privacy_gate.gated_frames"):
         values[key] = str(counters.get(key, 0))
     for reason in FRAME_ERROR_REASONS:
         values[f"rejected.{reason}"] = str(counters.get(f"rejected.{reason}", 0))

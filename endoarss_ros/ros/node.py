@@ -63,6 +63,7 @@ class PerceptionNode(LifecycleNode):
         self._slots = None
         self._worker = None
         self._streams: list = []  # one inference.stream.CameraStream per camera while active
+        self._out_of_body_detector = None  # inference.out_of_body.OutOfBodyDetector, loaded at configure
         self._state_label = "unconfigured"
         self._last_log: dict[tuple, float] = {}
         self._suppressed: dict[tuple, int] = {}
@@ -99,6 +100,7 @@ class PerceptionNode(LifecycleNode):
         self.settings = new
         for stream in self._streams:
             stream.reconfigure(new.stream)  # smoothing, thresholds, tracking: from the next frame on
+            stream.reconfigure_out_of_body(new.out_of_body)
         for p in changed:
             self.get_logger().info(f"parameter {p.name} set to {p.value!r}")
         return SetParametersResult(successful=True)
@@ -129,7 +131,7 @@ class PerceptionNode(LifecycleNode):
             self._engine = self._create_engine(path, s)
         except Exception as e:  # noqa: BLE001 - any load failure is reported, the node stays up
             return self._configure_failed(f"cannot load the model file {path}: {type(e).__name__}: {e}")
-        problem = self._load_labels(path.name)
+        problem = self._load_labels(path.name) or self._load_out_of_body(s)
         if problem is None:
             engine = self._engine
             problem = self._temporal.configure(s.temporal_model, path, engine.seg_classes, engine.activity_classes,
@@ -174,6 +176,26 @@ class PerceptionNode(LifecycleNode):
         self._labels = Labels(seg, act, engine.colors, model_label)
         return None
 
+    def _load_out_of_body(self, s) -> str | None:
+        """The out-of-body detector (the privacy gate and PerceptionStatus.out_of_body); why not, or None."""
+        from endoarss_ros.inference.out_of_body import OutOfBodyDetector, OutOfBodyModelError
+
+        self._out_of_body_detector = None
+        if not s.out_of_body_model:
+            if s.out_of_body.privacy_gate:  # fail closed: a gate that cannot decide would pass every frame
+                return ("out_of_body.model is '' (no out-of-body detector) while privacy_gate is true: the gate "
+                        "cannot decide; give the detector, or set privacy_gate:=false knowingly")
+            self.get_logger().warn("no out-of-body detector (out_of_body.model ''): out_of_body is never set")
+            return None
+        try:
+            self._out_of_body_detector = OutOfBodyDetector.load(resolve_model_path(s.out_of_body_model))
+        except OutOfBodyModelError as e:
+            return f"{e} (parameter out_of_body.model={s.out_of_body_model!r})"
+        if not s.out_of_body.privacy_gate:
+            self.get_logger().warn("privacy_gate is false: out-of-body frames are published on "
+                                   "segmentation/overlay as they came")
+        return None
+
     def _create_engine(self, path, s):
         from endoarss_ros.inference import InferenceEngine
 
@@ -197,12 +219,16 @@ class PerceptionNode(LifecycleNode):
         ret = super().on_activate(state)  # enables the lifecycle publishers
         if ret != TransitionCallbackReturn.SUCCESS:
             return ret
+        from endoarss_ros.inference.out_of_body import OutOfBody
         from endoarss_ros.inference.stream import CameraStream
 
         s, labels = self.settings, self._labels
         # instruments.classes was checked at configure
         self._streams = [CameraStream(labels.seg_names, labels.activity_names, labels.colors, s.stream,
-                                      temporal=self._temporal.session(i)) for i in range(len(s.cameras))]
+                                      temporal=self._temporal.session(i),
+                                      out_of_body=OutOfBody(self._out_of_body_detector, s.out_of_body)
+                                      if self._out_of_body_detector is not None else None)
+                         for i in range(len(s.cameras))]
         for camera in range(len(s.cameras)):
             self._outputs.publish_info(camera, "", labels)
         pairs = params.parse_stereo_pairs(list(s.stereo_pairs), s.cameras)  # checked at configure
@@ -374,6 +400,7 @@ class PerceptionNode(LifecycleNode):
             header = item.message.header
             t1 = time.monotonic()
             stream = self._streams[item.camera].update(frame, result, stamp_seconds(header))
+            self._count_out_of_body(stream.out_of_body)
             t2 = time.monotonic()
             geometry = self._frame_geometry(item, frame, result, stream, partner, partner_result)
             t3 = time.monotonic()
@@ -422,6 +449,17 @@ class PerceptionNode(LifecycleNode):
             out.markers = geometry.markers(camera, out, stream.instruments, labels.seg_names, labels.colors)
         return out
 
+    def _count_out_of_body(self, decision) -> None:
+        """/diagnostics: frames out of body, entries into the state, frames the privacy gate blanked."""
+        if decision is None:
+            return
+        if decision.out_of_body:
+            self.stats.count("out_of_body.frames")
+        if not decision.decided:
+            self.stats.count("out_of_body.undecided_frames")
+        if decision.gated:
+            self.stats.count("privacy_gate.gated_frames")
+
     def _on_worker_error(self, error: BaseException, batch):
         text = f"{type(error).__name__}: {error}"
         self.stats.error("inference", text)
@@ -439,11 +477,24 @@ class PerceptionNode(LifecycleNode):
                            "processed (the node keeps the newest frame per camera)", item.received)
 
     def _publish_lost(self, camera: int, header, flag: str, reason: str, received: float) -> None:
-        outputs = self._outputs
+        outputs, streams = self._outputs, self._streams
         if outputs is not None:
-            outputs.publish_lost(camera, header, flag, reason, received, self.settings.thresholds)
+            gate = streams[camera].out_of_body if camera < len(streams) else None
+            outputs.publish_lost(camera, header, flag, reason, received, self.settings.thresholds,
+                                 out_of_body=gate is not None and gate.state.out_of_body)
 
     # ---- diagnostics -----------------------------------------------------------------------------
+    def _out_of_body_info(self) -> dict[str, str]:
+        s = self.settings
+        info = {"privacy_gate": "on" if s.out_of_body.privacy_gate else "off",
+                "out_of_body.model": str(resolve_model_path(s.out_of_body_model))}
+        for camera, stream in zip(s.cameras, list(self._streams)):
+            state = stream.out_of_body.state if stream.out_of_body is not None else None
+            if state is not None:
+                info[f"out_of_body.state.{camera.label}"] = "out" if state.out_of_body else "in"
+                info[f"out_of_body.entries.{camera.label}"] = str(state.entries)
+        return info
+
     def _publish_diagnostics(self):
         s, engine = self.settings, self._engine
         info = {
@@ -460,6 +511,7 @@ class PerceptionNode(LifecycleNode):
             "unknown_parameters": ", ".join(self._unknown_parameters),
             **engine_memory.cuda_memory_info(),
             **self._temporal.diagnostics(s.smoothing_enabled),
+            **self._out_of_body_info(),
         }
         warnings = []
         geometry, stereo = self._geometry, self._stereo

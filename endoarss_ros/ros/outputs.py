@@ -131,6 +131,8 @@ class Outputs:
         self.cameras[camera].publish("status", status_fields(header, status))
         self._stats.status(status.usable, status.flag_names)
 
-    def publish_lost(self, camera: int, header, flag: str, reason: str, received: float, thresholds) -> None:
-        """The status of a frame that has no results (rejected, replaced, failed)."""
-        self.publish_status(camera, header, lost_frame_status(flag, reason), received, thresholds)
+    def publish_lost(self, camera: int, header, flag: str, reason: str, received: float, thresholds, *,
+                     out_of_body: bool = False) -> None:
+        """The status of a frame that has no results (rejected, replaced, failed); ``out_of_body``: the
+        camera's state (such a frame publishes no image, so the privacy gate has nothing to blank)."""
+        self.publish_status(camera, header, lost_frame_status(flag, reason, out_of_body), received, thresholds)

@@ -17,6 +17,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from endoarss_ros.inference.frames import MAX_DECODE_PIXELS
 from endoarss_ros.inference.instruments import InstrumentSettings
 from endoarss_ros.inference.options import BACKENDS, PRECISIONS  # the engine's lists, in its fallback order
+from endoarss_ros.inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL, OutOfBodySettings
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds
 from endoarss_ros.inference.stream import StreamSettings
@@ -129,6 +130,19 @@ SPECS += tuple(
          float_range=(0.0, 1.0)),
     Spec("instruments.max_missed_frames", _INSTRUMENTS.max_missed_frames, "Frames an instrument may go unseen "
          "and keep its id.", int_range=(0, 1000)),
+)
+_OUT_OF_BODY = OutOfBodySettings()
+SPECS += (
+    Spec("privacy_gate", _OUT_OF_BODY.privacy_gate, "Blank segmentation/overlay and segmentation/mask (all zero) "
+         "while the camera is out of body or a frame got no out-of-body decision; false turns the gate off "
+         "(only for video that never leaves the operating room).", read_only=True),
+    Spec("out_of_body.model", DEFAULT_OUT_OF_BODY_MODEL, "Out-of-body detector weights (.safetensors from "
+         "`endoarss train-oob`); a missing or damaged file fails configure. '' runs without out-of-body "
+         "detection (out_of_body never set), which needs privacy_gate false.", read_only=True),
+    Spec("out_of_body.threshold", _OUT_OF_BODY.threshold, "A frame scored at or over this P(out of body) puts "
+         "the camera out of body at once.", float_range=(0.01, 0.99)),
+    Spec("out_of_body.exit_frames", _OUT_OF_BODY.exit_frames, "In-body frames in a row needed to leave the "
+         "out-of-body state.", int_range=(1, 1000)),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -318,6 +332,8 @@ class Settings:
     stereo_max_wait_ms: float
     thresholds: StatusThresholds
     instruments: InstrumentSettings
+    out_of_body_model: str = DEFAULT_OUT_OF_BODY_MODEL
+    out_of_body: OutOfBodySettings = OutOfBodySettings()
 
     @property
     def smoothing(self) -> Smoothing:
@@ -359,6 +375,9 @@ class Settings:
                 min_area_fraction=float(values["instruments.min_area_fraction"]),
                 max_match_distance=float(values["instruments.max_match_distance"]),
                 max_missed_frames=int(values["instruments.max_missed_frames"])),
+            out_of_body_model=values["out_of_body.model"],
+            out_of_body=OutOfBodySettings(float(values["out_of_body.threshold"]),
+                                          int(values["out_of_body.exit_frames"]), bool(values["privacy_gate"])),
         )
 
     @classmethod

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from endoarss_ros.bag.replay import DEFAULT_MODEL, DEFAULT_NAMESPACE
-from endoarss_ros.bag.replay_report import temporal_lines
+from endoarss_ros.bag.replay_report import privacy_lines, temporal_lines
+from endoarss_ros.inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING
 
 
@@ -56,6 +57,11 @@ def add_recording_arguments(parser) -> None:
                         help="overlay and video without the instruments, activity, status and legend drawn on")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
     parser.add_argument("--no-timeline", action="store_true", help="no timeline plot")
+    parser.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
+                        help="write out-of-body frames as they came (overlay, mask, --copy-input, video); only for "
+                             "video that never leaves the operating room")
+    parser.add_argument("--out-of-body-model", default=DEFAULT_OUT_OF_BODY_MODEL, metavar="PATH",
+                        help=f"out-of-body detector weights (default {DEFAULT_OUT_OF_BODY_MODEL})")
     parser.add_argument("--stereo", metavar="LEFT:RIGHT", default=None, type=_stereo,
                         help="image topics of a stereo pair: paired by stamp, both views through the model, the "
                              "pair published once with the left camera's outputs, instruments in 3D (camera_info "
@@ -73,6 +79,7 @@ def recording_options(args) -> dict:
                 smoothing_alpha=args.smoothing_alpha, smoothing_hysteresis=args.smoothing_hysteresis,
                 temporal_model=args.temporal_model, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
                 storage=args.storage, threads=args.threads, timeline="" if args.no_timeline else None,
+                privacy_gate=args.privacy_gate, out_of_body_model=args.out_of_body_model,
                 stereo=list(args.stereo) if args.stereo else None, stereo_tolerance_ms=args.stereo_tolerance_ms)
 
 
@@ -126,6 +133,8 @@ def print_summary(summary: dict, file=None) -> None:
         per_class = ", ".join(f"{label} {c['tracks']}" for label, c in tr["per_class"].items())
         p(f"instruments of {topic}: {tr['tracks']} tracks" + (f" ({per_class})" if per_class else "")
           + f", {tr['instances_per_frame']} per frame")
+    for line in privacy_lines(summary.get("privacy")):
+        p(line)
     for line in temporal_lines(summary.get("temporal")):
         p(line)
     gt = summary.get("ground_truth")
@@ -156,12 +165,13 @@ def run(args) -> int:
     from endoarss_ros.bag.reader import BagError
     from endoarss_ros.bag.replay import replay
     from endoarss_ros.bag.writer import OutputError
+    from endoarss_ros.inference.out_of_body import OutOfBodyModelError
     from endoarss_ros.inference.temporal_activity import TemporalModelError
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
     try:
         summary = replay(options_from_args(args))
-    except (BagError, OutputError, OSError, TemporalModelError) as e:
+    except (BagError, OutputError, OSError, TemporalModelError, OutOfBodyModelError) as e:
         print(f"endoarss replay: error: {e}", file=sys.stderr)
         return 2
     except InterruptedAfterCommit as e:  # the signal came while the finished outputs were being put in place

@@ -54,6 +54,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--node-timeout", type=float, default=180.0,
                         help="seconds to wait for the node to become active (model loading)")
     parser.add_argument("--quiet", action="store_true", help="do not print each activity message")
+    parser.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
+                        help="node and replay write out-of-body frames as they came (overlay, video)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads of the offline replay (default 1: OpenMP threads fighting for "
                              "busy cores are many times slower; 0: torch's default)")
@@ -71,14 +73,14 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run_offline(out: Path, recording: Path, *, model: str, device: str, video: bool, threads: int = 1,
-                temporal_model: str = "", log=print) -> dict:
+                temporal_model: str = "", privacy_gate: bool = True, log=print) -> dict:
     from endoarss_ros.bag.replay import ReplayOptions, replay
 
     log("offline replay of every frame (writes the output bag, timeline and overlay video) ...")
     opts = ReplayOptions(input=recording, output=out / "endoarss_output_bag", model=model, device=device,
                          overwrite=True, timeline=out / "timeline.png", summary=out / "replay_summary.json",
                          video=(out / "overlay.mp4") if video else None, progress=sys.stderr.isatty(),
-                         threads=threads, temporal_model=temporal_model)
+                         threads=threads, temporal_model=temporal_model, privacy_gate=privacy_gate)
     return replay(opts)
 
 
@@ -98,14 +100,14 @@ def _run_steps(args, out: Path, model: Path, temporal: str, summary: dict, log) 
     summary["temporal_model"] = temporal or None
     summary["live"] = LiveRun(out, recording, record, model=str(model), device=args.device, rate=args.rate,
                               size=size, node_timeout=args.node_timeout, quiet=args.quiet, log=log,
-                              temporal_model=temporal).run()
+                              temporal_model=temporal, privacy_gate=args.privacy_gate).run()
     summary["ok"] = summary["live"]["activity_messages_received"] > 0
     offline = run_offline(out, recording, model=str(model), device=args.device, video=not args.no_video,
-                          threads=args.threads, temporal_model=temporal, log=log)
+                          threads=args.threads, temporal_model=temporal, privacy_gate=args.privacy_gate, log=log)
     summary["offline"] = {k: offline[k] for k in ("frames_in", "frames_out", "frames_in_equals_out",
                                                     "frames_failed", "throughput", "ground_truth",
                                                     "activity_timeline", "pixel_fractions", "device",
-                                                    "temporal")}
+                                                    "temporal", "privacy")}
     summary["offline"]["status"] = next(iter(offline["status"].values()), None)
     summary["offline"]["instruments"] = next(iter(offline["instruments"].values()), None)
 

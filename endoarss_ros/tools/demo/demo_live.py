@@ -166,8 +166,9 @@ class LiveRun:
     """Node process + listener + player process, then the results; everything is stopped in ``stop``."""
 
     def __init__(self, out: Path, recording: Path, record: dict, *, model: str, device: str, rate: float, size,
-                 node_timeout: float, quiet: bool, log=print, temporal_model: str = ""):
+                 node_timeout: float, quiet: bool, log=print, temporal_model: str = "", privacy_gate: bool = True):
         self.out, self.recording, self.record = out, recording, record
+        self.privacy_gate = privacy_gate
         self.temporal_model = temporal_model
         self.model, self.device, self.rate, self.size = model, device, rate, size
         self.node_timeout, self.quiet, self.log = node_timeout, quiet, log
@@ -184,7 +185,8 @@ class LiveRun:
                 "-r", f"__ns:={NAMESPACE}", "-r", f"image:={IMAGE_TOPIC}", "-p", f"model:={self.model}",
                 "-p", f"device:={self.device}", "-p", f"warmup_size:=[{h}, {w}]", "-p", "max_batch:=1",
                 "-p", "use_sim_time:=true",  # the player's /clock: results' ages in the recording's time
-                *(["-p", f"temporal_model:={self.temporal_model}"] if self.temporal_model else [])]
+                *(["-p", f"temporal_model:={self.temporal_model}"] if self.temporal_model else []),
+                *([] if self.privacy_gate else ["-p", "privacy_gate:=false"])]
 
     def run(self) -> dict:
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from endoarss_ros.bag.replay_report import temporal_lines
+from endoarss_ros.bag.replay_report import privacy_lines, temporal_lines
 
 
 def output_files(out: Path, *, offline: bool, video: bool) -> dict:
@@ -71,6 +71,8 @@ def print_summary(s: dict) -> None:
     print(f"  activity model     {s.get('temporal_model') or 'none: frame-wise + EMA'}; live labels by source: "
           f"{sources or 'none'}")
     for line in temporal_lines(off.get("temporal")):
+        print(f"  offline {line}")
+    for line in privacy_lines(off.get("privacy")):
         print(f"  offline {line}")
     _print_status("live status", live.get("status"), live.get("result_age_ms"))
     _print_instruments("live instruments", live.get("instruments"))
