@@ -38,10 +38,10 @@ def test_an_undecided_frame_is_gated_and_never_counts_towards_leaving():
     state = OutOfBodyState(OutOfBodySettings(exit_frames=2))
     assert state.undecided(0).gated and not state.out_of_body  # fail closed even when in body
     state.update(0.9, 1)
-    state.update(0.1, 2)
+    state.update(0.01, 2)
     assert state.undecided(3).gated
-    assert state.update(0.1, 4).out_of_body  # the run restarted after the undecided frame
-    assert not state.update(0.1, 5).out_of_body
+    assert state.update(0.01, 4).out_of_body  # the run restarted after the undecided frame
+    assert not state.update(0.01, 5).out_of_body
     assert state.undecided_frames == 2
 
 
@@ -215,7 +215,9 @@ def test_replay_blanks_every_copied_frame_overlay_mask_and_video_frame_of_the_in
     assert len(frames) == len(stamps)
     for s, bgr in zip(stamps, frames):
         if s in gated:
-            assert bgr.max() <= 16, (s, int(bgr.max()))  # black up to the codec's rounding
+            # black up to the codec: mp4v's P-frame residual after a bright frame reaches 18 grey levels on a
+            # few pixels (seen with a random tiny model's overlay), no content
+            assert bgr.mean() < 1.0 and bgr.max() <= 32, (s, float(bgr.mean()), int(bgr.max()))
         else:
             assert bgr.mean() > 20
 
@@ -398,3 +400,22 @@ def test_stereo_replay_copies_each_view_once_and_gates_the_right_view_with_its_p
                 assert not _pixels(copied[s][2]).any()
             else:
                 assert copied[s][:2] == source[s][:2]
+
+
+def test_the_committed_detector_at_the_default_threshold_on_held_out_frames(tmp_path):
+    """`endoarss train-oob --evaluate` re-scores the committed weights on the held-out photographs, rooms and
+    procedures: no photograph view missed, no in-body frame flagged, no frame of an in -> out -> in leaked."""
+    import subprocess
+    import sys
+
+    from endoarss_ros.inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL
+
+    report = tmp_path / "evaluation.json"
+    subprocess.run([sys.executable, "-m", "endoarss_ros.cli", "train-oob", "--evaluate",
+                    str(DEFAULT_OUT_OF_BODY_MODEL), "--report", str(report)], check=True, timeout=300)
+    r = json.loads(report.read_text())
+    assert r["threshold"] == OutOfBodySettings().threshold and "training" not in r
+    for key in ("procedures_vs_photos", "procedures_vs_rooms"):
+        assert r[key]["false_positives"] == 0 and r[key]["false_negatives"] == 0, (key, r[key])
+    assert all(v["leaked"] == 0 and v["first_frame_gated"] and v["in_body_gated_before"] == 0
+               for v in r["in_out_in"].values()), r["in_out_in"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from endoarss_ros.files import write_atomic
-from endoarss_ros.inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL
+from endoarss_ros.inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL, OutOfBodySettings
 
 SIZES = ((180, 224), (256, 320), (240, 320), (288, 352))
 
@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--random-frames", type=int, default=500, help="random in-body frames for training")
     parser.add_argument("--hidden", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=600)
+    parser.add_argument("--evaluate", type=Path, metavar="WEIGHTS",
+                        help="train nothing: score these weights on the held-out sets at today's threshold")
 
 
 def _features(rgb: np.ndarray) -> np.ndarray:
@@ -173,33 +175,41 @@ def boundary_scores(detector, inside: np.ndarray, photos: dict[str, np.ndarray],
 
 def run(args) -> int:
     from endoarss_ros.data.outside import HELD_OUT_PHOTOS, TRAIN_PHOTOS
+    from endoarss_ros.inference.out_of_body import OutOfBodyDetector
 
     t0 = time.monotonic()
     log = lambda *a: print("train-oob:", *a, file=sys.stderr, flush=True)  # noqa: E731
-    sets = {
-        "train_in_body": procedure_frames(args.seed, args.procedures) + random_frames(args.seed, args.random_frames),
-        "train_out_of_body": photo_frames(TRAIN_PHOTOS, args.views, args.seed) + room_frames(args.seed,
-                                                                                             args.rooms),
+    held_out = {
         "held_out_procedures": procedure_frames(args.seed + 1000, 3, every=1),
         "held_out_photos": photo_frames(HELD_OUT_PHOTOS, 50, args.seed + 1000),
         "held_out_rooms": room_frames(args.seed + 1000, 200),
     }
+    train = {} if args.evaluate else {
+        "train_in_body": procedure_frames(args.seed, args.procedures) + random_frames(args.seed, args.random_frames),
+        "train_out_of_body": photo_frames(TRAIN_PHOTOS, args.views, args.seed) + room_frames(args.seed,
+                                                                                             args.rooms),
+    }
+    sets = {**train, **held_out}
     log(", ".join(f"{k} {len(v)}" for k, v in sets.items()), f"({time.monotonic() - t0:.0f} s)")
     feats = {k: np.stack([_features(f) for f in v]) for k, v in sets.items()}
-    x = np.concatenate([feats["train_in_body"], feats["train_out_of_body"]])
-    y = np.concatenate([np.zeros(len(feats["train_in_body"])), np.ones(len(feats["train_out_of_body"]))])
-    detector, loss = fit(x, y, args.hidden, args.epochs, args.seed)
-    threshold = 0.5
-    report: dict = {"seed": args.seed, "threshold": threshold, "final_training_loss": round(loss, 5),
-                    "train_photos": list(TRAIN_PHOTOS), "held_out_photos": list(HELD_OUT_PHOTOS),
-                    "held_out_procedure_seed_set": args.seed + 1000,
+    threshold = OutOfBodySettings().threshold
+    report: dict = {"seed": args.seed, "threshold": threshold, "train_photos": list(TRAIN_PHOTOS),
+                    "held_out_photos": list(HELD_OUT_PHOTOS), "held_out_procedure_seed_set": args.seed + 1000,
                     "frames": {k: len(v) for k, v in sets.items()}}
+    if args.evaluate:
+        detector = OutOfBodyDetector.load(args.evaluate)
+        report["evaluated_model"] = str(args.evaluate)
+    else:
+        x = np.concatenate([feats["train_in_body"], feats["train_out_of_body"]])
+        y = np.concatenate([np.zeros(len(feats["train_in_body"])), np.ones(len(feats["train_out_of_body"]))])
+        detector, loss = fit(x, y, args.hidden, args.epochs, args.seed)
+        report["final_training_loss"] = round(loss, 5)
+        report["training"] = scores(detector.probabilities(x), y, threshold)
     held_in = feats["held_out_procedures"]
     for name in ("held_out_photos", "held_out_rooms"):
         xs = np.concatenate([held_in, feats[name]])
         ys = np.concatenate([np.zeros(len(held_in)), np.ones(len(feats[name]))])
         report[f"procedures_vs_{name.removeprefix('held_out_')}"] = scores(detector.probabilities(xs), ys, threshold)
-    report["training"] = scores(detector.probabilities(x), y, threshold)
     views = len(sets["held_out_photos"]) // len(HELD_OUT_PHOTOS)
     report["in_out_in"] = boundary_scores(detector, held_in, {
         name: feats["held_out_photos"][i * views:(i + 1) * views] for i, name in enumerate(HELD_OUT_PHOTOS)})
@@ -209,12 +219,13 @@ def run(args) -> int:
                                 "1920x1080": cost_per_frame(detector, [cv2.resize(f, (1920, 1080)) for f in
                                                                        sets["held_out_photos"][:10]])}
     report["wall_s"] = round(time.monotonic() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    detector.save(args.out, {"seed": str(args.seed), "threshold": str(threshold)})
+    if not args.evaluate:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        detector.save(args.out, {"seed": str(args.seed), "threshold": str(threshold)})
     write_atomic(args.report, json.dumps(report, indent=2) + "\n")
     for k in ("procedures_vs_photos", "procedures_vs_rooms"):
         r = report[k]
         log(f"{k}: precision {r['precision']}, recall {r['recall']}, false positives {r['false_positives']} of "
             f"{r['frames'] - r['out_of_body']} in-body frames")
-    log(f"wrote {args.out} and {args.report} ({report['wall_s']} s)")
+    log(f"wrote {args.report}" + ("" if args.evaluate else f" and {args.out}") + f" ({report['wall_s']} s)")
     return 0
