@@ -26,6 +26,7 @@ from .scene import FrameState, camera_at, make_scene
 
 INSTRUMENTS_OUT, LENS_CLEANING, SMOKE, BLEEDING = "instruments_out", "lens_cleaning", "smoke", "bleeding"
 AMBIGUITY_KINDS = (INSTRUMENTS_OUT, LENS_CLEANING, SMOKE, BLEEDING)
+DEGRADING_KINDS = (LENS_CLEANING, SMOKE, BLEEDING)  # the image is degraded (withdrawn instruments leave it clean)
 INCISION_DONE_BEFORE_RETURNS = 0.8  # incision progress at the first switch to dissection when it recurs later
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.tools.demo_live import LiveRun
-from endoarss_ros.tools.demo_recording import ensure_recording
+from endoarss_ros.tools.demo_recording import ensure_recording, true_clean_share
 from endoarss_ros.tools.demo_report import output_files, print_summary
 
 DEFAULT_TEMPORAL_MODEL = "models/demo/endoarss_demo_temporal.safetensors"  # bound to DEFAULT_MODEL
@@ -94,7 +94,7 @@ def _run_steps(args, out: Path, model: Path, temporal: str, summary: dict, log) 
     recording, record, reused = ensure_recording(out, seconds=seconds, fps=fps, size=size, log=log)
     if reused:
         log(f"reusing the recording {recording} ({record['frames']} frames)")
-    summary["recording"] = dict(record, path=str(recording), reused=reused)
+    summary["recording"] = dict(record, path=str(recording), reused=reused, true_clean_share=true_clean_share(record))
     summary["temporal_model"] = temporal or None
     summary["live"] = LiveRun(out, recording, record, model=str(model), device=args.device, rate=args.rate,
                               size=size, node_timeout=args.node_timeout, quiet=args.quiet, log=log,

@@ -74,6 +74,9 @@ def print_summary(s: dict) -> None:
         print(f"  offline {line}")
     _print_status("live status", live.get("status"), live.get("result_age_ms"))
     _print_instruments("live instruments", live.get("instruments"))
+    if rec.get("true_clean_share") is not None:
+        print(f"  recording truth    {_pct(rec['true_clean_share'])} of the frames clean (outside the renderer's "
+              f"smoke, bleeding and lens-cleaning intervals)")
     if off:
         _print_status("offline status", off.get("status"))
         _print_instruments("offline instrum.", off.get("instruments"))

@@ -22,11 +22,12 @@ import math
 
 import numpy as np
 
+from endoarss_ros.data.procedures import DEGRADING_KINDS
 from endoarss_ros.inference.status import FLAG, IMAGE_FLAGS, StatusThresholds
 
 FLAG_TRUTH = {"BLUR": ("lens_cleaning", "smoke"), "SMOKE_OR_HAZE": ("smoke", "lens_cleaning"),
               "BLOOD_OR_SOILING": ("bleeding",), "TOO_DARK": ()}
-DEGRADING = ("lens_cleaning", "smoke", "bleeding")  # instruments withdrawn leaves a clean image
+DEGRADING = DEGRADING_KINDS
 PERCENTILE_MEASURES = ("haze", "sharpness", "blood_fraction", "brightness")
 
 
