@@ -10,7 +10,7 @@ import pytest
 
 from endoarss_ros.inference import instruments, quality, status
 from endoarss_ros.inference.frames import frame_from_array
-from endoarss_ros.tools import eval_status
+from endoarss_ros.tools.evaluation import eval_status
 from test.conftest import REPO
 
 DEMO = REPO / "models" / "demo" / "endoarss_demo.safetensors"
@@ -211,7 +211,7 @@ def test_smoke_flag_agrees_with_the_renderer_in_a_hazy_procedure():
     """A procedure whose scene has a light haze all along (level 0.43) and two smoke intervals: SMOKE_OR_HAZE
     falls on the smoke, not on the haze (haze alone flagged most of the clear frames before)."""
     from endoarss_ros.data.procedures import ProcedureSettings, make_procedure
-    from endoarss_ros.tools.eval_status_procedures import agreement, procedure_measures
+    from endoarss_ros.tools.evaluation.eval_status_procedures import agreement, procedure_measures
 
     settings = ProcedureSettings(minutes=1.0, fps=1.0, size=(256, 320), ambiguity_kinds=("smoke",),
                                  ambiguity_rate=0.3)  # the demo's frame size

@@ -6,11 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from endoarss_ros.inference.temporal import TemporalSettings, ticks_from_frames
-from endoarss_ros.training.temporal import TemporalTrainSettings, augmented_ticks
+from endoarss_ros.inference.temporal_activity import TemporalSettings
+from endoarss_ros.model.temporal_clock import ticks_from_frames
+from endoarss_ros.training import temporal_loop
+from endoarss_ros.training.temporal_loop import TemporalTrainSettings, augmented_ticks
 
 
-def test_training_passes_have_long_gaps_and_varying_frames_per_tick():
+def test_training_passes_have_long_gaps_and_varying_frames_per_tick(monkeypatch):
     fps, seconds = 4.0, 240.0
     stamps = np.arange(0, seconds, 1 / fps)
     video = SimpleNamespace(stamps=stamps, features=np.zeros((len(stamps), 3), np.float32),
@@ -26,9 +28,10 @@ def test_training_passes_have_long_gaps_and_varying_frames_per_tick():
             per_tick.update(np.bincount(np.floor((st - st[0]) / tick_s + 1e-9).astype(int)).tolist())
         return ticks_from_frames(st, feats, usable, tick_s)
 
+    monkeypatch.setattr(temporal_loop, "ticks_from_frames", ticks)  # watch the frames each pass turns into ticks
     rng = np.random.default_rng(0)
     for _ in range(200):
-        augmented_ticks(ticks, video, rng, s, 3)
+        augmented_ticks(video, rng, s, 3)
     gaps = np.array(seen_gaps)
     assert ((gaps >= 45) & (gaps < 60)).sum() >= 10, np.sort(gaps)[-20:]  # 45-60 s gaps occur in training
     assert gaps.max() <= live_limit  # and none long enough to reset the session live

@@ -72,7 +72,7 @@ class SyntheticFrames(Dataset):
                            f"synthetic:{self.seed}:{self.split}:{index}", self.transform)
 
 
-# Procedure sets the frame model must never train on: the demo recording's own seed (``tools.demo_recording``,
+# Procedure sets the frame model must never train on: the demo recording's own seed (``tools.demo.demo_recording``,
 # a procedure seed) and the temporal model's training / validation / test sets (``numbered_procedure`` set seeds,
 # docs/temporal.md): its features must come from videos the frame model has not seen.
 DEMO_PROCEDURE_SEED = 7

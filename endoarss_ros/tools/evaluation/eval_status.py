@@ -323,7 +323,7 @@ def evaluate(cfg: EvalSettings, *, with_model: bool = True, log=print) -> dict:
                                  "model": cfg.model, "thresholds": cfg.thresholds.__dict__}}
     log("degraded-image detection ...")
     report["degraded_detection"] = degraded_detection(cfg)
-    from endoarss_ros.tools.eval_status_procedures import evaluate_procedures
+    from endoarss_ros.tools.evaluation.eval_status_procedures import evaluate_procedures
 
     report["procedures"] = evaluate_procedures(cfg.thresholds, log=log)
     log("instrument geometry from the true masks ...")
@@ -369,7 +369,7 @@ def run(args) -> int:
                        sequences=args.sequences, sequence_seconds=args.sequence_seconds, fps=args.fps,
                        model=args.model, device=args.device)
     if args.procedures:
-        from endoarss_ros.tools.eval_status_procedures import evaluate_procedures
+        from endoarss_ros.tools.evaluation.eval_status_procedures import evaluate_procedures
 
         report = {"date": datetime.date.today().isoformat(), "thresholds": cfg.thresholds.__dict__,
                   "procedures": evaluate_procedures(cfg.thresholds)}

@@ -32,10 +32,10 @@ PERCENTILE_MEASURES = ("haze", "sharpness", "blood_fraction", "brightness")
 
 
 def demo_procedures(quick: bool = False):
-    """The demo recording's procedure (``tools.demo_recording``) with its settings: [(name, Procedure)]."""
+    """The demo recording's procedure (``tools.demo.demo_recording``) with its settings: [(name, Procedure)]."""
     from endoarss_ros.data.procedures import ProcedureSettings, make_procedure
-    from endoarss_ros.tools.demo import QUICK
-    from endoarss_ros.tools.demo_recording import SEED
+    from endoarss_ros.tools.demo.demo import QUICK
+    from endoarss_ros.tools.demo.demo_recording import SEED
 
     seconds, fps = (QUICK["seconds"], QUICK["fps"]) if quick else (120.0, 4.0)
     return [("demo" + ("_quick" if quick else ""),
