@@ -155,7 +155,7 @@ hooks() {  # the short archive run (replay-many on Ray) and the temporal step co
     : >"$out/hooks.md"
     local device=cuda; [ $smoke -eq 1 ] && device=cpu
     if [ $smoke -eq 1 ]; then
-        echo "* archive run: not run in the CPU smoke run (test/test_replay_many_ray.py covers replay-many)" >>"$out/hooks.md"
+        echo "* archive run: not run in the CPU smoke run (test/test_tools_replay_many.py covers replay-many)" >>"$out/hooks.md"
     elif "$python" -c "import ray" >/dev/null 2>&1; then
         local size=1080x1920 seconds=4
         step "endoarss replay-many (2 recordings, replayers per GPU)" "$out/archive.log" $(( $(left) - 40 )) \

@@ -55,10 +55,11 @@ class Collector:
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
 
-    def subscribe(self, msg_type, topic, *, latched=False):
+    def subscribe(self, msg_type, topic, *, latched=False, reliable=True):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+        reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(depth=100, reliability=reliability,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
         self.received[topic] = []
 
@@ -93,29 +94,33 @@ def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
-def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_model):
-    from endoarss_ros.msg import Activity, SegmentationInfo
-    from sensor_msgs.msg import Image
-
-    from endoarss_ros.bag.reader import BagReader
-    from endoarss_ros.bag.replay import ReplayOptions, replay
-
-    bag = tmp_path / "rec"
-    info = write_synth_bag(bag, seconds=3, fps=2, size=(64, 80), encoding="rgb8", storage="mcap", seed=11)
-    with BagReader(bag) as reader:
-        frame_stamps = [f.stamp for f in reader.frames(["/endoscope/image_raw"])]
-    assert len(frame_stamps) == info.frames == 6
-    from test.test_node_temporal import _save_temporal
-
-    temporal = _save_temporal(tmp_path / "temporal.safetensors", tiny_model, warmup_ticks=2)
-
+def _start_node(tmp_path, env, model: str, temporal) -> tuple[str, subprocess.Popen, object]:
+    """A perception node in a namespace of its own (per-frame activity, the temporal model); its log file."""
     ns = "/p" + uuid.uuid4().hex[:8]
     log = open(tmp_path / "node.log", "w")
     node = subprocess.Popen(
         [sys.executable, "-m", "endoarss_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={ns}",
-         "-p", f"model:={tiny_model}", "-p", "device:=cpu", "-p", "warmup_size:=[64, 80]",
-         "-p", "smoothing.enabled:=false", "-p", f"temporal_model:={temporal}"], env=domain, stdout=log,
+         "-p", f"model:={model}", "-p", "device:=cpu", "-p", "warmup_size:=[64, 80]",
+         "-p", "smoothing.enabled:=false", "-p", f"temporal_model:={temporal}"], env=env, stdout=log,
         stderr=subprocess.STDOUT)
+    return ns, node, log
+
+
+def _stop(node: subprocess.Popen, log) -> None:
+    node.send_signal(signal.SIGINT)
+    try:
+        node.wait(30)
+    except subprocess.TimeoutExpired:
+        node.kill()
+    log.close()
+
+
+def _play_into(tmp_path, bag, env, model: str, temporal) -> tuple[list, list]:
+    """``endoarss play`` of the bag's images into a running node: the node's (activities, masks)."""
+    from endoarss_ros.msg import Activity, SegmentationInfo
+    from sensor_msgs.msg import Image
+
+    ns, node, log = _start_node(tmp_path, env, model, temporal)
     collector = Collector()
     try:
         collector.subscribe(SegmentationInfo, f"{ns}/segmentation/info", latched=True)
@@ -128,7 +133,7 @@ def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_m
         play = subprocess.run(
             [sys.executable, "-m", "endoarss_ros.cli", "play", str(bag), "--topics", "/endoscope/image_raw",
              "--remap", f"/endoscope/image_raw:={ns}/image", "--wait-subscribers", "30", "--json"],
-            env=domain, capture_output=True, text=True, timeout=120)
+            env=env, capture_output=True, text=True, timeout=120)
         assert play.returncode == 0, play.stderr
         summary = json.loads(play.stdout.strip().splitlines()[-1])
         assert summary["published"] == {f"{ns}/image": 6}
@@ -143,31 +148,47 @@ def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_m
         assert done, f"got {len(activities)} activities, {len(masks)} masks of 6"
     finally:
         collector.close()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-        log.close()
+        _stop(node, log)
+    return activities, masks
 
+
+def _offline(tmp_path, bag, model: str, temporal) -> dict[str, dict[int, object]]:
+    """The same bag through ``endoarss replay`` (batch 1, as the node runs one camera): topic -> stamp -> msg."""
+    from rosbags.highlevel import AnyReader
+
+    from endoarss_ros.bag.msgtypes import typestore
+    from endoarss_ros.bag.replay import ReplayOptions, replay
+
+    replay(ReplayOptions(input=bag, output=tmp_path / "offline", model=model, device="cpu", progress=False,
+                         smoothing=False, timeline="", batch=1, temporal_model=temporal))
+    offline: dict[str, dict[int, object]] = {}
+    with AnyReader([tmp_path / "offline"], default_typestore=typestore()) as r:
+        for conn, _, raw in r.messages():
+            msg = r.deserialize(raw, conn.msgtype)
+            offline.setdefault(conn.topic, {})[_stamp(msg)] = msg
+    return offline
+
+
+def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_model):
+    from endoarss_ros.bag.reader import BagReader
+    from test.test_node_temporal import _save_temporal
+
+    bag = tmp_path / "rec"
+    info = write_synth_bag(bag, seconds=3, fps=2, size=(64, 80), encoding="rgb8", storage="mcap", seed=11)
+    with BagReader(bag) as reader:
+        frame_stamps = [f.stamp for f in reader.frames(["/endoscope/image_raw"])]
+    assert len(frame_stamps) == info.frames == 6
+    temporal = _save_temporal(tmp_path / "temporal.safetensors", tiny_model, warmup_ticks=2)
+
+    activities, masks = _play_into(tmp_path, bag, domain, tiny_model, temporal)
     assert [_stamp(m) for m in activities] == frame_stamps
     assert [_stamp(m) for m in masks] == frame_stamps
     assert {m.header.frame_id for m in masks} == {"endoscope"}
 
     # The same frames offline: the live masks and per-frame activities match the replay's, the temporal model's
-    # too (its clock is the images' header stamps, whenever they arrive).
-    # batch 1, as the node runs one camera: the same engine on the same frames gives the same bytes.
-    replay(ReplayOptions(input=bag, output=tmp_path / "offline", model=tiny_model, device="cpu", progress=False,
-                         smoothing=False, timeline="", batch=1, temporal_model=temporal))
-    from rosbags.highlevel import AnyReader
-
-    from endoarss_ros.bag.msgtypes import typestore
-
-    offline = {}
-    with AnyReader([tmp_path / "offline"], default_typestore=typestore()) as r:
-        for conn, _, raw in r.messages():
-            msg = r.deserialize(raw, conn.msgtype)
-            offline.setdefault(conn.topic, {})[_stamp(msg)] = msg
+    # too (its clock is the images' header stamps, whenever they arrive); the same engine on the same frames
+    # gives the same bytes.
+    offline = _offline(tmp_path, bag, tiny_model, temporal)
     for live in masks:
         ref = offline["/endoarss/segmentation/mask"][_stamp(live)]
         assert (live.height, live.width) == (ref.height, ref.width) == (64, 80)
@@ -183,14 +204,23 @@ def test_play_into_a_running_node_outputs_match_the_bag(tmp_path, domain, tiny_m
 
 
 def test_play_loop_rate_and_errors(tmp_path, domain):
+    from sensor_msgs.msg import Image
+
     bag = tmp_path / "rec"
     write_synth_bag(bag, seconds=1, fps=10, size=(16, 20), encoding="rgb8", seed=1)
     cmd = [sys.executable, "-m", "endoarss_ros.cli", "play", str(bag), "--rate", "4", "--loop", "--json",
            "--topics", "/endoscope/image_raw", "/endoscope/ground_truth/activity", "--qos", "best_effort"]
+    collector = Collector()
+    collector.subscribe(Image, "/endoscope/image_raw", reliable=False)
+    collector.start()
     proc = subprocess.Popen(cmd, env=domain, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8.0)  # start-up (~2-4 s), then 0.25 s per loop
-    proc.send_signal(signal.SIGINT)
+    try:  # 10 images a loop, 0.25 s per loop: 25 received means the third loop has begun
+        looped = collector.wait(lambda r: len(r["/endoscope/image_raw"]) >= 25, 120)
+    finally:
+        collector.close()
+        proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
+    assert looped, f"{len(collector.received['/endoscope/image_raw'])} images received in 120 s:\n{err}"
     assert proc.returncode == 130, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["interrupted"] and summary["loops"] >= 2

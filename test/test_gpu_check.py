@@ -9,7 +9,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from test.conftest import REPO
+
+pytestmark = pytest.mark.slow  # the GPU check's CPU smoke run: minutes
 
 CUDA_TESTS = "test/test_inference_cuda.py"
 

@@ -156,3 +156,27 @@ def test_the_missing_model_hint_matches_where_the_node_runs():
 
     assert parameter_hint("model", "/w.safetensors", environ={}) == "-p model:=/w.safetensors"
     assert parameter_hint("model", "/w", environ={LAUNCHED_ENV: "1"}) == "model:=/w on the `ros2 launch` line"
+
+
+@pytest.mark.parametrize("image,given,expected", [
+    ("/endoscope/left/image_raw", "", "/endoscope/left/camera_info"),
+    ("/image_raw", "", "/camera_info"),
+    ("image_raw", "", "camera_info"),
+    ("/endoscope/left/image_raw", "/calib/left/camera_info/", "/calib/left/camera_info"),
+])
+def test_the_single_cameras_camera_info_is_the_image_topics_sibling(image, given, expected):
+    from endoarss_ros.ros.launch_checks import camera_info_topic
+
+    assert camera_info_topic(image, given) == expected
+
+
+def test_stereo_arguments_become_typed_parameters():
+    from endoarss_ros.ros.launch_checks import parameter_overrides
+
+    overrides = parameter_overrides({"cameras": "['/dvrk/left:left', '/dvrk/right:right']",
+                                     "stereo_pairs": "['left:right']", "stereo.tolerance_ms": "5",
+                                     "image_name": "image_raw", "rectified_input": "true"})
+    assert overrides == {"cameras": ["/dvrk/left:left", "/dvrk/right:right"], "stereo_pairs": ["left:right"],
+                         "stereo.tolerance_ms": 5.0, "image_name": "image_raw", "rectified_input": True}
+    with pytest.raises(ValueError, match="stereo.tolerance_ms must be in"):
+        parameter_overrides({"stereo.tolerance_ms": "-1"})

@@ -14,7 +14,7 @@ import pytest
 from test.conftest import REPO, requires_ros
 from test.test_node_ros import NodeProcess, start_node, tiny_model  # noqa: F401 - fixtures
 
-pytestmark = [requires_ros, pytest.mark.ros]
+pytestmark = [requires_ros, pytest.mark.ros, pytest.mark.slow]
 
 ROS_LOG_LINE = re.compile(r"^(\x1b\[\d+m)?\[(DEBUG|INFO|WARN|ERROR|FATAL)\] \[\d+\.\d+\] \[")
 FAST_NODE = ("input_size:=[56, 56]", "warmup_size:=[48, 64]", "smoothing.enabled:=false",

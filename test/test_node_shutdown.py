@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from endoarss_ros.bag.synth_bag import write_synth_bag
 from test.conftest import requires_ros
+from test.test_bag_play import Collector
 from test.test_node_robustness import _wait_for_line
 from test.test_node_ros import NodeProcess, start_node, tiny_model  # noqa: F401 (fixtures)
 
@@ -54,12 +54,34 @@ def _player(bag, camera: str, env) -> subprocess.Popen:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.fixture
+def collector():
+    """Subscriptions in the test process, open until the test has checked /dev/shm (so its own segments are held)."""
+    collector = Collector().start()
+    yield collector
+    collector.close()
+
+
+def _wait_until_every_camera_is_served(collector, nodes, cameras=("left", "right"), timeout=180.0) -> None:
+    """Until each node has published activities for each camera: every worker is busy publishing."""
+    from endoarss_ros.msg import Activity
+
+    topics = [f"{node.ns}/{camera}/activity" for node in nodes for camera in cameras]
+    for topic in topics:
+        collector.subscribe(Activity, topic)
+    served = collector.wait(lambda r: all(len(r[topic]) >= 2 for topic in topics), timeout)
+    with collector.lock:
+        silent = [topic for topic in topics if len(collector.received[topic]) < 2]
+    assert served, f"no activities within {timeout:g} s on {silent}"
+
+
 def _assert_clean(name: str, code: int, log: str, expected: int = 0) -> None:
     assert code == expected, f"{name} exited {code}, not {expected}:\n{log[-3000:]}"
     assert not any(t in log for t in CRASH_TEXT), f"{name}:\n{log[-3000:]}"
 
 
-def test_interrupt_while_two_cameras_stream_ends_every_node_and_player_cleanly(tmp_path, child_env, tiny_model):  # noqa: F811, E501
+def test_interrupt_while_two_cameras_stream_ends_every_node_and_player_cleanly(tmp_path, child_env, tiny_model,  # noqa: F811
+                                                                                collector):
     """The abort this guards against came from a thread still publishing when the context went away:
     `terminate called without an active exception`, exit -6, segments left in /dev/shm."""
     bag = tmp_path / "feed"
@@ -71,7 +93,7 @@ def test_interrupt_while_two_cameras_stream_ends_every_node_and_player_cleanly(t
     try:
         for node in nodes:
             _wait_for_line(node, "active: listening on", timeout=300)
-        time.sleep(4.0)  # frames flow: every worker is busy publishing when the signal comes
+        _wait_until_every_camera_is_served(collector, nodes)
         for node in nodes:
             node.proc.send_signal(signal.SIGINT)
         codes = [node.proc.wait(90) for node in nodes]

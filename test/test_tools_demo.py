@@ -33,6 +33,7 @@ def demo_env(child_env):
 
 @requires_ros
 @pytest.mark.ros
+@pytest.mark.slow
 def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     out = tmp_path / "demo_output"
     # --quick leaves the temporal model off (test_quick_demo_says_why_the_temporal_model_is_off); given
@@ -188,6 +189,7 @@ def test_recording_is_reused_when_parameters_match(tmp_path):
 
 @requires_ros
 @pytest.mark.ros
+@pytest.mark.slow
 def test_demo_fails_when_the_node_produces_nothing(tmp_path, demo_env):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a model")
