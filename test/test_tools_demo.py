@@ -13,6 +13,7 @@ import pytest
 from test.conftest import REPO, requires_ros
 
 DEMO_WEIGHTS = REPO / "models" / "demo" / "endoarss_demo.safetensors"
+DEMO_TEMPORAL = REPO / "models" / "demo" / "endoarss_demo_temporal.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,12 @@ def demo_env(child_env):
 @pytest.mark.slow
 def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     out = tmp_path / "demo_output"
+    # --quick leaves the temporal model off (test_quick_demo_says_why_the_temporal_model_is_off); given
+    # explicitly, the node and the replay run it, and the summary's comparison is checked against the output bag
+    temporal = ["--temporal-model", str(DEMO_TEMPORAL)] if demo_model == str(DEMO_WEIGHTS) else []
     done = subprocess.run([sys.executable, "-m", "endoarss_ros.cli", "demo", "--quick", "--out", str(out),
-                           "--model", demo_model], env=demo_env, cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                           "--model", demo_model, *temporal], env=demo_env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert "/endoarss/activity  stamp 1700000000." in done.stdout  # the live echo
     assert "EndoARSS demo summary" in done.stdout
@@ -64,8 +68,12 @@ def test_quick_demo_runs_and_checks_its_summary(tmp_path, demo_env, demo_model):
     assert "live status" in done.stdout and "offline instrum." in done.stdout
     assert off["frames_in"] == off["frames_out"] == 60 and off["frames_in_equals_out"]
     gt = off["ground_truth"]
-    if demo_model == str(DEMO_WEIGHTS):  # 0.633 / 0.637 measured 2026-12-06 (30 s procedure)
-        assert gt["activity_accuracy"] >= 0.5 and gt["miou_foreground"] >= 0.55, gt
+    if demo_model == str(DEMO_WEIGHTS):
+        # measured 2026-12-07 (30 s procedure, temporal model given): accuracy 0.667 (frame + EMA 0.783: the
+        # temporal model does not beat it on 30 s, which is why --quick leaves it off), foreground mIoU 0.637;
+        # usable 70.0 % of the frames = the renderer's clean share
+        assert gt["activity_accuracy"] >= 0.62 and gt["miou_foreground"] >= 0.6, gt
+        assert abs(off["status"]["usable_fraction"] - s["recording"]["true_clean_share"]) <= 0.1
         _check_temporal(s, out)
     if live["frames_processed_by_node"] == live["frames_published"]:  # nothing dropped: the same frames
         assert live["activity_accuracy"] == pytest.approx(gt["activity_accuracy"], abs=1e-9)
@@ -122,6 +130,42 @@ def _check_temporal(s: dict, out: Path) -> None:
     pub_switches = sum(a[1] != b[1] for a, b in zip(published, published[1:]))
     assert sc["published"]["switches"] == pub_switches
     assert sc["frame_ema"]["switches"] == len(d["frame_ema_timeline"]) - 1
+
+
+def test_quick_demo_says_why_the_temporal_model_is_off():
+    import argparse
+
+    from endoarss_ros.tools.demo.demo import DEFAULT_TEMPORAL_MODEL, add_arguments, temporal_choice
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    path, why = temporal_choice(parser.parse_args(["--quick"]))
+    assert path == "" and "too short" in why and "--temporal-model" in why
+    path, why = temporal_choice(parser.parse_args([]))
+    assert path.endswith(DEFAULT_TEMPORAL_MODEL) and why is None  # the default demo runs it
+    path, why = temporal_choice(parser.parse_args(["--quick", "--temporal-model", "x.safetensors"]))
+    assert path.endswith("x.safetensors") and why is None
+    assert temporal_choice(parser.parse_args(["--no-temporal"])) == ("", "--no-temporal")
+
+
+@requires_ros
+@pytest.mark.ros
+@pytest.mark.slow
+def test_default_demo_meets_its_measured_floors(tmp_path, demo_env):
+    """The default demo (120 s procedure, its own held-out seed 7, the committed models). Floors: what it
+    measured on 2026-12-07 (docs/temporal.md) minus a few points."""
+    if not (DEMO_WEIGHTS.is_file() and DEMO_TEMPORAL.is_file()):
+        pytest.skip("needs the committed demo models")
+    out = tmp_path / "demo_output"
+    done = subprocess.run([sys.executable, "-m", "endoarss_ros.cli", "demo", "--out", str(out), "--no-video",
+                           "--quiet"], env=demo_env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    s = json.loads((out / "summary.json").read_text())
+    sc = s["offline"]["temporal"]["scores"]
+    # measured: published (temporal) 0.817, frame + EMA 0.660; foreground mIoU 0.559; usable 81.2 % = truth
+    assert sc["published"]["accuracy"] >= 0.78 and sc["published"]["accuracy"] >= sc["frame_ema"]["accuracy"], sc
+    assert s["offline"]["ground_truth"]["miou_foreground"] >= 0.52
+    assert abs(s["offline"]["status"]["usable_fraction"] - s["recording"]["true_clean_share"]) <= 0.1
 
 
 def test_recording_is_reused_when_parameters_match(tmp_path):

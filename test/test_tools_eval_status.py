@@ -195,3 +195,31 @@ def test_the_overlay_gets_the_instruments_status_activity_and_legend_unless_anno
     assert changed[:30, :60].any() and changed[-60:, :60].any()  # activity and status; the legend
     bx, by, bw, bh = knife.bbox
     assert changed[by, bx + bw // 2] or changed[by + 1, bx + bw // 2]  # the box's top edge
+
+
+def test_smoke_needs_a_soft_view_too():
+    t = status.StatusThresholds()
+    pale = dict.fromkeys(status.MEASURES, float("nan"))
+    pale.update(sharpness=5.0, brightness=0.5, haze=0.6, tissue_fraction=0.9, blockiness=1.0, noise_sigma=2.0)
+    assert status.frame_status(pale, t).usable  # pale but sharp: a scene's light haze, not smoke
+    s = status.frame_status(dict(pale, sharpness=1.5), t)
+    assert s.flag_names == ["SMOKE_OR_HAZE"]
+    assert s.reasons[0] == ("smoke_or_haze: haze 0.6 > max_haze 0.4, sharpness 1.5 < max_haze_sharpness 2")
+
+
+def test_smoke_flag_agrees_with_the_renderer_in_a_hazy_procedure():
+    """A procedure whose scene has a light haze all along (level 0.43) and two smoke intervals: SMOKE_OR_HAZE
+    falls on the smoke, not on the haze (haze alone flagged most of the clear frames before)."""
+    from endoarss_ros.data.procedures import ProcedureSettings, make_procedure
+    from endoarss_ros.tools.evaluation.eval_status_procedures import agreement, procedure_measures
+
+    settings = ProcedureSettings(minutes=1.0, fps=1.0, size=(256, 320), ambiguity_kinds=("smoke",),
+                                 ambiguity_rate=0.3)  # the demo's frame size
+    rows = procedure_measures([("hazy", make_procedure(22, settings))])  # seed 22: scene haze 0.43
+    now = agreement(rows, status.StatusThresholds())
+    smoke = now["flags"]["SMOKE_OR_HAZE"]
+    assert smoke["true_positive"] >= 15 and smoke["precision"] >= 0.9 and smoke["recall"] >= 0.9, smoke
+    assert now["scene_haze"]["flagged_smoke_or_haze"] <= 0.05 and now["flags"]["TOO_DARK"]["flagged"] == 0
+    assert abs(now["image_usable_share"] - now["true_clean_share"]) <= 0.05
+    haze_alone = agreement(rows, status.StatusThresholds(max_haze_sharpness=1000.0))
+    assert haze_alone["scene_haze"]["flagged_smoke_or_haze"] >= 0.3  # what the haze rule alone did

@@ -26,6 +26,7 @@ from .scene import FrameState, camera_at, make_scene
 
 INSTRUMENTS_OUT, LENS_CLEANING, SMOKE, BLEEDING = "instruments_out", "lens_cleaning", "smoke", "bleeding"
 AMBIGUITY_KINDS = (INSTRUMENTS_OUT, LENS_CLEANING, SMOKE, BLEEDING)
+DEGRADING_KINDS = (LENS_CLEANING, SMOKE, BLEEDING)  # the image is degraded (withdrawn instruments leave it clean)
 INCISION_DONE_BEFORE_RETURNS = 0.8  # incision progress at the first switch to dissection when it recurs later
 
 
@@ -169,23 +170,29 @@ class Procedure:
     def labels(self) -> list[int]:
         return [self.activity_at(i / self.settings.fps).activity for i in range(self.num_frames)]
 
-    def frames(self) -> Iterator[ProcedureFrame]:
-        s = self.settings
-        h, w = s.size
+    def scene(self):
+        """The procedure's scene and its light map at the settings' size (fixed for the whole procedure)."""
+        h, w = self.settings.size
         scene = make_scene(np.random.default_rng([self.seed, 1]), (h, w))
-        light = scene_light(scene, h, w)
+        return scene, scene_light(scene, h, w)
+
+    def frame_at(self, t: float, scene, light, noise: np.random.Generator, index: int = 0) -> ProcedureFrame:
+        """The frame at time ``t`` (``scene, light``: ``self.scene()``; ``noise``: the sensor-noise stream)."""
+        s = self.settings
+        g, amb = self.activity_at(t), self.ambiguity_at(t)
+        frac = float(np.clip((t - g.start) / max(g.end - g.start, 1e-9), 0, 1))
+        state = FrameState(g.activity, g.progress[0] + frac * (g.progress[1] - g.progress[0]), camera_at(scene, t), t)
+        rgb, mask = render(scene, state, s.size, noise, sensor_noise=s.sensor_noise, light=light,
+                           instruments=amb is None or amb.kind != INSTRUMENTS_OUT)
+        if amb is not None:
+            rgb = degrade(rgb, amb, t)
+        return ProcedureFrame(index, t, rgb, mask, g.activity, amb.kind if amb else None)
+
+    def frames(self) -> Iterator[ProcedureFrame]:
+        scene, light = self.scene()
         noise = np.random.default_rng([self.seed, 2])
         for i in range(self.num_frames):
-            t = i / s.fps
-            g, amb = self.activity_at(t), self.ambiguity_at(t)
-            frac = float(np.clip((t - g.start) / max(g.end - g.start, 1e-9), 0, 1))
-            state = FrameState(g.activity, g.progress[0] + frac * (g.progress[1] - g.progress[0]),
-                               camera_at(scene, t), t)
-            rgb, mask = render(scene, state, (h, w), noise, sensor_noise=s.sensor_noise, light=light,
-                               instruments=amb is None or amb.kind != INSTRUMENTS_OUT)
-            if amb is not None:
-                rgb = degrade(rgb, amb, t)
-            yield ProcedureFrame(i, t, rgb, mask, g.activity, amb.kind if amb else None)
+            yield self.frame_at(i / self.settings.fps, scene, light, noise, i)
 
     def description(self) -> dict:
         return {"seed": self.seed, "settings": asdict(self.settings),

@@ -44,7 +44,12 @@ class StatusThresholds:
     max_dark_fraction: float = _threshold(0.5, 0.0, 1.0, "TOO_DARK when more of the view than this is dark.")
     max_overexposed_fraction: float = _threshold(
         0.2, 0.0, 1.0, "OVER_EXPOSED when more of the view than this is blown out.")
-    max_haze: float = _threshold(0.40, 0.0, 1.0, "SMOKE_OR_HAZE when the dark-channel median is over this.")
+    max_haze: float = _threshold(
+        0.40, 0.0, 1.0, "SMOKE_OR_HAZE when the dark-channel median is over this (and the view is soft: "
+        "max_haze_sharpness).")
+    max_haze_sharpness: float = _threshold(
+        2.0, 0.0, 1000.0, "SMOKE_OR_HAZE only when the sharpness ratio is also under this: smoke takes the edges "
+        "with the contrast; a pale but sharp view (a scene's light haze, whitish tissue) is not smoke.")
     max_blood_fraction: float = _threshold(
         0.025, 0.0, 1.0, "BLOOD_OR_SOILING when more of the view than this is dark saturated red.")
     max_noise_sigma: float = _threshold(14.0, 0.0, 255.0, "NOISE when the noise estimate (grey levels) is over this.")
@@ -69,7 +74,8 @@ class StatusThresholds:
         return replace(self, **{k: float(v) for k, v in values.items()})
 
 
-# (flag, measure, "<" or ">", threshold): the flag is set when the measure is past the threshold.
+# (flag, measure, "<" or ">", threshold[, (measure, op, threshold), ...]): the flag is set when the measure is
+# past the threshold and every further condition holds too.
 RULES = (
     ("LOW_CONFIDENCE", "low_confidence_fraction", ">", "max_low_confidence_fraction"),
     ("LOW_CONFIDENCE", "activity_confidence", "<", "min_activity_confidence"),
@@ -77,7 +83,7 @@ RULES = (
     ("TOO_DARK", "brightness", "<", "min_brightness"),
     ("TOO_DARK", "dark_fraction", ">", "max_dark_fraction"),
     ("OVER_EXPOSED", "overexposed_fraction", ">", "max_overexposed_fraction"),
-    ("SMOKE_OR_HAZE", "haze", ">", "max_haze"),
+    ("SMOKE_OR_HAZE", "haze", ">", "max_haze", ("sharpness", "<", "max_haze_sharpness")),
     ("BLOOD_OR_SOILING", "blood_fraction", ">", "max_blood_fraction"),
     ("NOISE", "noise_sigma", ">", "max_noise_sigma"),
     ("COMPRESSION_ARTIFACTS", "blockiness", ">", "max_blockiness"),
@@ -118,12 +124,22 @@ class FrameStatus:
                        processing_ms=float(processing_ms))
 
 
-def _check(rule, value: float, thresholds: StatusThresholds) -> str | None:
-    flag, measure, op, name = rule
+def _past(value: float, op: str, limit: float) -> bool:
+    return not math.isnan(value) and (value < limit if op == "<" else value > limit)
+
+
+def _check(rule, value: float, thresholds: StatusThresholds, measures: dict | None = None) -> str | None:
+    flag, measure, op, name = rule[:4]
     limit = getattr(thresholds, name)
-    if math.isnan(value) or not (value < limit if op == "<" else value > limit):
+    if not _past(value, op, limit):
         return None
-    return f"{flag.lower()}: {measure} {value:.3g} {op} {name} {limit:.3g}"
+    text = f"{flag.lower()}: {measure} {value:.3g} {op} {name} {limit:.3g}"
+    for m, o, n in rule[4:]:  # further conditions (all must hold)
+        v, lim = float((measures or {}).get(m, NAN)), getattr(thresholds, n)
+        if not _past(v, o, lim):
+            return None
+        text += f", {m} {v:.3g} {o} {n} {lim:.3g}"
+    return text
 
 
 def model_uncertainty(activity_probs, confidence: np.ndarray | None, pixel_threshold: float) -> dict[str, float]:
@@ -146,7 +162,7 @@ def frame_status(measures: dict[str, float], thresholds: StatusThresholds, out_o
     if out_of_body is not None and out_of_body.reason:
         flags, reasons = FLAG["OUT_OF_BODY"], [out_of_body.reason]
     for rule in RULES:
-        hit = _check(rule, measures.get(rule[1], NAN), thresholds)
+        hit = _check(rule, measures.get(rule[1], NAN), thresholds, measures)
         if hit:
             flags |= FLAG[rule[0]]
             reasons.append(hit)

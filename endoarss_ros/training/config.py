@@ -47,6 +47,13 @@ class SyntheticConfig:
     test_seed: int | None = None  # None: seed + 1000 (never the training seed)
     render_size: int = 336
     wide_every: int = 3  # 0: never
+    # Frames of whole synthetic procedures (``data.procedures``, the demo's kind of video) added to the single
+    # frames: ``per_procedure`` frames at random times of each procedure; train uses set ``procedure_seed``,
+    # val set ``procedure_seed + 1`` (``numbered_procedure``); the test split stays single frames.
+    procedures: int = 0
+    val_procedures: int = 0
+    per_procedure: int = 60
+    procedure_seed: int = 500
 
 
 @dataclass(kw_only=True)

@@ -72,6 +72,91 @@ class SyntheticFrames(Dataset):
                            f"synthetic:{self.seed}:{self.split}:{index}", self.transform)
 
 
+# Procedure sets the frame model must never train on: the demo recording's own seed (``tools.demo.demo_recording``,
+# a procedure seed) and the temporal model's training / validation / test sets (``numbered_procedure`` set seeds,
+# docs/temporal.md): its features must come from videos the frame model has not seen.
+DEMO_PROCEDURE_SEED = 7
+TEMPORAL_PROCEDURE_SETS = (100, 110, 200, 210, 300)
+PROCEDURE_SIZES = ((256, 320), (180, 224), (336, 336))  # (H, W) rendered, in turn: the demo's 5:4, smaller, square
+
+
+class ProcedureFrames(Dataset):
+    """``per_procedure`` frames at random times of each of ``count`` synthetic procedures (procedure k of set
+    ``seed``: ``data.procedures.numbered_procedure(seed, k)``), the continuous scenes the demo plays, ambiguous
+    intervals (withdrawn instruments, lens cleaning, smoke, bleeding) included and labelled with the ongoing
+    activity. Procedure k is rendered at ``PROCEDURE_SIZES[k % 3]`` and shrunk to ``size`` like the node does."""
+
+    def __init__(self, seed: int, count: int, per_procedure: int, size: tuple[int, int], transform=None,
+                 progress: bool = False):
+        from endoarss_ros.data.procedures import ProcedureSettings, numbered_procedure
+
+        if seed in TEMPORAL_PROCEDURE_SETS:
+            raise ValueError(f"procedure set {seed} is held out for the temporal model (sets "
+                             f"{TEMPORAL_PROCEDURE_SETS}): train the frame model on another set")
+        self.size, self.transform, self.seed = tuple(size), transform, seed
+        n = count * per_procedure
+        self.images = np.empty((n, *self.size, 3), np.uint8)
+        self.masks = np.empty((n, *self.size), np.uint8)
+        self._activities: list[int] = []
+        it = range(count)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"render procedures {seed}", unit="procedure", leave=False)
+        for k in it:
+            settings = ProcedureSettings(size=PROCEDURE_SIZES[k % len(PROCEDURE_SIZES)], ambiguity_rate=0.2)
+            _, proc = numbered_procedure(seed, k, settings)
+            if proc.seed == DEMO_PROCEDURE_SEED:
+                raise ValueError(f"procedure {k} of set {seed} is the demo recording's procedure")
+            scene, light = proc.scene()
+            rng = np.random.default_rng([seed, k, 3])
+            for t in np.sort(rng.uniform(0, proc.segments[-1].end, per_procedure)):
+                f = proc.frame_at(float(t), scene, light, rng)
+                i = len(self._activities)
+                self.images[i], self.masks[i] = resize_pair(f.rgb, f.mask, self.size)
+                self._activities.append(int(f.activity))
+
+    @property
+    def activities(self) -> list[int]:
+        return list(self._activities)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return make_sample(self.images[index], self.masks[index], self._activities[index],
+                           f"procedure:{self.seed}:{index}", self.transform)
+
+
+class _Joined(Dataset):
+    """Datasets one after the other, sharing one ``transform`` (set on all parts)."""
+
+    def __init__(self, parts: list[Dataset]):
+        self.parts = [p for p in parts if len(p)]
+        self.class_set = getattr(self.parts[0], "class_set", None)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    @property
+    def transform(self):
+        return self.parts[0].transform
+
+    @transform.setter
+    def transform(self, value) -> None:
+        for p in self.parts:
+            p.transform = value
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.parts[k][i - int(self.offsets[k])]
+
+    @property
+    def activities(self) -> list[int]:
+        return [a for p in self.parts for a in p.activities]
+
+
 def train_transform(cfg: DataConfig):
     if not cfg.augment:
         return None
@@ -141,9 +226,14 @@ def build_split(cfg: DataConfig, split: str, size: tuple[int, int], *, transform
         s = cfg.synthetic
         counts = {"train": s.train, "val": s.val, "test": s.test}
         seed = s.seed if split != "test" else (s.test_seed if s.test_seed is not None else s.seed + 1000)
-        return SyntheticFrames(seed, split, counts[split], size, s.render_size,
-                               s.wide_every if split != "test" else 0, transform,
-                               class_set or MTLESD, progress)
+        frames = SyntheticFrames(seed, split, counts[split], size, s.render_size,
+                                 s.wide_every if split != "test" else 0, transform,
+                                 class_set or MTLESD, progress)
+        procedures = {"train": s.procedures, "val": s.val_procedures}.get(split, 0)
+        if not procedures:
+            return frames
+        proc_seed = s.procedure_seed + (split == "val")
+        return _Joined([frames, ProcedureFrames(proc_seed, procedures, s.per_procedure, size, transform, progress)])
     if cfg.layout == "videos":
         return _video_split(cfg, split, size, transform, class_set, progress)
     return _disk_dataset(cfg, split, size, transform, class_set)

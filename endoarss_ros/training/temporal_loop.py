@@ -54,7 +54,8 @@ class TemporalTrainSettings:
     speed: tuple[float, float] = (0.7, 1.5)
     drop: float = 0.2  # up to this fraction of frames dropped at random
     gap_p: float = 0.5  # probability of a gap per video and epoch
-    max_gap_s: float = 45.0
+    max_gap_s: float = 60.0  # up to the session's reset limit (TemporalSettings.max_gap_s): gaps of 45-60 s occur live
+    thin_p: float = 0.5  # probability of keeping only every k-th frame (k random, up to the frames in a tick)
     crop_p: float = 0.5  # probability of a random start
     feature_noise: float = 0.3  # std of Gaussian noise on normalised features
     channel_drop: float = 0.1  # probability of zeroing a feature channel (per video and epoch)
@@ -92,9 +93,13 @@ def augmented_ticks(v, rng: np.random.Generator, s: TemporalTrainSettings, num_c
     start = int(rng.integers(0, n // 2)) if n > 4 and rng.random() < s.crop_p else 0
     stamps, labels = v.stamps[start:], v.labels[start:]
     keep = rng.random(len(stamps)) >= rng.uniform(0, s.drop)
+    per_tick = int(round(s.tick_s / max(float(np.median(np.diff(stamps))), 1e-6))) if len(stamps) > 1 else 1
+    if per_tick > 1 and rng.random() < s.thin_p:  # a slower camera: fewer frames per tick, as live
+        k = int(rng.integers(2, per_tick + 1))
+        keep &= np.arange(len(stamps)) % k == rng.integers(k)
     if rng.random() < s.gap_p and stamps[-1] - stamps[0] > s.max_gap_s + 10:
         g0 = rng.uniform(stamps[0] + 5, stamps[-1] - s.max_gap_s)
-        keep &= ~((stamps >= g0) & (stamps < g0 + rng.uniform(2.0, s.max_gap_s)))
+        keep &= ~((stamps >= g0) & (stamps < g0 + rng.uniform(2.0, s.max_gap_s - s.tick_s)))  # no reset
     keep[0] = True
     feats, missing, _ = ticks_from_frames(stamps[keep], v.features[start:][keep], v.usable[start:][keep], s.tick_s)
     target = tick_labels(stamps, labels, s.tick_s, num_classes)

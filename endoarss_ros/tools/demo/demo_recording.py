@@ -60,3 +60,16 @@ def _rename_bag(folder: Path, name: str) -> None:
             f.rename(folder / f"{name}{f.suffix}")
             text = text.replace(f.name, f"{name}{f.suffix}")
     meta_path.write_text(text)
+
+
+def true_clean_share(record: dict) -> float | None:
+    """The share of the recording's frames the renderer did not degrade (outside its smoke, bleeding and
+    lens-cleaning intervals): what the status's usable share should come close to."""
+    from endoarss_ros.data.procedures import DEGRADING_KINDS
+
+    proc, fps, n = record.get("procedure"), record["params"]["fps"], record["frames"]
+    if not proc or not n:
+        return None
+    spans = [(a["start"], a["end"]) for a in proc["ambiguities"] if a["kind"] in DEGRADING_KINDS]
+    degraded = sum(any(a <= i / fps < b for a, b in spans) for i in range(n))
+    return 1.0 - degraded / n

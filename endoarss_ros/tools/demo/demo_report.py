@@ -68,14 +68,17 @@ def print_summary(s: dict) -> None:
               f"out {off['frames_out']}, {off['throughput']['inference_frames_per_s']} frames/s; activity accuracy "
               f"{_pct(gt.get('activity_accuracy'))}, foreground mIoU {_pct(gt.get('miou_foreground'))}")
     sources = ", ".join(f"{name} {n}" for name, n in sorted((live.get("activity_sources") or {}).items()))
-    print(f"  activity model     {s.get('temporal_model') or 'none: frame-wise + EMA'}; live labels by source: "
-          f"{sources or 'none'}")
+    none = f"none: frame-wise + EMA ({s['temporal_off']})" if s.get("temporal_off") else "none: frame-wise + EMA"
+    print(f"  activity model     {s.get('temporal_model') or none}; live labels by source: {sources or 'none'}")
     for line in temporal_lines(off.get("temporal")):
         print(f"  offline {line}")
     for line in privacy_lines(off.get("privacy")):
         print(f"  offline {line}")
     _print_status("live status", live.get("status"), live.get("result_age_ms"))
     _print_instruments("live instruments", live.get("instruments"))
+    if rec.get("true_clean_share") is not None:
+        print(f"  recording truth    {_pct(rec['true_clean_share'])} of the frames clean (outside the renderer's "
+              f"smoke, bleeding and lens-cleaning intervals)")
     if off:
         _print_status("offline status", off.get("status"))
         _print_instruments("offline instrum.", off.get("instruments"))

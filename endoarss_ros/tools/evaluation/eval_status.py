@@ -323,6 +323,9 @@ def evaluate(cfg: EvalSettings, *, with_model: bool = True, log=print) -> dict:
                                  "model": cfg.model, "thresholds": cfg.thresholds.__dict__}}
     log("degraded-image detection ...")
     report["degraded_detection"] = degraded_detection(cfg)
+    from endoarss_ros.tools.evaluation.eval_status_procedures import evaluate_procedures
+
+    report["procedures"] = evaluate_procedures(cfg.thresholds, log=log)
     log("instrument geometry from the true masks ...")
     report["geometry_from_truth"] = geometry_from_truth(cfg)
     if with_model:
@@ -351,6 +354,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-model", action="store_true", help="only the measurements without the weights")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--procedures", action="store_true",
+                        help="only: each image flag's precision and recall against where the renderer put blur, "
+                             "smoke and blood in the demo's procedure and held-out procedures (no model)")
 
 
 def run(args) -> int:
@@ -362,7 +368,13 @@ def run(args) -> int:
     cfg = EvalSettings(seed=args.seed, frames=args.frames, size=(h, w), geometry_frames=args.geometry_frames,
                        sequences=args.sequences, sequence_seconds=args.sequence_seconds, fps=args.fps,
                        model=args.model, device=args.device)
-    report = evaluate(cfg, with_model=not args.no_model)
+    if args.procedures:
+        from endoarss_ros.tools.evaluation.eval_status_procedures import evaluate_procedures
+
+        report = {"date": datetime.date.today().isoformat(), "thresholds": cfg.thresholds.__dict__,
+                  "procedures": evaluate_procedures(cfg.thresholds)}
+    else:
+        report = evaluate(cfg, with_model=not args.no_model)
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text + "\n")
