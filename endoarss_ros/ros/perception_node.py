@@ -28,6 +28,7 @@ Topics (relative to the node's namespace; one set per entry of the `cameras` par
 
 
 def main(argv: list[str] | None = None) -> int:
+    _exit_quietly_on_early_interrupt()
     argv = list(sys.argv[1:] if argv is None else argv)
     ros_start = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     if any(a in ("-h", "--help") for a in argv[:ros_start]):
@@ -37,6 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv)
     except KeyboardInterrupt:  # before ROS was up (imports, parsing): nothing to clean up
         return 0
+
+
+def _exit_quietly_on_early_interrupt() -> None:
+    """Until the node's own handler is installed (``_run``), Ctrl-C or SIGTERM ends the process at once with exit 0:
+    there is nothing to clean up while Python still imports rclpy and torch. Under ``ros2 launch`` a Ctrl-C
+    arrives twice (the terminal's and launch's own), so the first one ignores the rest: a second
+    KeyboardInterrupt raised while the first unwinds would end the process by the signal (exit code -2)."""
+    def early_exit(signum, frame):
+        _ignore_interrupts()
+        raise SystemExit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, early_exit)
 
 
 def _run(argv: list[str]) -> int:
