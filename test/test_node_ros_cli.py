@@ -87,3 +87,27 @@ def test_a_ctrl_c_while_the_node_is_still_importing_ends_it_quietly(child_env, t
             proc.wait()
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+
+
+def test_a_ctrl_c_as_the_installed_node_starts_waits_for_its_handler(child_env, tiny_model):  # noqa: F811
+    """`scripts/perception_node` (what `ros2 launch` and `ros2 run` start) runs Python with SIGINT blocked until
+    ``main`` has its handler: a Ctrl-C while the interpreter itself starts (site, the ROS wheels' re-exec) ends it
+    with exit 0, not with "Fatal Python error: init_import_site" (exit 1) or by the signal (exit code -2)."""
+    env = dict(child_env, PYTHONPATH=str(REPO),  # this tree's code; python3 is this interpreter
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{child_env.get('PATH', '')}")
+    for _ in range(3):
+        proc = subprocess.Popen([str(REPO / "scripts" / "perception_node"), "--ros-args", "-r", "__ns:=/early",
+                                 "-p", f"model:={tiny_model}", "-p", "device:=cpu"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            time.sleep(0.05)  # env has blocked the signals and started Python
+            for _ in range(2):
+                os.killpg(proc.pid, signal.SIGINT)
+                time.sleep(0.02)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == 0, out[-3000:]
+        assert "Traceback" not in out and "Fatal Python error" not in out, out[-3000:]

@@ -44,13 +44,17 @@ def _exit_quietly_on_early_interrupt() -> None:
     """Until the node's own handler is installed (``_run``), Ctrl-C or SIGTERM ends the process at once with exit 0:
     there is nothing to clean up while Python still imports rclpy and torch. Under ``ros2 launch`` a Ctrl-C
     arrives twice (the terminal's and launch's own), so the first one ignores the rest: a second
-    KeyboardInterrupt raised while the first unwinds would end the process by the signal (exit code -2)."""
+    KeyboardInterrupt raised while the first unwinds would end the process by the signal (exit code -2).
+    The installed ``perception_node`` starts Python with both signals blocked (its ``env --block-signal``
+    shebang), so one that comes while the interpreter starts (``site``, the ROS wheels' re-exec) waits for this
+    handler instead of failing the start-up; unblocked here, it is delivered now."""
     def early_exit(signum, frame):
         _ignore_interrupts()
         raise SystemExit(0)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, early_exit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _run(argv: list[str]) -> int:

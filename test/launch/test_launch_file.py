@@ -71,9 +71,10 @@ def _processes_with(env_entry: str) -> list[tuple[int, str]]:
 
 
 def ros2(env, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """A `ros2` CLI command without the daemon (which would outlive the test: issue 29 item 2)."""
+    """A `ros2` CLI command without the daemon (which would outlive the test: issue 29 item 2). Without it the
+    command discovers the graph itself: give it longer than the default 0.5 s on a busy machine."""
     verb_args = list(args)
-    verb_args.insert(2, "--no-daemon")
+    verb_args[2:2] = ["--no-daemon", "--spin-time", "5"]
     return subprocess.run([ROS2, *verb_args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -225,27 +226,22 @@ def _node_importing(marker: str) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.5])
-def test_a_ctrl_c_while_the_node_imports_ends_the_launch_quietly(launch_env, tmp_path, tiny_model, delay):
-    """Ctrl-C within a second of `ros2 launch` (issue 29 item 8): no `process has died [... exit code -2 ...]`."""
+@pytest.mark.parametrize("when", ["started", "importing"])
+def test_a_ctrl_c_while_the_node_starts_ends_the_launch_quietly(launch_env, tmp_path, tiny_model, when):
+    """Ctrl-C within a second of `ros2 launch` (issue 29 item 8): no `process has died [... exit code -2 ...]`,
+    whether it comes as launch starts the node (its interpreter starting) or while the node imports rclpy."""
     launch = Launch(launch_env, tmp_path, f"model:={tiny_model}")
     deadline = time.monotonic() + 60
-    while _node_importing(f"ROS_HOME={launch_env['ROS_HOME']}") is None:
+    ready = (lambda: "process started" in launch.output()) if when == "started" else \
+        (lambda: _node_importing(f"ROS_HOME={launch_env['ROS_HOME']}") is not None)
+    while not ready():
         assert launch.proc.poll() is None and time.monotonic() < deadline, launch.output()[-3000:]
         time.sleep(0.005)
-    time.sleep(delay)
     os.killpg(launch.proc.pid, signal.SIGINT)  # the terminal's Ctrl-C; launch sends the node its own SIGINT
     assert launch.wait(60) == 0, launch.output()[-3000:]
     log = launch.output()
     assert "process has died" not in log and "Traceback" not in log, log[-3000:]
     assert "process has finished cleanly" in log, log[-3000:]
-
-
-def test_a_misspelt_argument_starts_nothing(launch_env, tmp_path, tiny_model):
-    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "camera:=['left']")
-    assert launch.wait() != 0
-    log = launch.output()
-    assert "unknown launch argument 'camera': did you mean 'cameras'?" in log and "process started" not in log
 
 
 def test_lifecycle_shutdown_ends_the_node_and_the_launch(launch_env, tmp_path, tiny_model):
