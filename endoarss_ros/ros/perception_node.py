@@ -6,6 +6,7 @@ needs neither ROS nor torch.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -42,15 +43,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_quietly_on_early_interrupt() -> None:
     """Until the node's own handler is installed (``_run``), Ctrl-C or SIGTERM ends the process at once with exit 0:
-    there is nothing to clean up while Python still imports rclpy and torch. Under ``ros2 launch`` a Ctrl-C
-    arrives twice (the terminal's and launch's own), so the first one ignores the rest: a second
-    KeyboardInterrupt raised while the first unwinds would end the process by the signal (exit code -2).
+    nothing needs cleaning up while Python still imports rclpy and torch. It exits there and then (``os._exit``)
+    rather than raising: an exception raised inside a C extension's initialisation (rclpy's) comes out as an
+    ImportError with a traceback, and under ``ros2 launch`` a second SIGINT (launch's own, after the terminal's)
+    would interrupt the unwinding of the first (exit code -2).
     The installed ``perception_node`` starts Python with both signals blocked (its ``env --block-signal``
     shebang), so one that comes while the interpreter starts (``site``, the ROS wheels' re-exec) waits for this
     handler instead of failing the start-up; unblocked here, it is delivered now."""
     def early_exit(signum, frame):
-        _ignore_interrupts()
-        raise SystemExit(0)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, early_exit)
