@@ -202,10 +202,14 @@ def test_an_empty_list_on_the_launch_line_overrides_the_params_file(tmp_path):
     assert after["instruments.classes"] == []
 
 
-def test_instrument_ids_on_the_launch_line_are_passed_as_the_node_takes_them():
+def test_instrument_ids_on_the_launch_line_are_passed_as_the_node_takes_them(tmp_path):
     """`instruments.classes:=[1, 2]` (issue 29 item 4): YAML reads integers; the parameter is a string array of
-    names or ids."""
+    names or ids. A params file with integer ids is taken too."""
     from endoarss_ros.ros.launch_checks import parameter_overrides
+
+    ids = tmp_path / "ids.yaml"
+    ids.write_text("/**:\n  ros__parameters:\n    instruments:\n      classes: [1, 2]\n")
+    assert _declared_values(tmp_path, ids)["instruments.classes"] == ["1", "2"]
 
     assert parameter_overrides({"instruments.classes": "[1, 2]"}) == {"instruments.classes": ["1", "2"]}
     assert parameter_overrides({"instruments.classes": "['FPCW Knife', 3]"}) == {
