@@ -128,7 +128,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked: the GPU check runs without ROS")
 
 sys.meta_path.insert(0, Block())
-import endoarss_ros.inference, endoarss_ros.tools.bench, endoarss_ros.model, endoarss_ros.model.deploy  # noqa
+import endoarss_ros.inference, endoarss_ros.tools.bench.bench, endoarss_ros.model, endoarss_ros.model.deploy  # noqa
 from endoarss_ros.cli import build_parser, main
 build_parser("bench").parse_args(["bench", "--quick"])
 print("imported without ROS:", endoarss_ros.inference.__file__)
@@ -187,7 +187,7 @@ summary() {  # rebuilt from whatever exists in OUT_DIR
         "$python" - "$out" <<'EOF'
 import json, sys
 from pathlib import Path
-from endoarss_ros.tools.bench_report import markdown_table
+from endoarss_ros.tools.bench.bench_report import markdown_table
 rows, unavailable, skipped = [], [], []
 for path in sorted(Path(sys.argv[1]).glob("bench-*.json")):
     try:

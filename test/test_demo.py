@@ -124,7 +124,7 @@ def _check_temporal(s: dict, out: Path) -> None:
 
 
 def test_recording_is_reused_when_parameters_match(tmp_path):
-    from endoarss_ros.tools.demo_recording import ensure_recording
+    from endoarss_ros.tools.demo.demo_recording import ensure_recording
 
     path, record, reused = ensure_recording(tmp_path, seconds=0.3, fps=10, size=(32, 40), log=lambda *a: None)
     assert not reused and record["frames"] == 3 and record["procedure"]["segments"]

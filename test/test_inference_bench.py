@@ -9,13 +9,13 @@ import json
 import numpy as np
 
 from endoarss_ros.cli import SUBCOMMANDS, main
-from endoarss_ros.tools import bench
-from endoarss_ros.tools.bench_frames import BenchFrames
+from endoarss_ros.tools.bench import bench
+from endoarss_ros.tools.bench.bench_frames import BenchFrames
 from test.conftest import ros_available
 
 
 def test_bench_quick_json(tmp_path, capsys):
-    assert SUBCOMMANDS["bench"][0] == "endoarss_ros.tools.bench"
+    assert SUBCOMMANDS["bench"][0] == "endoarss_ros.tools.bench.bench"
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
     rc = main(["bench", "--quick", "--frames", "8", "--json", str(out), "--markdown", str(md),

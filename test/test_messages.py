@@ -25,7 +25,7 @@ def test_activity_round_trip():
 def test_activity_source_constants_are_the_pipelines():
     from endoarss_ros.msg import Activity
 
-    from endoarss_ros.inference import temporal
+    from endoarss_ros.inference import temporal_activity as temporal
 
     assert (Activity.SOURCE_TEMPORAL, Activity.SOURCE_FRAME_EMA, Activity.SOURCE_FRAME) == (
         temporal.SOURCE_TEMPORAL, temporal.SOURCE_FRAME_EMA, temporal.SOURCE_FRAME)

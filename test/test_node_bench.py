@@ -8,7 +8,7 @@ pytestmark = [requires_ros, pytest.mark.ros]
 
 def test_measure_reports_node_and_transport_latency(tmp_path, monkeypatch):
     from endoarss_ros.model import ModelConfig, build_model, save_model
-    from endoarss_ros.tools import bench_ros
+    from endoarss_ros.tools.bench import bench_ros
 
     monkeypatch.delenv("_ROS_WHEELS_BOOTSTRAP_COMPLETE", raising=False)
     model = save_model(build_model(ModelConfig.endoarss_tiny()), tmp_path / "tiny")

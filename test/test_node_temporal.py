@@ -18,9 +18,9 @@ pytestmark = [requires_ros, pytest.mark.ros]
 def _save_temporal(path, frame_weights, *, frame_model_id=None, warmup_ticks=2):
     import torch
 
-    from endoarss_ros.inference.temporal import expected_binding
+    from endoarss_ros.inference.temporal_activity import expected_binding
     from endoarss_ros.model.config import ModelConfig
-    from endoarss_ros.model.temporal import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
+    from endoarss_ros.model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
 
     cfg = ModelConfig.endoarss_tiny()
     expect = expected_binding(frame_weights, cfg.seg_classes, cfg.activity_classes)

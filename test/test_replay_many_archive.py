@@ -1,5 +1,5 @@
 """`endoarss replay-many` without Ray: the work list (recordings, folders, list files, unique names, largest
-first), the input fingerprint, the resume check, and the options it shares with `endoarss replay`."""
+first), the input's stat record, the resume check, and the options it shares with `endoarss replay`."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from endoarss_ros.bag.archive import Recording, find_recordings, fingerprint, is_finished
+from endoarss_ros.bag.archive import Recording, find_recordings, is_finished, recording_stat
 from endoarss_ros.bag.reader import BagError
 from endoarss_ros.bag.synth_bag import write_synth_bag
 from endoarss_ros.cli import build_parser
@@ -55,10 +55,10 @@ def test_list_files_storage_files_and_duplicates(archive, tmp_path):
         find_recordings([tmp_path / "missing"])
 
 
-def test_fingerprint_and_resume_check(archive, tmp_path):
+def test_recording_stat_and_resume_check(archive, tmp_path):
     bag = archive / "site_a" / "case"
     rec = Recording(bag, "case", 1)
-    made_from = {"package_version": "x", "options": {"batch": 4}, "input": fingerprint(bag)}
+    made_from = {"package_version": "x", "options": {"batch": 4}, "input": recording_stat(bag)}
     assert not is_finished(rec, tmp_path, made_from)
     rec.summary_path(tmp_path).parent.mkdir(parents=True)
     rec.summary_path(tmp_path).write_text(json.dumps({"made_from": made_from}))
@@ -67,7 +67,7 @@ def test_fingerprint_and_resume_check(archive, tmp_path):
     data = next(bag.glob("*.mcap"))
     st = data.stat()
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # the input changed
-    assert not is_finished(rec, tmp_path, dict(made_from, input=fingerprint(bag)))
+    assert not is_finished(rec, tmp_path, dict(made_from, input=recording_stat(bag)))
     rec.summary_path(tmp_path).write_text("{ half a file")
     assert not is_finished(rec, tmp_path, made_from)
 
@@ -94,7 +94,7 @@ def test_importing_the_tools_does_not_import_ray():
     import subprocess
 
     code = ("import sys; from endoarss_ros.cli import build_parser; build_parser(); "
-            "import endoarss_ros.tools.replay_many, endoarss_ros.bag.replay; "
+            "import endoarss_ros.tools.replay_many.replay_many, endoarss_ros.bag.replay; "
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                    env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))

@@ -1,13 +1,13 @@
 """Two real rclpy processes: 1080p rgb8 images + Activity at 30 Hz, best-effort, delivered thanks to the
 shipped Fast DDS profile (the processes show the profile's 16 MiB shared-memory segment is in use): at least
-what `endoarss check` promises (tools/check.py MIN_DELIVERED), every image intact."""
+what `endoarss check` promises (tools/check/check.py MIN_DELIVERED), every image intact."""
 from endoarss_ros.ros import fastdds
 from test.conftest import requires_ros
 
 
 @requires_ros
 def test_1080p_images_and_activity_arrive_with_profile():
-    from endoarss_ros.tools.check import run_pair, verdict
+    from endoarss_ros.tools.check.check import run_pair, verdict
 
     sub, pub = run_pair(qos="best_effort", rate=30, seconds=3, width=1920, height=1080, profile=True)
     assert pub["sent"] == 90
@@ -22,7 +22,7 @@ def test_1080p_images_and_activity_arrive_with_profile():
 def test_without_profile_fast_dds_uses_its_small_default_segment():
     """The counterpart: without our profile the segment is Fast DDS's ~0.5 MiB default, the reason 6 MB
     frames are lost with best-effort QoS (how many are lost varies from run to run; we report it)."""
-    from endoarss_ros.tools.check import run_pair
+    from endoarss_ros.tools.check.check import run_pair
 
     sub, _ = run_pair(qos="best_effort", rate=30, seconds=1, width=1920, height=1080, profile=False)
     assert sub["profile"] is None
@@ -40,7 +40,7 @@ def test_apply_profile_respects_the_users_choice():
 
 
 def test_the_check_verdict_is_what_best_effort_can_promise():
-    from endoarss_ros.tools.check import verdict
+    from endoarss_ros.tools.check.check import verdict
 
     def sub(image, activity, bad=0):
         return {"received": {"image": image, "activity": activity}, "bad_images": bad}

@@ -10,7 +10,7 @@ import pytest
 
 from endoarss_ros.inference import instruments, quality, status
 from endoarss_ros.inference.frames import frame_from_array
-from endoarss_ros.tools import eval_status
+from endoarss_ros.tools.evaluation import eval_status
 from test.conftest import REPO
 
 DEMO = REPO / "models" / "demo" / "endoarss_demo.safetensors"

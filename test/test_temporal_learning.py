@@ -30,7 +30,8 @@ def procedures(tmp_path_factory):
 
 
 def test_feature_cache_skips_finished_videos_and_notices_edits(tiny_model, procedures, tmp_path):
-    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features, layout_videos
+    from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features
+    from endoarss_ros.bag.labelled import layout_videos
 
     ex = FeatureExtractor(tiny_model, batch=4)
     videos = layout_videos(procedures / "train", ex.activity_classes)
@@ -71,7 +72,7 @@ def trained(tiny_model, procedures, tmp_path_factory):
 
 
 def test_train_then_eval_temporal(tiny_model, procedures, trained, tmp_path):
-    from endoarss_ros.inference.temporal import load_temporal_for
+    from endoarss_ros.inference.temporal_activity import load_temporal_for
     from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES, MTLESD_SEG_CLASSES
 
     run, cache = trained
@@ -120,11 +121,11 @@ def test_frames_a_bag_cannot_decode_are_counted_by_reason(tiny_model, tmp_path):
     extraction counts the lost frames by the reason `endoarss replay` gives them, in the log and in the cache."""
     import os
 
+    from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features
     from endoarss_ros.bag.labelled import labelled_sources
     from endoarss_ros.bag.mcap_checksums import BagChecksums, fill_chunk_checksums
     from endoarss_ros.bag.replay import ReplayOptions, replay
     from endoarss_ros.bag.synth_bag import write_synth_bag
-    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features
 
     bag = tmp_path / "in"
     write_synth_bag(bag, seconds=4, fps=10, size=(96, 128), seed=1, checksums=False)  # two chunks

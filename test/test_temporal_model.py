@@ -1,4 +1,4 @@
-"""The causal temporal model (model/temporal.py): causality, stepping == whole-sequence forward, state size, the
+"""The causal temporal model (model/temporal_tcn.py): causality, stepping == whole-sequence forward, state size, the
 weights file and its binding."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from endoarss_ros.model.temporal import (
+from endoarss_ros.model.temporal_tcn import (
     CausalTCN,
     TemporalBinding,
     TemporalBindingError,

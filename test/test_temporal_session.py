@@ -1,5 +1,6 @@
-"""Frames -> ticks -> the temporal session (inference/temporal.py), the feature tap (inference/temporal_features.py)
-and the camera stream with a temporal session: real forward passes of a tiny temporal model."""
+"""Frames -> ticks -> the temporal session (inference/temporal_activity.py), the feature tap
+(inference/temporal_features.py) and the camera stream with a temporal session: real forward passes of a tiny
+temporal model."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,14 +12,13 @@ from endoarss_ros.inference.frames import frame_from_array
 from endoarss_ros.inference.smoother import Smoothing
 from endoarss_ros.inference.status import FLAG, frame_status, lost_frame_status
 from endoarss_ros.inference.stream import CameraStream, StreamSettings
-from endoarss_ros.inference.temporal import (
+from endoarss_ros.inference.temporal_activity import (
     SOURCE_FRAME,
     SOURCE_FRAME_EMA,
     SOURCE_TEMPORAL,
     EvidenceGate,
     TemporalSession,
     TemporalSettings,
-    ticks_from_frames,
 )
 from endoarss_ros.inference.temporal_features import (
     class_fractions,
@@ -27,7 +27,8 @@ from endoarss_ros.inference.temporal_features import (
     frame_features,
     usable_for_temporal,
 )
-from endoarss_ros.model.temporal import CausalTCN, TemporalBinding, TemporalConfig
+from endoarss_ros.model.temporal_clock import ticks_from_frames
+from endoarss_ros.model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig
 
 SEG = ["Background", "FPCW Forceps", "Mucosal Flaps"]
 ACT = ["Marking", "Incision", "Dissection"]

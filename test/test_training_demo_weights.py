@@ -28,7 +28,7 @@ def test_demo_files_exist_and_are_small():
 def test_demo_eval_reproduces_the_report_and_meets_the_targets():
     from endoarss_ros.metrics.tracker import summary
     from endoarss_ros.model import load_model
-    from endoarss_ros.tools.eval_report import synthetic_test_set
+    from endoarss_ros.tools.evaluation.eval_report import synthetic_test_set
     from endoarss_ros.training.evaluation import evaluate
 
     report = json.loads(REPORT.read_text())

@@ -4,7 +4,7 @@ record of what a finished recording's outputs were made from (its resume marker)
 A recording is a rosbag2 folder (``metadata.yaml`` + MCAP or sqlite3 files). Its outputs are exactly those of
 ``endoarss replay -o OUT_ROOT/<name>/<name>``: the bag ``<name>/``, ``<name>.summary.json``, ``<name>.timeline.png``
 and, when asked, ``<name>.mp4``. The summary is put in place last (``partials.OutputSet``), so it is the commit
-marker: a folder without one holds nothing finished. It carries ``made_from`` (input fingerprint, weights
+marker: a folder without one holds nothing finished. It carries ``made_from`` (the input's ``recording_stat``, weights
 identity, options, package version); a rerun skips a recording whose summary says the same.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import file_sha256, write_atomic
 from .reader import BagError, resolve_bag_path
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
@@ -117,7 +118,7 @@ def find_recordings(inputs: list[str | Path]) -> list[Recording]:
     return sorted(recordings, key=lambda r: (-r.size, r.name))
 
 
-def fingerprint(path: Path) -> dict:
+def recording_stat(path: Path) -> dict:
     """What identifies a recording's input without reading it: its path and each file's name, size and mtime."""
     path = Path(path)
     files = _storage_files(path) if path.is_dir() else [path] if path.exists() else []
@@ -127,11 +128,7 @@ def fingerprint(path: Path) -> dict:
 
 def file_identity(path: str | Path) -> dict:
     """A weights file's identity: its sha256 and size."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "sha256": digest.hexdigest(), "size": Path(path).stat().st_size}
+    return {"path": str(path), "sha256": file_sha256(path), "size": Path(path).stat().st_size}
 
 
 def read_json(path: Path) -> dict | None:
@@ -147,15 +144,6 @@ def is_finished(recording: Recording, out_root: Path, made_from: dict) -> bool:
     """True when the recording's committed summary was made from exactly ``made_from``."""
     summary = read_json(recording.summary_path(out_root))
     return summary is not None and summary.get("made_from") == made_from
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a hidden temporary next to it and a rename (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def clear_folder(folder: Path) -> None:

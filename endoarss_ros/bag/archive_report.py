@@ -6,11 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
-from .archive import FAILURE_FILE, read_json, write_atomic
+from ..files import write_atomic
+from .archive import FAILURE_FILE, read_json
 
 CSV_COLUMNS = ("name", "status", "input", "frames_in", "frames_out", "frames_failed", "wall_s", "frames_per_s",
                "inference_frames_per_s", "main_activity", "main_activity_share", "usable_fraction",
@@ -110,7 +110,7 @@ def _csv(rows: list[dict]) -> str:
 
 def _plot(path: Path, report: dict) -> None:
     """Per recording: the share of each activity (bars) and frames per second (right panel); failed ones named."""
-    from ..training.plots import pyplot
+    from ..files import pyplot
 
     plt = pyplot()
 
@@ -136,13 +136,10 @@ def _plot(path: Path, report: dict) -> None:
     if labels:
         ax.legend(labels, fontsize=7, loc="lower right")
     fig.suptitle(f"{report['overall']['finished']} recordings finished, {report['overall']['failed']} failed")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def write_aggregate(out_root: Path, *, plot: bool = True) -> dict:

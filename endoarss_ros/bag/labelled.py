@@ -1,13 +1,51 @@
-"""Recordings with a ground-truth activity topic (``endoarss synth bag`` / ``synth procedures --format bag``) as
-labelled videos for the temporal model's feature extraction (``temporal_features``)."""
+"""Labelled videos for the temporal model's feature extraction (``feature_cache``): the types (``LabelledVideo``,
+``FailedFrame``) and their sources: recordings with a ground-truth activity topic (``endoarss synth bag`` /
+``synth procedures --format bag``) and video + phase layout folders."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.phase_layout import UNLABELLED, PhaseLayoutError
+from ..data.phase_layout import UNLABELLED, PhaseLayoutError, VideoEntry, find_videos, read_phase_file, read_video
+from ..inference.frames import RawFrame
 from .reader import BagError, BagReader, GroundTruthCollector, resolve_bag_path
-from .temporal_features import FailedFrame, LabelledVideo
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """A video with per-frame labels. ``frames()`` yields (stamp seconds, ``RawFrame``, label or UNLABELLED), or
+    (stamp, ``FailedFrame``, label) for a frame that could not be decoded (counted, not extracted);
+    ``files`` define its content (fingerprint); ``count``: frames, when known (progress)."""
+
+    name: str
+    files: tuple[Path, ...]
+    frames: Callable[[], Iterator[tuple[float, RawFrame, int]]]
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class FailedFrame:
+    """A frame the source could not decode; ``reason`` as ``endoarss replay`` reports it (``BagFrame.reason``)."""
+
+    reason: str
+
+
+def layout_videos(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
+    """The videos of a video + phase layout folder (labels read and checked now, so errors come first)."""
+    out = []
+    for entry in find_videos(root):
+        labels = read_phase_file(entry.phases, activity_classes)
+        out.append(LabelledVideo(entry.name, (entry.video, entry.phases), _video_frames(entry, labels),
+                                 max(labels) + 1 if labels else None))
+    return out
+
+
+def _video_frames(entry: VideoEntry, labels: dict[int, int]):
+    def frames() -> Iterator[tuple[float, RawFrame, int]]:
+        for index, stamp, rgb in read_video(entry.video):
+            yield stamp, RawFrame(rgb, "rgb8"), labels.get(index, UNLABELLED)
+    return frames
 
 
 def is_bag(path: str | Path) -> bool:
@@ -55,8 +93,6 @@ def labelled_bag(path: str | Path, activity_classes: Sequence[str]) -> LabelledV
 
 def labelled_sources(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
     """A bag, a folder of bags, or a video + phase layout folder."""
-    from .temporal_features import layout_videos
-
     root = Path(root)
     if is_bag(root):
         return [labelled_bag(root, activity_classes)]

@@ -15,7 +15,7 @@ from .writer import OutputError
 def plot_timeline(path: Path, rows: list[tuple[str, list[dict]]], names: list[str], *, title: str,
                   outputs: OutputSet) -> None:
     """Activity segments as coloured bars, one row per (label, segments); written as a partial of ``outputs``."""
-    from ..training.plots import pyplot
+    from ..files import pyplot
 
     plt = pyplot()  # first: it points matplotlib's cache away from $HOME before matplotlib is imported
     from matplotlib.patches import Patch

@@ -28,7 +28,7 @@ from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds, lost_frame_status
 from endoarss_ros.inference.stream import CameraStream, StreamSettings
 from endoarss_ros.inference.tallies import StatusTally, TrackTally
-from endoarss_ros.inference.temporal import TemporalSession, TemporalSettings, load_temporal_for
+from endoarss_ros.inference.temporal_activity import TemporalSession, TemporalSettings, load_temporal_for
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.metrics.frames import GroundTruthEvaluator
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import write_atomic
 from .options import BACKENDS, PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,6 @@ def engine_key(digest: str, backend: str, shape: tuple[int, ...], precision: str
     ).hexdigest()
     stem = f"{backend}-{digest[:12]}-{shape_s}-{precision}-{dev}-{full[:10]}"
     return full, stem
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # -- runners ------------------------------------------------------------------------------------
@@ -205,7 +199,7 @@ class CompileRunner(Runner):
             try:
                 art = torch.compiler.save_cache_artifacts()
                 if art is not None:
-                    _atomic_write(path, art[0])
+                    write_atomic(path, art[0])
             except Exception as e:  # pragma: no cover
                 log.info("could not save compile artefacts: %s", e)
             return f"compile ({self.mode}) built for batch {batch} in {dt:.1f} s -> {path.name}"
@@ -296,19 +290,18 @@ class OnnxRuntimeRunner(Runner):
 
     def _export(self, path: Path, batch: int) -> None:
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         x = self.example(batch).contiguous()
-        try:
+
+        def export(tmp: Path) -> None:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(self.fn, (x,), str(tmp), dynamo=False, input_names=["images"],
                                   output_names=["segmentation", "activity"], opset_version=17,
                                   do_constant_folding=True)
+        try:
+            write_atomic(path, export)
         except Exception as e:
-            tmp.unlink(missing_ok=True)
             raise BackendUnavailable(f"ONNX export failed: {type(e).__name__}: {e}") from e
-        os.replace(tmp, path)
 
     def run(self, x):
         sess = self.sessions[x.shape[0]]
@@ -374,10 +367,7 @@ class TensorRTRunner(Runner):  # pragma: no cover - needs a GPU and torch_tensor
         try:
             mod = trt.compile(self.fn, ir="dynamo", inputs=[x], enabled_precisions={self.dtype},
                               truncate_double=True, min_block_size=1)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            trt.save(mod, str(tmp), inputs=[x], output_format="exported_program")
-            os.replace(tmp, path)
+            write_atomic(path, lambda tmp: trt.save(mod, str(tmp), inputs=[x], output_format="exported_program"))
             with torch.inference_mode():
                 mod(x)
         except Exception as e:

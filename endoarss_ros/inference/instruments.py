@@ -327,7 +327,3 @@ class InstrumentTracker:
                 t.missed += 1
         self._tracks = [t for t in self._tracks if t.missed <= self.max_missed_frames]
         return [replace(inst, id=assigned[i].id, seen_frames=assigned[i].seen) for i, inst in enumerate(instruments)]
-
-    @property
-    def ids_issued(self) -> int:
-        return self._next_id - 1

@@ -17,7 +17,7 @@ from . import quality
 from .annotate import annotate
 from .smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
 from .status import FrameStatus, StatusThresholds, frame_status, model_uncertainty
-from .temporal import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
+from .temporal_activity import SOURCE_FRAME, SOURCE_FRAME_EMA, SOURCE_TEMPORAL, ActivityClock, TemporalEstimate
 from .temporal_features import frame_features, usable_for_temporal
 
 

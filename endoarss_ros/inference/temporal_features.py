@@ -16,18 +16,17 @@ Layout (``feature_names``), in order:
 
 A value that was not measured is 0 (the model's input normalisation makes 0 a neutral value after training on
 the same layout). The layout's names go into the temporal weights file, so a model trained on another layout is
-refused (``model.temporal.TemporalBinding``).
+refused (``model.temporal_tcn.TemporalBinding``).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ..files import file_sha256
 from .quality import shrink_factor
 from .status import DEGRADED_IMAGE, FLAG
 
@@ -93,21 +92,10 @@ def frame_features(result, num_seg_classes: int, measures: Mapping[str, float] |
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-@lru_cache(maxsize=8)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def frame_model_identity(weights_path: str | Path) -> str:
     """``sha256:<16 hex>`` of the frame model's weights file: a temporal model is bound to the features of
     exactly these weights. Raises FileNotFoundError / OSError when the file cannot be read."""
-    p = Path(weights_path).resolve()
-    st = p.stat()
-    return f"sha256:{_file_digest(str(p), st.st_size, st.st_mtime_ns)}"
+    return f"sha256:{file_sha256(weights_path)[:16]}"
 
 
 __all__ = ["LOW_PIXEL_CONFIDENCE", "MASKING_FLAGS", "STATUS_MEASURES", "class_fractions", "feature_dim",

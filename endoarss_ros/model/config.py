@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+PATCH_SIZE = 14  # the ViT's patch side (DINOv2 ViT-*/14): a working resolution is a multiple of it
+
 # Released MTLESD class order (the released loader's raw mask ids {0, 2..7}, shifted down by one). The one list of
 # these names: the data layer's class set (colours, activity objects) uses it too.
 MTLESD_SEG_CLASSES = [
@@ -29,6 +31,15 @@ FAMILIES = ("official", "endoarss")
 ADAPTER_KINDS = ("none", "lora", "dvlora", "tesla")
 SMA_PLACEMENTS = ("none", "pixel", "feature")
 
+
+def yaml_text(data: dict[str, Any], path: str | Path | None = None) -> str:
+    """``data`` as YAML in its own key order (a config's ``to_yaml``), also written to ``path`` when given."""
+    import yaml
+
+    text = yaml.safe_dump(data, sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
 
 @dataclass(kw_only=True)
 class AdapterConfig:
@@ -101,8 +112,8 @@ class ModelConfig:
         if self.sma.placement not in SMA_PLACEMENTS:
             raise ValueError(f"sma.placement must be one of {SMA_PLACEMENTS}, got {self.sma.placement!r}")
         h, w = self.input_size
-        if h % 14 or w % 14:
-            raise ValueError(f"input_size {self.input_size} must be divisible by the patch size 14")
+        if h % PATCH_SIZE or w % PATCH_SIZE:
+            raise ValueError(f"input_size {self.input_size} must be divisible by the patch size {PATCH_SIZE}")
         if len(self.seg_classes) < 2 or len(self.activity_classes) < 1:
             raise ValueError("need at least 2 segmentation classes and 1 activity class")
 
@@ -134,12 +145,7 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        import yaml
-
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return yaml_text(self.to_dict(), path)
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> ModelConfig:

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .adapters import LoRALinear
+from .config import PATCH_SIZE
 from .finetune import merge_adapters
 from .tesla import TeslaLinear
 
@@ -44,7 +45,7 @@ def fix_position_embedding(model: nn.Module) -> bool:
     if vit is None or cfg is None or not hasattr(vit, "interpolate_pos_encoding"):
         return False
     h, w = cfg.input_size
-    ps = getattr(vit, "patch_size", 14)
+    ps = getattr(vit, "patch_size", PATCH_SIZE)
     n = (h // ps) * (w // ps)
     original = vit.interpolate_pos_encoding
     vit.register_buffer("_fixed_pos_embed", original(n, h, w).detach().clone(), persistent=False)

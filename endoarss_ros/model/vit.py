@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import PATCH_SIZE
+
 
 @dataclass(frozen=True)
 class ViTPreset:
@@ -37,7 +39,6 @@ VIT_PRESETS: dict[str, ViTPreset] = {
     "giant": ViTPreset(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu"),
 }
 
-PATCH_SIZE = 14
 
 
 class PatchEmbed(nn.Module):

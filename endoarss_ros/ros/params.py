@@ -21,10 +21,10 @@ from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds
 from endoarss_ros.inference.stream import StreamSettings
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL
+from endoarss_ros.model.config import PATCH_SIZE
 
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
-PATCH = 14  # ViT patch side: the working resolution must be a multiple of it
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -197,8 +197,8 @@ def validate(name: str, value: Any) -> str | None:
             return None
         if values and (len(values) != 2 or min(values) <= 0):
             return f"{name} must be [height, width] with positive values ([] or [0, 0]: none), not {values}"
-        if name == "input_size" and values and any(v % PATCH for v in values):
-            return f"input_size must be multiples of {PATCH} (the ViT patch), not {values}"
+        if name == "input_size" and values and any(v % PATCH_SIZE for v in values):
+            return f"input_size must be multiples of {PATCH_SIZE} (the ViT patch), not {values}"
     if name == "cameras":
         try:
             parse_cameras(list(value))

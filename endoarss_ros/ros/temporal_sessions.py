@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from endoarss_ros.inference.temporal import (
+from endoarss_ros.inference.temporal_activity import (
     SOURCE_FRAME,
     SOURCE_FRAME_EMA,
     SOURCE_TEMPORAL,

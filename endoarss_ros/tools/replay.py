@@ -137,7 +137,7 @@ def run(args) -> int:
     from endoarss_ros.bag.reader import BagError
     from endoarss_ros.bag.replay import replay
     from endoarss_ros.bag.writer import OutputError
-    from endoarss_ros.inference.temporal import TemporalModelError
+    from endoarss_ros.inference.temporal_activity import TemporalModelError
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so a kill cleans up like Ctrl-C
     try:

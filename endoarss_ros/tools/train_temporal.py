@@ -30,7 +30,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from endoarss_ros.training.temporal import TemporalTrainSettings
+    from endoarss_ros.training.temporal_loop import TemporalTrainSettings
 
     d = TemporalTrainSettings()
     add_common_arguments(parser)
@@ -81,11 +81,10 @@ def frame_model_check(train, val) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features
-    from endoarss_ros.bag.temporal_stream import validation_scorer
+    from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features
+    from endoarss_ros.bag.temporal_scoring import validation_scorer
     from endoarss_ros.data.phase_layout import PhaseLayoutError
-    from endoarss_ros.inference.temporal import ticks_from_frames
-    from endoarss_ros.training.temporal import TemporalTrainSettings, train_temporal
+    from endoarss_ros.training.temporal_loop import TemporalTrainSettings, train_temporal
 
     out = Path(args.out)
     try:
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         TemporalTrainSettings(), tick_s=args.tick_s, epochs=args.epochs, seed=args.seed, lr=args.lr,
         channels=args.channels, layers=args.layers, feature_noise=args.feature_noise, channel_drop=args.channel_drop,
         validate_every=args.validate_every)
-    record = train_temporal(train, ticks_from_frames, validation_scorer(val), feature_names=extractor.feature_names,
+    record = train_temporal(train, validation_scorer(val), feature_names=extractor.feature_names,
                             class_names=extractor.activity_classes, frame_model_id=extractor.model_id, run_dir=out,
                             settings=settings, notes={"frame_model": Path(args.model).name,
                                                       "frame_model_check": check})
@@ -137,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot_val(out: Path, record: dict, extractor, val) -> None:
-    from endoarss_ros.bag.temporal_stream import stream_video
-    from endoarss_ros.inference.temporal import TemporalSettings
-    from endoarss_ros.model.temporal import load_temporal
+    from endoarss_ros.bag.temporal_scoring import stream_video
+    from endoarss_ros.inference.temporal_activity import TemporalSettings
+    from endoarss_ros.model.temporal_tcn import load_temporal
     from endoarss_ros.training.temporal_plots import plot_timelines
 
     model, binding = load_temporal(record["weights"])

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from ..model.config import yaml_text
+
 LAYOUTS = ("released", "generic", "synthetic")
 WEIGHTINGS = ("equal", "dbmtl", "stch")
 FREEZE_MODES = ("adapters", "full")
@@ -153,10 +155,7 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return yaml_text(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

@@ -1,30 +1,11 @@
 """Run plots as PNG (matplotlib, Agg backend): loss curves, per-class IoU, activity confusion matrix."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-
-def pyplot():
-    """matplotlib.pyplot with the Agg backend; its font cache and config go to a folder of this user under the
-    system temp dir unless MPLCONFIGDIR says otherwise (matplotlib's default is $HOME/.cache, $HOME/.config)."""
-    if not os.environ.get("MPLCONFIGDIR"):
-        folder = Path(tempfile.gettempdir()) / f"endoarss-matplotlib-{os.getuid()}"
-        try:
-            folder.mkdir(mode=0o700, exist_ok=True)
-            mine = folder.stat().st_uid == os.getuid() and not folder.is_symlink()
-        except OSError:
-            mine = False
-        os.environ["MPLCONFIGDIR"] = str(folder) if mine else tempfile.mkdtemp(prefix="endoarss-matplotlib-")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..files import pyplot
 
 
 def plot_losses(history: list[dict], path: str | Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import pyplot
+from ..files import pyplot
 
 
 def plot_training(history: list[dict], path: str | Path) -> Path:

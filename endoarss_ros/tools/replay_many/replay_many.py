@@ -21,15 +21,15 @@ from endoarss_ros.bag.archive import (
     clear_folder,
     file_identity,
     find_recordings,
-    fingerprint,
     is_finished,
+    recording_stat,
 )
 from endoarss_ros.bag.archive_report import write_aggregate
 from endoarss_ros.bag.reader import BagError
 from endoarss_ros.inference.weights_path import resolve_model_path
 from endoarss_ros.tools.replay import add_recording_arguments, recording_options
-from endoarss_ros.tools.replay_many_cluster import Cluster, StartError, start_replayers
-from endoarss_ros.tools.replay_many_dispatch import Dispatcher, short_error
+from endoarss_ros.tools.replay_many.replay_many_cluster import Cluster, StartError, start_replayers
+from endoarss_ros.tools.replay_many.replay_many_dispatch import Dispatcher, short_error
 
 PROG = "endoarss replay-many"
 START_TIMEOUT_S = 600  # replayers that cannot be placed (resources the cluster lacks) would wait forever
@@ -165,7 +165,7 @@ def run(args) -> int:
     out_root = Path(args.out_root).absolute()  # the replayers may run in another folder (or on another node)
     out_root.mkdir(parents=True, exist_ok=True)
     todo = [r for r in recordings
-            if args.force or not is_finished(r, out_root, dict(made_from, input=fingerprint(r.path)))]
+            if args.force or not is_finished(r, out_root, dict(made_from, input=recording_stat(r.path)))]
     progress = _Progress(out_root, len(todo), args.progress and sys.stderr.isatty())
     progress.event("run", recordings=len(recordings), todo=len(todo), skipped=len(recordings) - len(todo),
                    address=args.address, max_attempts=args.max_attempts)

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
-from endoarss_ros.tools.demo_live import LiveRun
-from endoarss_ros.tools.demo_recording import ensure_recording
-from endoarss_ros.tools.demo_report import output_files, print_summary
+from endoarss_ros.tools.demo.demo_live import LiveRun
+from endoarss_ros.tools.demo.demo_recording import ensure_recording
+from endoarss_ros.tools.demo.demo_report import output_files, print_summary
 
 DEFAULT_TEMPORAL_MODEL = "models/demo/endoarss_demo_temporal.safetensors"  # bound to DEFAULT_MODEL
 QUICK = {"seconds": 30.0, "fps": 2.0, "size": "320x256"}

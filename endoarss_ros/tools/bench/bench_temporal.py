@@ -17,10 +17,10 @@ import numpy as np
 
 from endoarss_ros.inference.engine import FrameResult
 from endoarss_ros.inference.tallies import percentile
-from endoarss_ros.inference.temporal import TemporalSession, TemporalSettings
+from endoarss_ros.inference.temporal_activity import TemporalSession, TemporalSettings
 from endoarss_ros.inference.temporal_features import feature_names, frame_features
 from endoarss_ros.model.config import MTLESD_ACTIVITY_CLASSES, MTLESD_SEG_CLASSES
-from endoarss_ros.model.temporal import CausalTCN, TemporalBinding, TemporalConfig, load_temporal
+from endoarss_ros.model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig, load_temporal
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ def run_pair(*, qos="best_effort", rate=30.0, seconds=3.0, width=1920, height=10
     if not profile:
         common.append("--no-profile")
     expected = int(round(rate * seconds))
-    module = [sys.executable, "-m", "endoarss_ros.tools.check_pubsub"]
+    module = [sys.executable, "-m", "endoarss_ros.tools.check.check_pubsub"]
     sub = subprocess.Popen(module + ["sub", "--expect", str(expected), "--timeout", str(timeout)] + common,
                            stdout=subprocess.PIPE, text=True)
     try:

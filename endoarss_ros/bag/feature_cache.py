@@ -13,41 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.phase_layout import UNLABELLED, VideoEntry, find_videos, read_phase_file, read_video
+from ..files import write_atomic
 from ..inference.frames import RawFrame
 from ..inference.stream import CameraStream
 from ..inference.temporal_features import feature_names, frame_model_identity, usable_for_temporal
+from .labelled import FailedFrame, LabelledVideo
 
 CACHE_VERSION = 3
 _EDGE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class LabelledVideo:
-    """A video with per-frame labels. ``frames()`` yields (stamp seconds, ``RawFrame``, label or UNLABELLED), or
-    (stamp, ``FailedFrame``, label) for a frame that could not be decoded (counted, not extracted);
-    ``files`` define its content (fingerprint); ``count``: frames, when known (progress)."""
-
-    name: str
-    files: tuple[Path, ...]
-    frames: Callable[[], Iterator[tuple[float, RawFrame, int]]]
-    count: int | None = None
-
-
-@dataclass(frozen=True)
-class FailedFrame:
-    """A frame the source could not decode; ``reason`` as ``endoarss replay`` reports it (``BagFrame.reason``)."""
-
-    reason: str
 
 
 @dataclass
@@ -68,23 +49,6 @@ def failed_text(failed: dict[str, int]) -> str:
     """'frames failed: N (reason: count, ...)'."""
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(failed.items()))
     return f"frames failed: {sum(failed.values())}" + (f" ({reasons})" if reasons else "")
-
-
-def layout_videos(root: str | Path, activity_classes: Sequence[str]) -> list[LabelledVideo]:
-    """The videos of a video + phase layout folder (labels read and checked now, so errors come first)."""
-    out = []
-    for entry in find_videos(root):
-        labels = read_phase_file(entry.phases, activity_classes)
-        out.append(LabelledVideo(entry.name, (entry.video, entry.phases), _video_frames(entry, labels),
-                                 max(labels) + 1 if labels else None))
-    return out
-
-
-def _video_frames(entry: VideoEntry, labels: dict[int, int]):
-    def frames() -> Iterator[tuple[float, RawFrame, int]]:
-        for index, stamp, rgb in read_video(entry.video):
-            yield stamp, RawFrame(rgb, "rgb8"), labels.get(index, UNLABELLED)
-    return frames
 
 
 def fingerprint(files: Sequence[Path]) -> str:
@@ -163,11 +127,10 @@ class FeatureExtractor:
 
 
 def save_features(path: Path, f: VideoFeatures, model_id: str, names: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
-    np.savez_compressed(tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
+    write_atomic(path, lambda tmp: np.savez_compressed(
+        tmp, stamps=f.stamps, features=f.features, usable=f.usable, labels=f.labels, probs=f.probs,
                         failed=np.array(json.dumps(f.failed)),
-                        name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names)))
-    os.replace(tmp, path)
+                        name=np.array(f.name), model_id=np.array(model_id), feature_names=np.array(list(names))))
 
 
 def load_features(path: Path) -> VideoFeatures:

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .train_temporal import add_common_arguments, load_sources
+from ..train_temporal import add_common_arguments, load_sources
 
 METHODS = ("temporal", "ema", "frame")
 KEYS = ("accuracy", "macro_f1", "edit", "f1@10", "f1@25", "f1@50", "false_transitions_per_min", "delay_median_s",
@@ -77,10 +77,10 @@ def _table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from endoarss_ros.bag.temporal_features import FeatureExtractor, cached_features
-    from endoarss_ros.bag.temporal_stream import Degradation, score_videos
+    from endoarss_ros.bag.feature_cache import FeatureExtractor, cached_features
+    from endoarss_ros.bag.temporal_scoring import Degradation, score_videos
     from endoarss_ros.data.phase_layout import PhaseLayoutError
-    from endoarss_ros.inference.temporal import TemporalSettings, load_temporal_for
+    from endoarss_ros.inference.temporal_activity import TemporalSettings, load_temporal_for
     from endoarss_ros.model.weights import WeightsError
     from endoarss_ros.training.temporal_plots import plot_timelines
 

@@ -1,7 +1,8 @@
-"""Scoring a temporal model the way the node runs it: frame by frame through ``inference.temporal.TemporalSession``
-(the clock, missing ticks, resets, warm-up, the evidence gate), next to the frame-wise + EMA baseline
-(``inference.smoother``, the node's defaults) on the same frames. Used for model selection on validation videos
-(``validation_scorer`` for ``training.temporal``) and by ``endoarss eval-temporal``.
+"""Scoring a temporal model the way the node runs it: frame by frame through
+``inference.temporal_activity.TemporalSession`` (the clock, missing ticks, resets, warm-up, the evidence gate),
+next to the frame-wise + EMA baseline (``inference.smoother``, the node's defaults) on the same frames. Used for
+model selection on validation videos (``validation_scorer`` for ``training.temporal_loop``) and by
+``endoarss eval-temporal``.
 
 What the node publishes for a frame is the temporal label once the session is warm, before that the EMA label
 (``source`` says which), so that is what is scored as "temporal".
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..inference.smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
-from ..inference.temporal import SOURCE_TEMPORAL, TemporalSession, TemporalSettings
+from ..inference.temporal_activity import SOURCE_TEMPORAL, TemporalSession, TemporalSettings
 from ..metrics.segments import summarize, video_scores
-from .temporal_features import VideoFeatures
+from .feature_cache import VideoFeatures
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def score_videos(model, binding, settings: TemporalSettings, videos: Sequence[Vi
 
 def validation_scorer(videos: Sequence[VideoFeatures]):
     """``score(model, binding, switch_evidence) -> {method: summary}`` on ``videos``, streamed as the node runs
-    (what ``training.temporal.train_temporal`` selects with)."""
+    (what ``training.temporal_loop.train_temporal`` selects with)."""
     def score(model, binding, switch_evidence: float) -> dict:
         settings = TemporalSettings(tick_s=binding.tick_s, switch_evidence=switch_evidence)
         return {m: r["summary"] for m, r in score_videos(model, binding, settings, videos)[0].items()}

@@ -13,7 +13,7 @@ from endoarss_ros.inference.frames import frame_from_array, frame_from_image_fie
 from endoarss_ros.inference.stream import CameraStream
 from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.model.config import MTLESD_SEG_CLASSES
-from endoarss_ros.tools.bench_frames import BenchFrames, SceneFn, instrument_mask
+from endoarss_ros.tools.bench.bench_frames import BenchFrames, SceneFn, instrument_mask
 
 
 def pct(seconds, q: float) -> float:

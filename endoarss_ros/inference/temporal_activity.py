@@ -1,11 +1,5 @@
-"""The temporal activity estimate of one camera: the clock that turns frames into ticks, and the streaming session.
-
-The clock (``ticks_from_frames``, the one definition, used offline by training and evaluation and online by
-``TemporalSession``): tick ``j`` covers stamps ``[t0 + j * tick_s, t0 + (j + 1) * tick_s)`` from the first frame's
-stamp ``t0`` (``header.stamp``, not the arrival order or the camera's rate). A tick's feature vector is the mean of
-its *usable* frames' features (status usable); a tick without a usable frame, including one no frame fell into,
-is *missing*: the model gets zeros and the missing flag, as it was trained, instead of a blurred or smoky frame's
-features averaged in.
+"""The temporal activity estimate of one camera: the streaming session over the clock's ticks
+(``model.temporal_clock``, the one definition of frames -> ticks, shared with training and evaluation).
 
 The session (``TemporalSession``) steps the model once per closed tick: a tick closes when the first frame of a
 later tick arrives, and each tick skipped over (a gap) is stepped as missing. Between ticks every frame gets the
@@ -29,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..model.temporal_clock import DEFAULT_SWITCH_EVIDENCE, tick_of
+
 SOURCE_TEMPORAL = "temporal"  # Activity.source: the learned temporal model
 SOURCE_FRAME_EMA = "frame_ema"  # the frame-wise probabilities with EMA + hysteresis
 SOURCE_FRAME = "frame"  # the frame's own probabilities (smoothing off)
@@ -47,7 +43,7 @@ class TemporalSettings:
     max_gap_s: float = 60.0
     max_backstep_s: float = 1.0
     warmup_ticks: int = 6
-    switch_evidence: float = 2.0
+    switch_evidence: float = DEFAULT_SWITCH_EVIDENCE
 
     def __post_init__(self):
         if not self.tick_s > 0:
@@ -65,34 +61,6 @@ class TemporalSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["tick_s"] = binding.tick_s
         return cls(**values)
-
-
-def tick_of(stamp_s: float, origin_s: float, tick_s: float) -> int:
-    """The tick a stamp falls in (the 1e-9 keeps a stamp exactly on a boundary in the later tick)."""
-    return int(math.floor((stamp_s - origin_s) / tick_s + 1e-9))
-
-
-def ticks_from_frames(stamps_s, features, usable, tick_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames of one video (stamps in seconds, non-decreasing; features (N, D); usable (N,) bool) ->
-    ``tick_features`` float32 (T, D), ``missing`` bool (T,), ``tick_index`` int (N,) of each frame."""
-    stamps = np.asarray(stamps_s, np.float64).reshape(-1)
-    feats = np.asarray(features, np.float32)
-    ok = np.asarray(usable, bool).reshape(-1)
-    if feats.ndim != 2 or len(feats) != len(stamps) or len(ok) != len(stamps):
-        raise ValueError(f"ticks_from_frames: {len(stamps)} stamps, features {feats.shape}, {len(ok)} usable flags")
-    if len(stamps) == 0:
-        return np.zeros((0, feats.shape[1]), np.float32), np.zeros(0, bool), np.zeros(0, np.int64)
-    if np.any(np.diff(stamps) < 0):
-        at = int(np.argmax(np.diff(stamps) < 0)) + 1
-        raise ValueError(f"ticks_from_frames: stamps go backwards at frame {at} ({stamps[at - 1]} -> {stamps[at]} s)")
-    index = np.floor((stamps - stamps[0]) / tick_s + 1e-9).astype(np.int64)
-    T = int(index[-1]) + 1
-    sums = np.zeros((T, feats.shape[1]), np.float64)
-    np.add.at(sums, index[ok], feats[ok])
-    counts = np.bincount(index[ok], minlength=T)
-    missing = counts == 0
-    out = np.where(missing[:, None], 0.0, sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
-    return out, missing, index
 
 
 class ActivityClock:
@@ -275,7 +243,7 @@ class TemporalSession:
 
 def expected_binding(frame_weights: str | Path, seg_classes: Sequence[str], activity_classes: Sequence[str]):
     """What a temporal model must be bound to, to run on this frame model (its own class names)."""
-    from endoarss_ros.model.temporal import TemporalBinding
+    from endoarss_ros.model.temporal_tcn import TemporalBinding
 
     from .temporal_features import feature_names, frame_model_identity
 
@@ -292,7 +260,7 @@ def load_temporal_for(path: str | Path, frame_weights: str | Path, seg_classes: 
     """``(model, binding)`` of a temporal weights file checked against the frame model it will read from.
     Raises ``TemporalModelError`` with one line (missing, damaged, not a temporal model, or bound to another
     frame model, classes, feature layout: naming both sides)."""
-    from endoarss_ros.model.temporal import load_temporal
+    from endoarss_ros.model.temporal_tcn import load_temporal
 
     path = Path(path)
     if not path.is_file():
@@ -307,4 +275,4 @@ def load_temporal_for(path: str | Path, frame_weights: str | Path, seg_classes: 
 
 __all__ = ["SOURCE_FRAME", "SOURCE_FRAME_EMA", "SOURCE_TEMPORAL", "ActivityClock", "EvidenceGate",
            "TemporalEstimate", "TemporalModelError", "TemporalSession", "TemporalSettings", "expected_binding",
-           "load_temporal_for", "tick_of", "ticks_from_frames"]
+           "load_temporal_for"]

@@ -23,24 +23,24 @@ import argparse
 import importlib.util
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from endoarss_ros.files import write_atomic
 from endoarss_ros.inference.backends import BackendUnavailable, default_cache_dir, probe
 from endoarss_ros.inference.engine import InferenceEngine, resolve_device
 from endoarss_ros.inference.options import UPSAMPLE_MODES
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.model import ModelConfig, build_model, load_model
-from endoarss_ros.tools import bench_temporal
-from endoarss_ros.tools.bench_baseline import measure_baseline
-from endoarss_ros.tools.bench_frames import SCENES, BenchFrames, SceneFn, esd_scene
-from endoarss_ros.tools.bench_report import machine_meta, markdown_table, progress_line
-from endoarss_ros.tools.bench_ros import measure
-from endoarss_ros.tools.bench_timing import Budget, measure_row, robot_outputs_stage
+from endoarss_ros.tools.bench import bench_temporal
+from endoarss_ros.tools.bench.bench_baseline import measure_baseline
+from endoarss_ros.tools.bench.bench_frames import SCENES, BenchFrames, esd_scene
+from endoarss_ros.tools.bench.bench_report import machine_meta, markdown_table, progress_line
+from endoarss_ros.tools.bench.bench_ros import measure
+from endoarss_ros.tools.bench.bench_timing import Budget, measure_row, robot_outputs_stage
 
 __all__ = ["add_arguments", "run", "markdown_table", "esd_scene", "ros_measure", "robot_outputs_stage"]
 
@@ -260,10 +260,9 @@ def _skip(skipped: list, cfg: dict, W: int, H: int, source: BenchFrames, batch: 
           f"{cfg['precision']}: skipped (time budget spent)", flush=True)
 
 
-def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene) -> int:
+def run(args, ros: RosMeasure | str | None = None) -> int:
     """``ros``: the over-ROS measurement (``measure(model_path, frames=, width=, height=, rate=, device=,
-    timeout=) -> dict``), or the reason there is none (default: ``ros_measure()``); ``scene_fn``: the ``esd``
-    scene generator."""
+    timeout=) -> dict``), or the reason there is none (default: ``ros_measure()``)."""
     if ros is None:
         ros = ros_measure()
 
@@ -281,14 +280,11 @@ def run(args, ros: RosMeasure | str | None = None, scene_fn: SceneFn = esd_scene
         out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
                "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs, "temporal": temporal or None}
         if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
-            path = Path(args.json_path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(out, indent=2))
-            os.replace(tmp, path)
+            write_atomic(args.json_path, json.dumps(out, indent=2))
 
-    sources = [BenchFrames(scene.strip(), scene_fn) for scene in args.scene.split(",") if scene.strip()]
+    sources = [BenchFrames(scene.strip()) for scene in args.scene.split(",") if scene.strip()]
     results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
-    robot_outputs.extend(robot_outputs_stage(_sizes(args.sizes), max(10, args.frames // 2), scene_fn))
+    robot_outputs.extend(robot_outputs_stage(_sizes(args.sizes), max(10, args.frames // 2), esd_scene))
     for row in robot_outputs:
         print(f"status + instruments {row['input']}: p50 {row['total_ms']['p50']:.2f} ms (image quality "
               f"{row['image_quality_ms']['p50']:.2f}, instruments {row['instruments_ms']['p50']:.2f})", flush=True)

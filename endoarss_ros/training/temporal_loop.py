@@ -1,10 +1,9 @@
-"""Training the causal temporal activity model (``model.temporal.CausalTCN``) on cached frame features.
+"""Training the causal temporal activity model (``model.temporal_tcn.CausalTCN``) on cached frame features.
 
 Each epoch draws a fresh augmented copy of every training video:
 
 * frames: a random start (the node may start mid-case), a fraction dropped at random and a gap of up to
-  ``max_gap_s`` cut out, then turned into ticks by the caller's ``ticks`` (``inference.temporal.ticks_from_frames``,
-  the one clock):
+  ``max_gap_s`` cut out, then turned into ticks by the node's clock (``model.temporal_clock.ticks_from_frames``):
   dropped and gap ticks get the missing flag exactly as in the node;
 * ticks: resampled in speed (x``speed``), Gaussian noise on the normalised features and whole feature channels
   dropped: a guard against trusting frame features too much (on the frame model's own training videos they are
@@ -12,7 +11,7 @@ Each epoch draws a fresh augmented copy of every training video:
 
 Loss per stage: cross-entropy with median-frequency class weights plus MS-TCN's truncated-MSE smoothing
 (``smooth_weight``, ``smooth_tau``). Model selection on the validation videos only, streamed frame by frame as
-the node runs (given by the caller: ``bag.temporal_stream``); the evidence threshold of the session's decision
+the node runs (given by the caller: ``bag.temporal_scoring``); the evidence threshold of the session's decision
 is then chosen on the same validation videos and saved with the weights.
 """
 from __future__ import annotations
@@ -28,14 +27,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..model.temporal import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
+from ..model.temporal_clock import DEFAULT_SWITCH_EVIDENCE, ticks_from_frames
+from ..model.temporal_tcn import CausalTCN, TemporalBinding, TemporalConfig, save_temporal
 
 IGNORE = -1
-DEFAULT_SWITCH_EVIDENCE = 2.0  # the session's default (inference.temporal.TemporalSettings), used while training
-# ``ticks(stamps_s, features, usable, tick_s) -> (tick_features, missing, tick_index)``: the node's clock,
-# ``inference.temporal.ticks_from_frames``, given by the caller (this layer does not import the pipeline).
 # ``validate(model, binding, switch_evidence) -> {method: summary}``: validation scores streamed as the node runs
-# (``bag.temporal_stream.validation_scorer``). Videos: anything with stamps, features, usable, labels (N,) arrays.
+# (``bag.temporal_scoring.validation_scorer``). Videos: anything with stamps, features, usable, labels (N,) arrays.
 SWITCH_EVIDENCE_GRID = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
 
 
@@ -68,12 +65,12 @@ class TemporalTrainSettings:
                               stages=self.stages, dropout=self.dropout, refine_channels=self.refine_channels)
 
 
-def tick_labels(ticks, stamps: np.ndarray, labels: np.ndarray, tick_s: float, num_classes: int) -> np.ndarray:
+def tick_labels(stamps: np.ndarray, labels: np.ndarray, tick_s: float, num_classes: int) -> np.ndarray:
     """Majority label of each tick's labelled frames (all frames, dropped or not: the truth goes on), or IGNORE."""
     onehot = np.zeros((len(labels), num_classes), np.float32)
     ok = labels >= 0
     onehot[np.flatnonzero(ok), labels[ok]] = 1.0
-    mean, missing, _ = ticks(stamps, onehot, ok, tick_s)
+    mean, missing, _ = ticks_from_frames(stamps, onehot, ok, tick_s)
     return np.where(missing, IGNORE, mean.argmax(1)).astype(np.int64)
 
 
@@ -88,7 +85,7 @@ def median_frequency_weights(videos: Sequence, num_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def augmented_ticks(ticks, v, rng: np.random.Generator, s: TemporalTrainSettings, num_classes: int
+def augmented_ticks(v, rng: np.random.Generator, s: TemporalTrainSettings, num_classes: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (T, D), missing (T,), labels (T,)) of one augmented pass over a video."""
     n = len(v.stamps)
@@ -99,8 +96,8 @@ def augmented_ticks(ticks, v, rng: np.random.Generator, s: TemporalTrainSettings
         g0 = rng.uniform(stamps[0] + 5, stamps[-1] - s.max_gap_s)
         keep &= ~((stamps >= g0) & (stamps < g0 + rng.uniform(2.0, s.max_gap_s)))
     keep[0] = True
-    feats, missing, _ = ticks(stamps[keep], v.features[start:][keep], v.usable[start:][keep], s.tick_s)
-    target = tick_labels(ticks, stamps, labels, s.tick_s, num_classes)
+    feats, missing, _ = ticks_from_frames(stamps[keep], v.features[start:][keep], v.usable[start:][keep], s.tick_s)
+    target = tick_labels(stamps, labels, s.tick_s, num_classes)
     target = np.pad(target, (0, max(0, len(feats) - len(target))), constant_values=IGNORE)[: len(feats)]
     speed = rng.uniform(*s.speed)
     pick = np.minimum(np.round(np.arange(0, len(feats), speed)).astype(np.int64), len(feats) - 1)
@@ -148,12 +145,12 @@ def _binding(model, names, classes, model_id, s: TemporalTrainSettings, evidence
                            session_settings={"switch_evidence": evidence}, notes=notes)
 
 
-def train_temporal(train: Sequence, ticks, validate, *, feature_names: Sequence[str],
+def train_temporal(train: Sequence, validate, *, feature_names: Sequence[str],
                    class_names: Sequence[str], frame_model_id: str, run_dir: str | Path,
                    settings: TemporalTrainSettings = TemporalTrainSettings(), notes: dict | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Train, select with ``validate`` (validation videos only), write the run folder; returns the final record
-    (``metrics.json``). ``ticks``, ``validate``: see the module's top."""
+    (``metrics.json``). ``validate``: see the module's top."""
     s, run_dir = settings, Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not train:
@@ -178,7 +175,7 @@ def train_temporal(train: Sequence, ticks, validate, *, feature_names: Sequence[
         order = rng.permutation(len(train))
         losses = []
         for b0 in range(0, len(order), s.batch):
-            items = [augmented_ticks(ticks, train[i], rng, s, K) for i in order[b0:b0 + s.batch]]
+            items = [augmented_ticks(train[i], rng, s, K) for i in order[b0:b0 + s.batch]]
             x, m, y = _batch(items, model, rng, s)
             loss = temporal_loss(model(x, m), y, weights, s)
             opt.zero_grad()

@@ -1,7 +1,7 @@
 """A publisher / subscriber pair of our messages, one role per process, for set-up checks and tests.
 
-    python -m endoarss_ros.tools.check_pubsub sub --expect 90 --timeout 30
-    python -m endoarss_ros.tools.check_pubsub pub --rate 30 --seconds 3 --width 1920 --height 1080
+    python -m endoarss_ros.tools.check.check_pubsub sub --expect 90 --timeout 30
+    python -m endoarss_ros.tools.check.check_pubsub pub --rate 30 --seconds 3 --width 1920 --height 1080
 
 The publisher sends ``endoarss_ros/msg/Activity`` and an rgb8 ``sensor_msgs/Image`` per tick, both stamped
 with the same time; the subscriber counts what arrives and prints one JSON line with counts, latencies

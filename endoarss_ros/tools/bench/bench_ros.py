@@ -7,7 +7,7 @@
   run) is read from its last /diagnostics message;
 * transport: the same publisher and subscriber with a trivial relay (no model) in place of the node.
 
-    python -m endoarss_ros.tools.bench_ros --model tiny.safetensors --frames 60 --rate 10
+    python -m endoarss_ros.tools.bench.bench_ros --model tiny.safetensors --frames 60 --rate 10
 
 ``measure(model_path, ...)`` returns a dict; ``endoarss bench`` calls it when this module is importable.
 Roles (one per process): ``pub``, ``sub``, ``relay``.
@@ -23,7 +23,7 @@ import time
 
 from endoarss_ros.inference.tallies import percentile
 from endoarss_ros.ros import fastdds
-from endoarss_ros.tools.bench_frames import esd_scene, noise_scene
+from endoarss_ros.tools.bench.bench_frames import esd_scene, noise_scene
 
 
 def _qos(reliability: str, depth: int):
@@ -135,7 +135,7 @@ def _python_env() -> dict:
 def _run_chain(middle: list[str], in_topic: str, out_topic: str, *, frames: int, width: int, height: int,
                rate: float, timeout: float, scene: str = "esd", node_name: str = "") -> dict:
     env = _python_env()
-    me = [sys.executable, "-m", "endoarss_ros.tools.bench_ros"]
+    me = [sys.executable, "-m", "endoarss_ros.tools.bench.bench_ros"]
     size = ["--width", str(width), "--height", str(height), "--frames", str(frames), "--scene", scene]
     procs = []
     try:
@@ -186,7 +186,7 @@ def measure(model_path, *, frames: int = 60, width: int = 1920, height: int = 10
     result = {"width": width, "height": height, "rate_hz": rate,
               "node": _run_chain(*node_args, **chain, node_name=f"{ns}/endoarss_perception")}
     if transport:
-        relay = [sys.executable, "-m", "endoarss_ros.tools.bench_ros", "relay", "--topic", f"{ns}/relay_in",
+        relay = [sys.executable, "-m", "endoarss_ros.tools.bench.bench_ros", "relay", "--topic", f"{ns}/relay_in",
                  "--output", f"{ns}/relay_out"]
         result["transport"] = _run_chain(relay, f"{ns}/relay_in", f"{ns}/relay_out", **chain)
     result["stress"] = {scene: _run_chain(*node_args, **chain, scene=scene, node_name=f"{ns}/endoarss_perception")

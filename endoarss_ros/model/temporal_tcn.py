@@ -264,7 +264,7 @@ class TemporalBinding:
     tick_s: float | None
     config: TemporalConfig | None = None  # None in an expectation; save_temporal fills in the model's
     # Settings of the streaming session chosen with the model (e.g. a switch_evidence tuned on validation), read
-    # by ``inference.temporal.TemporalSettings.from_binding``; names of TemporalSettings fields.
+    # by ``inference.temporal_activity.TemporalSettings.from_binding``; names of TemporalSettings fields.
     session_settings: dict = field(default_factory=dict, compare=False)
     notes: dict = field(default_factory=dict, compare=False)  # free-form provenance (training run, commit)
 

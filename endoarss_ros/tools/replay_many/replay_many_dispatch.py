@@ -8,7 +8,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from endoarss_ros.bag.archive import Recording, clear_folder, fingerprint, record_failure
+from endoarss_ros.bag.archive import Recording, clear_folder, record_failure, recording_stat
 
 PROBE_INTERVAL_S = 0.5  # how often a restarting replayer is asked whether it is back
 
@@ -62,7 +62,7 @@ class Dispatcher:
             self.attempts[rec.name] = self.attempts.get(rec.name, 0) + 1
             job = {"input": str(rec.path), "folder": str(rec.folder(self.out_root)),
                    "output": str(rec.output(self.out_root)), "video": self.video,
-                   "made_from": dict(self.made_from, input=fingerprint(rec.path))}
+                   "made_from": dict(self.made_from, input=recording_stat(rec.path))}
             self.in_flight[self.actors[index].replay.remote(job)] = (index, rec)
             self.progress.event("start", name=rec.name, input=str(rec.path), replayer=index,
                                 attempt=self.attempts[rec.name])

@@ -8,7 +8,7 @@ Two synthetic test sets, both generated with seeds the training never used:
 * ``full_resolution``: frames of ``generate_sequence(seq_seed, ...)`` rendered at 640x512 (W x H, the
   synthetic bag's aspect) and shrunk with INTER_AREA to the input size, as the ROS node does.
 
-Run: ``python -m endoarss_ros.tools.eval_report models/demo/endoarss_demo.safetensors
+Run: ``python -m endoarss_ros.tools.evaluation.eval_report models/demo/endoarss_demo.safetensors
 --out models/demo/eval_report.json``. ``test/test_training_demo_weights.py`` re-runs the ``test`` part.
 """
 from __future__ import annotations
@@ -85,7 +85,7 @@ def build_report(weights: str | Path, *, seed: int = 1000, count: int = 150, ren
     test = evaluate(model, synthetic_test_set(seed, count, render_size, size), batch_size=30)
     report = {
         "weights": Path(weights).name,
-        "test_set": {"generator": "endoarss_ros.tools.eval_report.synthetic_test_set", "seed": seed,
+        "test_set": {"generator": "endoarss_ros.tools.evaluation.eval_report.synthetic_test_set", "seed": seed,
                      "split": "test", "count": count, "render_size": render_size, "size": list(size),
                      "note": "seed stream split_seed(seed, 'test'); not a train/val stream (those used seeds 0-3)"},
         "background_included": {"miou_fg": False, "miou_all": True},

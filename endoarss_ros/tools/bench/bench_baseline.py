@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from endoarss_ros.inference.frames import frame_from_image_fields
 from endoarss_ros.inference.preprocess import cv2_full_rgb
-from endoarss_ros.tools.bench_frames import BenchFrames
-from endoarss_ros.tools.bench_timing import pct, sync
+from endoarss_ros.tools.bench.bench_frames import BenchFrames
+from endoarss_ros.tools.bench.bench_timing import pct, sync
 
 
 class NaiveBaseline:
