@@ -244,6 +244,13 @@ def test_a_ctrl_c_while_the_node_starts_ends_the_launch_quietly(launch_env, tmp_
     assert "process has finished cleanly" in log, log[-3000:]
 
 
+def test_a_misspelt_argument_starts_nothing(launch_env, tmp_path, tiny_model):
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "camera:=['left']")
+    assert launch.wait() != 0
+    log = launch.output()
+    assert "unknown launch argument 'camera': did you mean 'cameras'?" in log and "process started" not in log
+
+
 def test_lifecycle_shutdown_ends_the_node_and_the_launch(launch_env, tmp_path, tiny_model):
     launch = Launch(launch_env, tmp_path, f"model:={tiny_model}")
     launch.wait_for("active: listening on")
