@@ -6,6 +6,8 @@
 
     ros2 launch endoarss_ros perception.launch.py use_sim_time:=true   # with `ros2 bag play --clock REC`
     ros2 launch endoarss_ros perception.launch.py "cameras:=['left', 'right']" overlay_alpha:=0.3
+    ros2 launch endoarss_ros perception.launch.py image_name:=image_raw stereo.tolerance_ms:=5.0 \
+        "cameras:=['/dvrk/left:left', '/dvrk/right:right']" "stereo_pairs:=['left:right']"
 
 Every parameter of the node is also a launch argument (`--show-args` lists them with their defaults); left out
 it keeps the params file's value; an empty list (`cameras:=[]`: one camera) sets the empty list, as `ros2 param set`
@@ -13,7 +15,9 @@ does. A misspelt argument close to a real one (`camera:=`) is refused before any
 The node's log is coloured on a terminal only (not when launch's output goes to a file or a pipe).
 
 Outputs: /<namespace>/activity, /<namespace>/segmentation/{mask,overlay,info}, /<namespace>/status,
-/<namespace>/instruments, /diagnostics.
+/<namespace>/instruments, /<namespace>/instruments/markers, /diagnostics (and <left camera>/disparity for a stereo
+pair). camera_info is read beside every image: <image's namespace>/camera_info (camera_info:= overrides it for the
+single camera; each `cameras` entry reads <input ns>/camera_info).
 The image topic is normalised once for both remaps (a trailing slash is dropped; an invalid name is an error);
 rviz:=true checks that RViz 2 is installed before anything starts. When the node exits with an error (e.g. its
 model cannot be loaded) the launch ends and `ros2 launch` exits non-zero.
@@ -39,6 +43,7 @@ from endoarss_ros.ros.launch_checks import (
     NODE_ARGUMENTS,
     argument_default_text,
     argument_description,
+    camera_info_topic,
     empty_list_parameters_file,
     launch_bool,
     log_colour_env,
@@ -56,6 +61,7 @@ PACKAGE = "endoarss_ros"
 _ARGUMENTS = {
     "namespace": ("endoarss", "Namespace of the node and its outputs"),
     "image": ("/endoscope/image_raw", "Input image topic (the compressed one is <image>/compressed)"),
+    "camera_info": ("", "camera_info topic of the image ('': its sibling, <image's namespace>/camera_info)"),
     "params_file": ("", "Parameters file (every parameter documented in config/perception.yaml)"),
     "use_sim_time": ("false", "Use /clock (a bag played with --clock) for result ages and staleness (true/false)"),
     "rviz": ("false", "Start RViz showing the image, the overlay and the mask (needs rviz2; true/false)"),
@@ -88,7 +94,8 @@ def _launch_actions(context, *args, **kwargs):
     # launch_ros cannot pass an empty list (cameras:=[]): those go in a file of their own, after the others.
     empty_lists = empty_list_parameters_file(overrides)
     overrides = {name: value for name, value in overrides.items() if value != []}
-    remappings = [("image", image), ("image/compressed", image + "/compressed")]
+    remappings = [("image", image), ("image/compressed", image + "/compressed"),
+                  ("camera_info", camera_info_topic(image, arg("camera_info")))]
     perception = Node(
         package=PACKAGE, executable="perception_node", name="endoarss_perception", namespace=arg("namespace"),
         parameters=[arg("params_file"), overrides, *([empty_lists] if empty_lists else [])],

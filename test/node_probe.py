@@ -7,7 +7,8 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 "output": "/endoarss"}], "transport": "raw", "overlay": false, "steps": [...]}``. Steps (run in order):
 
 * ``{"op": "wait_ready", "timeout": 60}``: until the node subscribes to every input and publishes every output;
-* ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``:
+* ``{"op": "frames", "frames": [...], "rate": 30, "lockstep": false, "answer_timeout": 30, "settle": 3}``
+  (a frame spec's ``"zero_stamp": true`` sends it with header.stamp 0):
   publish frames (see ``make_frame``); lockstep waits for each good frame's activity, mask and status before
   the next (for a bad frame: its status);
 * ``{"op": "transition", "transition": "configure"}`` (or a raw ``"id"`` / ``"label"``) / ``{"op": "get_state"}``;
@@ -18,6 +19,13 @@ A plan is JSON: ``{"node": "/endoarss/endoarss_perception", "cameras": [{"input"
 * ``{"op": "diagnostics", "wait": 2.5}``: the node's newest ``/diagnostics`` values after waiting;
 * ``{"op": "trigger", "service": "reset_temporal"}``: call a std_srvs/Trigger service of the node;
 * ``{"op": "sleep", "seconds": 1}``.
+
+3D (issue 25): a camera entry may carry ``"camera_info": {CameraInfo fields}`` (``k``, ``d``, ``r``, ``p`` as
+lists, ``frame_id``, ...): it is published on ``"camera_info_topic"`` (default: the image topic's sibling
+``camera_info``) with each frame's stamp, unless the frame spec says ``"camera_info": false`` or gives its own
+fields dict; ``"info_stamp_offset_ms"`` shifts its stamp. A frame spec ``"silent": true`` expects no answer (the
+right camera of a stereo pair). Plan keys ``"markers": true`` / ``"disparity": true`` record
+``<out>/instruments/markers`` / ``<out>/disparity``.
 """
 from __future__ import annotations
 
@@ -150,6 +158,12 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
+def rclpy_time(stamp):
+    from rclpy.time import Time
+
+    return Time(seconds=stamp.sec, nanoseconds=stamp.nanosec)
+
+
 def _plain(value):
     """A message field as JSON: nested messages as dicts, arrays as lists."""
     if hasattr(value, "get_fields_and_field_types"):
@@ -172,16 +186,17 @@ class Probe:
         self.compressed = plan.get("transport", "raw") == "compressed"
         self.sent: list[dict] = []
         self.received: dict[str, list[dict]] = {"activity": [], "mask": [], "overlay": [], "info": [], "status": [],
-                                                "instruments": []}
+                                                "instruments": [], "markers": [], "disparity": []}
         self.masks: dict[str, np.ndarray] = {}
         self.overlays: dict[str, np.ndarray] = {}
         self.diagnostics: dict[str, str] | None = None
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.inputs, self.outputs = [], []
+        self.inputs, self.outputs, self.info_publishers = [], [], []
         for cam_index, cam in enumerate(plan["cameras"]):
             topic = cam["input"] + ("/compressed" if self.compressed else "")
+            self.info_publishers.append(self._info_publisher(cam))
             in_reliability = ReliabilityPolicy.BEST_EFFORT if plan.get("input_qos") == "best_effort" \
                 else ReliabilityPolicy.RELIABLE
             self.inputs.append(node.create_publisher(CompressedImage if self.compressed else Image, topic,
@@ -198,8 +213,72 @@ class Probe:
             if plan.get("overlay"):
                 subs.append(node.create_subscription(Image, f"{out}/segmentation/overlay",
                                                      self._on("overlay", cam_index), reliable))
+            if plan.get("markers") and not cam.get("silent"):
+                from visualization_msgs.msg import MarkerArray
+
+                subs.append(node.create_subscription(MarkerArray, f"{out}/instruments/markers",
+                                                     self._on_markers(cam_index), reliable))
+            if plan.get("disparity") and cam.get("disparity", True) and not cam.get("silent"):
+                from stereo_msgs.msg import DisparityImage
+
+                subs.append(node.create_subscription(DisparityImage, f"{out}/disparity",
+                                                     self._on_disparity(cam_index), reliable))
             self.outputs.append(subs)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _info_publisher(self, cam: dict):
+        if not cam.get("camera_info"):
+            return None
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo
+
+        topic = cam.get("camera_info_topic") or cam["input"].rsplit("/", 1)[0] + "/camera_info"
+        return self.node.create_publisher(CameraInfo, topic, QoSProfile(depth=10,
+                                                                       reliability=ReliabilityPolicy.RELIABLE))
+
+    def _publish_camera_info(self, cam: int, spec: dict, stamp) -> None:
+        from rclpy.duration import Duration
+        from sensor_msgs.msg import CameraInfo
+
+        fields = spec.get("camera_info", self.plan["cameras"][cam].get("camera_info"))
+        publisher = self.info_publishers[cam]
+        if not fields or publisher is None:
+            return
+        msg = CameraInfo()
+        for name, value in fields.items():
+            if name == "frame_id":
+                msg.header.frame_id = value
+            elif name == "roi":
+                for k, v in value.items():
+                    setattr(msg.roi, k, v)
+            else:
+                setattr(msg, name, [float(v) for v in value] if isinstance(value, list) else value)
+        offset = spec.get("info_stamp_offset_ms", 0)
+        msg.header.stamp = (rclpy_time(stamp) + Duration(nanoseconds=int(offset * 1e6))).to_msg() if offset \
+            else stamp
+        publisher.publish(msg)
+
+    def _on_markers(self, camera: int):
+        def callback(msg):
+            markers = [{"ns": m.ns, "id": m.id, "type": m.type, "action": m.action, "frame_id": m.header.frame_id,
+                        "stamp": stamp_ns(m.header.stamp), "text": m.text,
+                        "points": [[p.x, p.y, p.z] for p in m.points],
+                        "position": [m.pose.position.x, m.pose.position.y, m.pose.position.z]} for m in msg.markers]
+            self.received["markers"].append({"camera": camera, "t": time.monotonic(), "markers": markers,
+                                             "stamp": markers[0]["stamp"] if markers else None})
+        return callback
+
+    def _on_disparity(self, camera: int):
+        def callback(msg):
+            image = np.frombuffer(msg.image.data, np.float32).reshape(msg.image.height, msg.image.width)
+            valid = image >= msg.min_disparity
+            self.received["disparity"].append({
+                "camera": camera, "stamp": stamp_ns(msg.header.stamp), "frame_id": msg.header.frame_id,
+                "width": msg.image.width, "height": msg.image.height, "encoding": msg.image.encoding, "f": msg.f,
+                "t": msg.t, "min_disparity": msg.min_disparity, "max_disparity": msg.max_disparity,
+                "valid_fraction": float(valid.mean()),
+                "median_disparity": float(np.median(image[valid])) if valid.any() else None})
+        return callback
 
     # ---- recording ---------------------------------------------------------------------------------------
     def _on(self, kind: str, camera: int):
@@ -294,16 +373,26 @@ class Probe:
                 self.spin_for(start + i * period - time.monotonic())  # absolute schedule, no drift
                 now = self.node.get_clock().now()  # a stereo pair shares its stamp
                 stamp = (now - Duration(nanoseconds=int(spec.get("stamp_offset_ms", 0) * 1e6))).to_msg()
+                if spec.get("zero_stamp"):  # a driver that never fills header.stamp
+                    stamp = type(stamp)()
             cam = spec.get("camera", 0)
-            msg = make_frame(spec, stamp, compressed=self.compressed)
+            frame_stamp = stamp
+            if spec.get("own_offset_ms"):  # this frame only (a stereo pair's right frame off the left's stamp)
+                frame_stamp = (rclpy_time(stamp) + Duration(nanoseconds=int(spec["own_offset_ms"] * 1e6))).to_msg()
+            msg = make_frame(spec, frame_stamp, compressed=self.compressed)
             good = not spec.get("bad")
-            self.sent.append({"camera": cam, "stamp": stamp_ns(stamp), "good": good, "bad": spec.get("bad"),
+            silent = bool(spec.get("silent"))
+            self.sent.append({"camera": cam, "stamp": stamp_ns(frame_stamp), "good": good and not silent,
+                              "silent": silent, "bad": spec.get("bad"),
                               "tag": spec.get("tag"), "width": spec.get("width", 320),
                               "height": spec.get("height", 240), "encoding": spec.get("encoding", "rgb8"),
                               "t": time.monotonic()})
+            self._publish_camera_info(cam, spec, frame_stamp)
             self.inputs[cam].publish(msg)
-            if good:
-                group.append((cam, stamp_ns(stamp)))
+            if silent:
+                pass
+            elif good:
+                group.append((cam, stamp_ns(frame_stamp)))
             elif lockstep:  # its status says it was rejected
                 rejected = stamp_ns(stamp)
                 self.spin_for(timeout, lambda c=cam, s=rejected: self.answered(c, s, ("status",)))

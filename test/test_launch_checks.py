@@ -241,3 +241,25 @@ def test_the_node_log_is_coloured_on_a_terminal_only():
     assert log_colour_env(False, environ={}) == {"RCUTILS_COLORIZED_OUTPUT": "0"}
     assert log_colour_env(True, environ={}) == {}
     assert log_colour_env(False, environ={"RCUTILS_COLORIZED_OUTPUT": "1"}) == {}  # the user's choice stays
+@pytest.mark.parametrize("image,given,expected", [
+    ("/endoscope/left/image_raw", "", "/endoscope/left/camera_info"),
+    ("/image_raw", "", "/camera_info"),
+    ("image_raw", "", "camera_info"),
+    ("/endoscope/left/image_raw", "/calib/left/camera_info/", "/calib/left/camera_info"),
+])
+def test_the_single_cameras_camera_info_is_the_image_topics_sibling(image, given, expected):
+    from endoarss_ros.ros.launch_checks import camera_info_topic
+
+    assert camera_info_topic(image, given) == expected
+
+
+def test_stereo_arguments_become_typed_parameters():
+    from endoarss_ros.ros.launch_checks import parameter_overrides
+
+    overrides = parameter_overrides({"cameras": "['/dvrk/left:left', '/dvrk/right:right']",
+                                     "stereo_pairs": "['left:right']", "stereo.tolerance_ms": "5",
+                                     "image_name": "image_raw", "rectified_input": "true"})
+    assert overrides == {"cameras": ["/dvrk/left:left", "/dvrk/right:right"], "stereo_pairs": ["left:right"],
+                         "stereo.tolerance_ms": 5.0, "image_name": "image_raw", "rectified_input": True}
+    with pytest.raises(ValueError, match="stereo.tolerance_ms must be in"):
+        parameter_overrides({"stereo.tolerance_ms": "-1"})

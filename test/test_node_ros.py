@@ -80,10 +80,11 @@ def start_node(tmp_path, child_env, tiny_model):
 @pytest.fixture
 def probe(tmp_path, child_env):
     def run(node: NodeProcess, steps, *, cameras=None, transport="raw", overlay=False, keep_images=False,
-            input_qos="reliable", timeout=300):
+            input_qos="reliable", timeout=300, **plan_keys):
+        """``plan_keys``: further plan keys (``markers``, ``disparity``: see test/node_probe.py)."""
         cameras = cameras or [{"input": f"{node.ns}/image", "output": node.ns}]
         plan = {"node": node.name, "cameras": cameras, "transport": transport, "overlay": overlay,
-                "keep_images": keep_images, "input_qos": input_qos, "steps": steps}
+                "keep_images": keep_images, "input_qos": input_qos, "steps": steps, **plan_keys}
         plan_path = tmp_path / f"plan_{uuid.uuid4().hex[:6]}.json"
         plan_path.write_text(json.dumps(plan))
         images = tmp_path / f"images_{plan_path.stem}.npz"

@@ -226,6 +226,32 @@ def test_aggregate_is_built_from_the_summaries(killed_run):
     assert set(csv_rows) == set(rows) and csv_rows["damaged"]["status"] == "failed"
     assert int(csv_rows["big"]["frames_out"]) == FRAMES["big"]
     assert (out / "aggregate.png").stat().st_size > 1000
+    assert set(_report_rows(out)) == set(rows)
+    # The console's last lines: the worst recordings by each figure, then the report's address.
+    lines = killed_run["stdout"].strip().splitlines()
+    assert lines[-1] == f"browse: {(out / 'report.html').as_uri()}"
+    worst_fps = sorted(FRAMES, key=lambda n: (rows[n]["frames_per_s"], n))[:3]
+    assert f"  frames per second: {worst_fps[0]} " in killed_run["stdout"]
+    assert all(n in next(x for x in lines if x.startswith("  frames per second:")) for n in worst_fps)
+
+
+def _report_rows(out: Path) -> dict:
+    """report.html's table rows (its JSON block) by name."""
+    from html.parser import HTMLParser
+
+    class Data(HTMLParser):
+        found, text = False, ""
+
+        def handle_starttag(self, tag, attrs):
+            self.found = tag == "script" and ("id", "data") in attrs
+
+        def handle_data(self, data):
+            if self.found:
+                self.text += data
+
+    parser = Data()
+    parser.feed((out / "report.html").read_text(encoding="utf-8"))
+    return {r[0]: r for r in json.loads(parser.text)["rows"]}
 
 
 def test_ctrl_c_stops_the_run_and_its_cluster(archive, tmp_path):
@@ -307,5 +333,6 @@ def test_rerun_on_a_cluster_started_with_ray_start_skips_finished_and_redoes_cha
     assert after["big"] == before["big"] and after["b"] == before["b"] and after["a"] != before["a"]
     overall = json.loads((out / "aggregate.json").read_text())["overall"]
     assert (overall["finished"], overall["failed"], overall["frames_out"]) == (3, 1, sum(FRAMES.values()))
+    assert set(_report_rows(out)) == set(FRAMES) | {"damaged"}  # the joined run's report shows every recording
     _assert_none_survive(mark, grace_s=20)
     assert os.listdir(archive["home"]) == []

@@ -1,12 +1,17 @@
-"""The archive's aggregate: ``OUT_ROOT/aggregate.json``, ``aggregate.csv`` (one row per recording) and
-``aggregate.png``, rebuilt from every committed summary and failure record on disk (not only one run's), each
-written atomically. Plain Python, no Ray."""
+"""The archive's aggregate: ``OUT_ROOT/aggregate.json``, ``aggregate.csv`` (one row per recording),
+``aggregate.png`` (a picture of fixed size, ``archive_plot``) and ``report.html`` (one self-contained page to
+browse, ``archive_html``), rebuilt from every committed summary and failure record on disk (not only one run's),
+each written atomically. Summaries are read one at a time and reduced to a row, so memory grows with the rows,
+not with the summaries. Plain Python, no Ray."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import write_atomic
@@ -15,20 +20,43 @@ from .archive import FAILURE_FILE, read_json
 CSV_COLUMNS = ("name", "status", "input", "frames_in", "frames_out", "frames_failed", "wall_s", "frames_per_s",
                "inference_frames_per_s", "main_activity", "main_activity_share", "usable_fraction",
                "instrument_tracks", "activity_accuracy", "miou_foreground", "error")
+WORST_SHOWN = 5  # recordings named per figure in aggregate.json and on the console
 
 
-def collect(out_root: Path) -> list[dict]:
-    """(name, summary or failure record) of every recording folder under ``out_root``, by name."""
-    entries = []
+@dataclass(frozen=True)
+class Figure:
+    """A per-recording figure the picture, the report and the console show as a distribution and its worst."""
+    key: str  # the row's field
+    label: str
+    low_is_bad: bool = True
+    fraction: bool = False  # in [0, 1], shown as a percentage
+    needs_truth: bool = False
+
+    def show(self, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        if self.fraction:
+            return f"{value:.1%}"
+        return f"{value:,.0f}" if self.key == "frames_failed" else f"{value:,.1f}"
+
+
+FIGURES = (Figure("activity_accuracy", "activity accuracy", fraction=True, needs_truth=True),
+           Figure("miou_foreground", "foreground mIoU", fraction=True, needs_truth=True),
+           Figure("usable_fraction", "usable share", fraction=True),
+           Figure("frames_per_s", "frames per second"),
+           Figure("frames_failed", "failed frames", low_is_bad=False))
+
+
+def collect(out_root: Path) -> Iterator[dict]:
+    """(name, summary or failure record) of every recording folder under ``out_root``, by name, one at a time."""
     for folder in sorted(p for p in Path(out_root).iterdir() if p.is_dir() and not p.name.startswith(".")):
         summary = read_json(folder / f"{folder.name}.summary.json")
         if summary is not None:
-            entries.append({"name": folder.name, "status": "ok", "summary": summary})
+            yield {"name": folder.name, "status": "ok", "summary": summary}
             continue
         failure = read_json(folder / FAILURE_FILE)
         if failure is not None:
-            entries.append({"name": folder.name, "status": "failed", "failure": failure})
-    return entries
+            yield {"name": folder.name, "status": "failed", "failure": failure}
 
 
 def _recording_row(entry: dict) -> dict:
@@ -70,10 +98,48 @@ def _weighted(rows: list[dict], value: str, weight: str) -> float | None:
     return round(sum(v * w for v, w in pairs) / total, 4) if total else None
 
 
-def aggregate(entries: list[dict]) -> dict:
-    """Overall figures and one row per recording. Accuracy is pooled over every frame with ground truth;
-    the foreground mIoU is the recordings' mIoU weighted by their masks (the per-pixel counts are not kept)."""
-    rows = [_recording_row(e) for e in entries]
+def is_number(value) -> bool:
+    """A finite number (not None, not NaN): what a distribution and a ranking can use."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def error_kind(error: str | None) -> str:
+    """A failure's reason without its particulars: the error's text before the first colon."""
+    return " ".join(str(error or "unknown").split(":", 1)[0].split())[:60]
+
+
+def worst(rows: list[dict], figure: Figure, count: int = WORST_SHOWN) -> list[tuple[str, float]]:
+    """The ``count`` finished recordings worst by ``figure`` (name, value), worst first; ties by name. For failed
+    frames only recordings that have any."""
+    values = [(r["name"], r[figure.key]) for r in rows if r["status"] == "ok" and is_number(r.get(figure.key))]
+    if not figure.low_is_bad:
+        values = [(n, v) for n, v in values if v > 0]
+    values.sort(key=lambda nv: (nv[1] if figure.low_is_bad else -nv[1], nv[0]))
+    return values[:count]
+
+
+def _settings(summary: dict) -> str | None:
+    """What a recording was made from, less its own input: the same for every recording of one run."""
+    made_from = summary.get("made_from")
+    if not isinstance(made_from, dict):
+        return None
+    return json.dumps({k: v for k, v in made_from.items() if k != "input"}, sort_keys=True)
+
+
+def aggregate(entries: Iterable[dict]) -> dict:
+    """Overall figures, one row per recording, the worst recordings by each figure and the settings the summaries
+    were made from. Accuracy is pooled over every frame with ground truth; the foreground mIoU is the
+    recordings' mIoU weighted by their masks (the per-pixel counts are not kept)."""
+    rows, settings = [], Counter()
+    for entry in entries:
+        try:
+            rows.append(_recording_row(entry))
+        except (KeyError, TypeError, AttributeError) as e:  # valid JSON, not a summary: counted, not fatal
+            rows.append({"name": entry["name"], "status": "failed", "input": None, "attempts": None,
+                         "error": f"unreadable summary: {type(e).__name__}: {e}"})
+            continue
+        if entry["status"] == "ok":
+            settings[_settings(entry["summary"])] += 1
     ok = [r for r in rows if r["status"] == "ok"]
     wall = sum(r["wall_s"] for r in ok)
     activity = sum((Counter(r["activity_frames"]) for r in ok), Counter())
@@ -96,8 +162,13 @@ def aggregate(entries: list[dict]) -> dict:
         "frames_with_mask_truth": sum(r["frames_with_mask_truth"] for r in ok),
         "miou_foreground_mask_weighted": _weighted(ok, "miou_foreground", "frames_with_mask_truth"),
     }
-    return {"overall": overall, "failed": [{"name": r["name"], "input": r["input"], "error": r["error"]}
-                                           for r in rows if r["status"] != "ok"], "recordings": rows}
+    return {"overall": overall,
+            "failed": [{"name": r["name"], "input": r["input"], "error": r["error"]}
+                       for r in rows if r["status"] != "ok"],
+            "worst": {f.key: [list(nv) for nv in worst(rows, f)] for f in FIGURES},
+            "settings": [{"recordings": n, "made_from": json.loads(k) if k else None}
+                         for k, n in settings.most_common()],
+            "recordings": rows}
 
 
 def _csv(rows: list[dict]) -> str:
@@ -108,46 +179,18 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _plot(path: Path, report: dict) -> None:
-    """Per recording: the share of each activity (bars) and frames per second (right panel); failed ones named."""
-    from ..files import pyplot
-
-    plt = pyplot()
-
-    rows = report["recordings"]
-    labels = sorted({k for r in rows if r["status"] == "ok" for k in r["activity_frames"]})
-    fig, (ax, ax_fps) = plt.subplots(1, 2, figsize=(11, 1.2 + 0.3 * max(1, len(rows))), sharey=True,
-                                     gridspec_kw={"width_ratios": [3, 1]})
-    for i, r in enumerate(rows):
-        if r["status"] != "ok":
-            ax.text(0.01, i, f"failed: {r['error']}"[:90], va="center", fontsize=7, color="crimson")
-            continue
-        total, left = max(1, sum(r["activity_frames"].values())), 0.0
-        for j, label in enumerate(labels):
-            share = r["activity_frames"].get(label, 0) / total
-            ax.barh(i, share, left=left, color=plt.cm.tab10(j % 10), label=label if i == 0 else None)
-            left += share
-        ax_fps.barh(i, r["frames_per_s"] or 0, color="gray")
-    ax.set_yticks(range(len(rows)), [r["name"] for r in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of frames per predicted activity")
-    ax_fps.set_xlabel("frames / s")
-    if labels:
-        ax.legend(labels, fontsize=7, loc="lower right")
-    fig.suptitle(f"{report['overall']['finished']} recordings finished, {report['overall']['failed']} failed")
-    try:
-        write_atomic(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
-    finally:
-        plt.close(fig)
-
-
 def write_aggregate(out_root: Path, *, plot: bool = True) -> dict:
-    """Rebuild aggregate.json, aggregate.csv and (``plot``) aggregate.png from what is on disk; returns it."""
+    """Rebuild aggregate.json, aggregate.csv, aggregate.png (``plot``) and report.html from what is on disk;
+    returns the aggregate. The page embeds the picture, so both are of the same moment."""
+    from .archive_html import render_report
+    from .archive_plot import render_picture
+
     out_root = Path(out_root)
     report = aggregate(collect(out_root))
     write_atomic(out_root / "aggregate.csv", _csv(report["recordings"]))
-    if plot and report["recordings"]:
-        _plot(out_root / "aggregate.png", report)
+    picture = render_picture(report) if plot else None
+    if picture is not None:
+        write_atomic(out_root / "aggregate.png", picture)
+    write_atomic(out_root / "report.html", render_report(report, out_root, picture).encode("utf-8"))
     write_atomic(out_root / "aggregate.json", json.dumps(report, indent=2) + "\n")
     return report

@@ -122,7 +122,7 @@ class FeatureExtractor:
                              np.asarray(rows["probs"], np.float32).reshape(-1, K), dict(failed))
 
     def cache_path(self, video: LabelledVideo, cache_dir: Path) -> Path:
-        key = cache_key(self.model_id, self.feature_names, fingerprint(video.files))
+        key = cache_key(self.model_id, self.feature_names, fingerprint(video.files) + video.variant)
         return cache_dir / f"{video.name}.{key}.npz"
 
 

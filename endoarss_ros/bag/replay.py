@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from endoarss_ros.inference.camera_model import is_rectified_topic
 from endoarss_ros.inference.instruments import InstrumentSettings
 from endoarss_ros.inference.message_fields import (
     OUTPUT_BY_KEY,
@@ -26,6 +27,7 @@ from endoarss_ros.inference.message_fields import (
 )
 from endoarss_ros.inference.smoother import DEFAULT_SMOOTHING, Smoothing
 from endoarss_ros.inference.status import StatusThresholds, lost_frame_status
+from endoarss_ros.inference.stereo import mono_geometry
 from endoarss_ros.inference.stream import CameraStream, StreamSettings
 from endoarss_ros.inference.tallies import StatusTally, TrackTally
 from endoarss_ros.inference.temporal_activity import TemporalSession, TemporalSettings, load_temporal_for
@@ -33,6 +35,7 @@ from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_pat
 from endoarss_ros.metrics.frames import GroundTruthEvaluator
 
 from . import replay_report as report
+from .camera_infos import CameraInfos
 from .media import OverlayVideo, plot_timeline
 from .messages import make_header, to_rosbags
 from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
@@ -74,6 +77,8 @@ class ReplayOptions:
     engine: object | None = None  # an InferenceEngine to reuse (tests, demo, replay-many's replayers)
     temporal_model: str = ""  # temporal activity weights bound to ``model`` ('' = frame-wise + EMA)
     made_from: dict | None = None  # what the outputs were made from (replay-many's resume record), in the summary
+    stereo: tuple[str, str] | None = None  # (left, right) image topics of a stereo pair (``stereo_replay``)
+    stereo_tolerance_ms: float = 0.0  # pair left and right frames whose stamps differ by at most this
 
     @property
     def stream_settings(self) -> StreamSettings:
@@ -108,7 +113,11 @@ class _TopicState:
 
     def out(self, key: str) -> str:
         """The output topic of ``message_fields.OUTPUTS[key]`` for this input topic."""
-        return f"{self.namespace.rstrip('/')}/{OUTPUT_BY_KEY[key].topic}"
+        return self.out_topic(OUTPUT_BY_KEY[key].topic)
+
+    def out_topic(self, relative: str) -> str:
+        """An output topic of this input topic (``relative`` to its output namespace)."""
+        return f"{self.namespace.rstrip('/')}/{relative}"
 
 
 def default_sidecar(output: Path, suffix: str) -> Path:
@@ -158,6 +167,7 @@ class _ReplayRun:
         self.input_conns = {c.topic: c for c in bag.connections}
         mask_topic, activity_topic = bag.ground_truth_topics()
         self.collector = GroundTruthCollector(bag, mask_topic, activity_topic)
+        self.cameras = CameraInfos(bag, self.topics)
         self.seg_names, self.act_names = list(engine.seg_classes), list(engine.activity_classes)
         self.evaluator = self._evaluator() if self.collector.topics else None
         self.by_status = {True: self._evaluator(), False: self._evaluator()} if self.evaluator else {}
@@ -194,11 +204,16 @@ class _ReplayRun:
         duration = self.bag.duration_ns / 1e9
         return round((conn.msgcount - 1) / duration, 3) if conn.msgcount > 1 and duration > 0 else 15.0
 
+    @property
+    def output_states(self) -> list[_TopicState]:
+        """The topics whose outputs are published (a stereo pair publishes with its left camera only)."""
+        return list(self.states.values())
+
     def declare_outputs(self) -> None:
         out, opts = self.out, self.opts
         wanted = (["activity", "mask"] + (["overlay"] if opts.overlay else []) + (["info"] if opts.info else [])
                   + ["instruments", "status"])
-        for st in self.states.values():
+        for st in self.output_states:
             for key in wanted:
                 output = OUTPUT_BY_KEY[key]
                 out.add(st.out(key), output.msgtype, latched=output.latched)
@@ -212,7 +227,7 @@ class _ReplayRun:
         opts = self.opts
         batch: list[BagFrame] = []
         for bf in self.bag.frames(self.topics, max_pixels=opts.max_pixels, keep_raw=opts.copy_input,
-                                  extra_topics=self.collector.topics, on_extra=self.collector):
+                                  extra_topics=self.extra_topics, on_extra=self.on_extra):
             self.states[bf.topic].frames_in += 1
             if opts.copy_input and bf.rawdata is not None:  # None: lost in a damaged chunk
                 self.out.write_raw(bf.topic, bf.timestamp, bf.rawdata)
@@ -229,6 +244,30 @@ class _ReplayRun:
         self._flush(batch)
         if self.evaluator is not None:
             self._evaluate(final=True)
+
+    @property
+    def extra_topics(self) -> list[str]:
+        """Topics read beside the images: ground truth and camera_info."""
+        return self.collector.topics + self.cameras.topics
+
+    def on_extra(self, conn, timestamp, rawdata) -> None:
+        (self.cameras.add if conn.topic in self.cameras.topics else self.collector)(conn, timestamp, rawdata)
+
+    def geometry(self, frame: BagFrame, result, stream):
+        """(the instruments' 3D fields or None, the InstrumentArray header): viewing rays where the frame's
+        camera_info is known (the header then carries its frame_id), else 2D as without camera_info."""
+        h, w = result.mask.shape[:2]
+        model = self.cameras.model(frame.topic, frame.stamp, frame.timestamp, w, h)
+        if model is None:
+            return None, frame.header
+        rays = mono_geometry(model, stream.instruments, rectified=is_rectified_topic(frame.topic))
+        return rays, self._header_in(frame, model.frame_id)
+
+    def _header_in(self, frame: BagFrame, frame_id: str):
+        """The frame's header, with ``frame_id`` (the camera_info's) when the image's differs."""
+        if str(getattr(frame.header, "frame_id", "")) == frame_id:
+            return frame.header
+        return make_header(self.out.store, frame.stamp, frame_id)
 
     def _advance(self, frames: int) -> None:
         if self.progress is not None:
@@ -259,8 +298,10 @@ class _ReplayRun:
             info = segmentation_info_fields(header, self.seg_names, self.engine.colors, Path(str(self.opts.model)).name)
             out.write(st.out("info"), frame.timestamp, to_rosbags(store, OUTPUT_BY_KEY["info"].msgtype, info))
             st.info_frame_id = frame_id
+        geometry, instruments_header = self.geometry(frame, result, stream)
         for key, fields in frame_fields(header, result, stream, self.act_names, self.seg_names,
-                                        overlay=self.opts.overlay).items():
+                                        overlay=self.opts.overlay, geometry=geometry,
+                                        instruments_header=instruments_header).items():
             out.write(st.out(key), frame.timestamp, to_rosbags(store, OUTPUT_BY_KEY[key].msgtype, fields))
         status = self._write_status(frame, stream.status, (inference_s + stream.compute_s) * 1000.0)
         st.tracks.add(frame.stamp, [(i.id, i.class_id) for i in stream.instruments])
@@ -330,6 +371,7 @@ class _ReplayRun:
                                                 self.truth_activities, self.act_names, start_ns)
             if opts.temporal_model else None,
             "ground_truth": None,
+            "camera_info": self.cameras.summary() or None,
             "files": {"bag": str(opts.output), "summary": str(opts.summary_path),
                       "timeline": str(opts.timeline_path) if opts.timeline_path else None,
                       "video": str(opts.video) if opts.video is not None else None},
@@ -374,7 +416,12 @@ def replay(opts: ReplayOptions) -> dict:
 def _replay(opts: ReplayOptions, outputs: OutputSet) -> dict:
     t_start = time.monotonic()
     with BagReader(opts.input) as bag:
-        run = _ReplayRun(opts, bag, outputs)
+        if opts.stereo:
+            from .stereo_replay import StereoReplayRun
+
+            run = StereoReplayRun(opts, bag, outputs)
+        else:
+            run = _ReplayRun(opts, bag, outputs)
         load_s = time.monotonic() - t_start
         storage = opts.storage or bag.storage
         if opts.progress:

@@ -133,6 +133,8 @@ def temporal_lines(temporal: dict | None) -> list[str]:
         lines.append(f"temporal model on {topic}: {d['ticks']} ticks ({d['ticks_missing']} missing), {d['gaps']} "
                      f"gaps, {d['resets']} resets" + (f" ({d['resets_by_reason']})" if d["resets_by_reason"] else "")
                      + f"; published labels by source: {sources or 'none'}")
+        if d.get("stamps_warning"):
+            lines.append(f"warning, temporal model on {topic}: {d['stamps_warning']}")
     sc = temporal.get("scores")
     if sc:
         p, e = sc["published"], sc["frame_ema"]

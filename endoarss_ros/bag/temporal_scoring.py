@@ -4,8 +4,8 @@ next to the frame-wise + EMA baseline (``inference.smoother``, the node's defaul
 model selection on validation videos (``validation_scorer`` for ``training.temporal_loop``) and by
 ``endoarss eval-temporal``.
 
-What the node publishes for a frame is the temporal label once the session is warm, before that the EMA label
-(``source`` says which), so that is what is scored as "temporal".
+What the node publishes for a frame (``inference.stream.published_activity``, the one definition: the temporal
+label once the session is warm, before that the EMA label; ``source`` says which) is what is scored as "temporal".
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..inference.smoother import DEFAULT_SMOOTHING, ActivitySmoother, Smoothing
-from ..inference.temporal_activity import SOURCE_TEMPORAL, TemporalSession, TemporalSettings
+from ..inference.stream import published_activity
+from ..inference.temporal_activity import TemporalSession, TemporalSettings
 from ..metrics.segments import summarize, video_scores
 from .feature_cache import VideoFeatures
 
@@ -71,10 +72,9 @@ def stream_video(model, binding, settings: TemporalSettings, video: VideoFeature
         e = smoother.update(video.probs[i])
         t = session.update(float(video.stamps[i]), video.features[i], bool(video.usable[i]))
         ema[j] = e.class_id
-        warm = t.source == SOURCE_TEMPORAL and t.class_id >= 0
-        temporal[j] = t.class_id if warm else e.class_id
+        _, temporal[j], published_source = published_activity(t, e, smoother.enabled)
         probs[j] = t.probabilities
-        source.append(t.source)
+        source.append(published_source)
     return StreamedVideo(video.name, video.stamps[idx], video.labels[idx], video.probs[idx].argmax(1), ema,
                          temporal, source, probs)
 

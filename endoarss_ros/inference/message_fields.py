@@ -12,6 +12,7 @@ and the replay's output bag alike.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,8 +104,30 @@ def _point(xy) -> dict:
     return {"x": float(xy[0]), "y": float(xy[1]), "z": 0.0}
 
 
-def instrument_fields(instrument, class_names: Sequence[str]) -> dict:
-    """``endoarss_ros/Instrument`` of an ``instruments.Instrument``."""
+_NO_3D = {"tip_ray": {"x": 0.0, "y": 0.0, "z": 0.0}, "has_3d": False, "tip_3d": {"x": 0.0, "y": 0.0, "z": 0.0},
+          "entry_3d": {"x": 0.0, "y": 0.0, "z": 0.0}, "tip_depth_sigma": math.nan, "tip_to_tissue": math.nan}
+
+
+def _xyz(v) -> dict:
+    return {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}
+
+
+def instrument_3d_fields(geometry) -> dict:
+    """The 3D fields of ``endoarss_ros/Instrument`` of a ``stereo.Instrument3D`` (None: no camera_info, zero
+    ray, no 3D, NaN unknowns)."""
+    if geometry is None:
+        return dict(_NO_3D)
+    has_3d = bool(geometry.has_3d)
+    zero = (0.0, 0.0, 0.0)
+    return {"tip_ray": _xyz(geometry.tip_ray), "has_3d": has_3d,
+            "tip_3d": _xyz(geometry.tip_3d if has_3d else zero),
+            "entry_3d": _xyz(geometry.entry_3d if has_3d else zero),
+            "tip_depth_sigma": _f32(geometry.tip_depth_sigma if has_3d else math.nan),
+            "tip_to_tissue": _f32(geometry.tip_to_tissue if has_3d else math.nan)}
+
+
+def instrument_fields(instrument, class_names: Sequence[str], geometry=None) -> dict:
+    """``endoarss_ros/Instrument`` of an ``instruments.Instrument`` and its ``stereo.Instrument3D`` (or None)."""
     x, y, w, h = instrument.bbox
     c = instrument.class_id
     return {"id": int(instrument.id), "seen_frames": int(instrument.seen_frames), "class_id": int(c),
@@ -114,27 +137,36 @@ def instrument_fields(instrument, class_names: Sequence[str]) -> dict:
             "bbox": {"x_offset": int(x), "y_offset": int(y), "width": int(w), "height": int(h), "do_rectify": False},
             "orientation": _f32(instrument.orientation), "elongation": _f32(instrument.elongation),
             "tip": _point(instrument.tip), "entry_point": _point(instrument.entry),
-            "entry_at_view_edge": bool(instrument.entry_at_view_edge)}
+            "entry_at_view_edge": bool(instrument.entry_at_view_edge), **instrument_3d_fields(geometry)}
 
 
-def instrument_array_fields(header, width: int, height: int, instruments, class_names: Sequence[str]) -> dict:
-    """``endoarss_ros/InstrumentArray`` of one frame's instruments."""
+def instrument_array_fields(header, width: int, height: int, instruments, class_names: Sequence[str],
+                            geometry=None) -> dict:
+    """``endoarss_ros/InstrumentArray`` of one frame's instruments; ``geometry``: their ``stereo.Instrument3D``
+    (aligned with ``instruments``), or None without camera_info. The header is passed as given: with
+    camera_info, give it the (left) camera_info's frame_id."""
+    if geometry is not None and len(geometry) != len(instruments):
+        raise ValueError(f"{len(geometry)} 3D geometries for {len(instruments)} instruments")
+    geometry = geometry if geometry is not None else [None] * len(instruments)
     return {"header": header, "width": int(width), "height": int(height),
-            "instruments": [instrument_fields(i, class_names) for i in instruments]}
+            "instruments": [instrument_fields(i, class_names, g) for i, g in zip(instruments, geometry)]}
 
 
 def frame_fields(header, result, stream, activity_names: Sequence[str], seg_names: Sequence[str], *,
-                 overlay: bool) -> dict[str, dict]:
+                 overlay: bool, geometry=None, instruments_header=None) -> dict[str, dict]:
     """The per-frame outputs of one engine ``result`` (``FrameResult``) and its ``stream.StreamOutput``, keyed
     like ``OUTPUTS``, but the status (published last, with its timing: ``status_fields``); the overlay only
-    when asked for and computed."""
+    when asked for and computed. ``geometry``: the instruments' ``stereo.Instrument3D`` (None without
+    camera_info); ``instruments_header``: the InstrumentArray's header (the camera_info's frame_id), default
+    ``header``."""
     activity = stream.activity
     h, w = result.mask.shape[:2]
     fields = {
         "activity": activity_fields(header, activity_names, activity.probabilities, result.activity_probs,
                                     activity.class_id, activity.source, activity.duration_s),
         "mask": image_fields(header, result.mask, MASK_ENCODING),
-        "instruments": instrument_array_fields(header, w, h, stream.instruments, seg_names),
+        "instruments": instrument_array_fields(header if instruments_header is None else instruments_header, w, h,
+                                               stream.instruments, seg_names, geometry),
     }
     if overlay and stream.overlay is not None:
         fields["overlay"] = image_fields(header, stream.overlay, "rgb8")

@@ -36,6 +36,17 @@ class PublishedActivity(NamedTuple):
     duration_s: float  # how long class_id has held in stamp time (NaN when update got no stamp)
 
 
+def published_activity(estimate: TemporalEstimate | None, ema, smoothing: bool = True
+                       ) -> tuple[np.ndarray, int, str]:
+    """What the node publishes for a frame, the one definition (the node, replay, and the offline scoring of
+    ``bag.temporal_scoring`` use it): the temporal model's committed label and posterior once its session is warm
+    and has a label, else the frame-wise result (``ema``: the ``ActivitySmoother``'s output; ``smoothing``:
+    whether that is the EMA or the frame's own probabilities). Returns (probabilities, class id, source)."""
+    if estimate is not None and estimate.warm and estimate.class_id >= 0:
+        return estimate.probabilities, estimate.class_id, SOURCE_TEMPORAL
+    return ema.probabilities, ema.class_id, SOURCE_FRAME_EMA if smoothing else SOURCE_FRAME
+
+
 class StreamOutput(NamedTuple):
     activity: PublishedActivity
     status: FrameStatus  # without timing: ``status.with_timing`` when it is published
@@ -63,6 +74,7 @@ class CameraStream:
                                               self.settings.instruments.max_missed_frames)
         self.temporal = temporal
         self.clock = ActivityClock()
+        self._image_format: tuple | None = None  # (H, W, encoding) of the last frame
 
     def reconfigure(self, settings: StreamSettings) -> None:
         """New settings (live parameters): the smoother restarts if smoothing changed, the tracker if tracking
@@ -81,6 +93,7 @@ class CameraStream:
         image's header stamp in seconds (the temporal clock; needed with a temporal session)."""
         t0 = time.perf_counter()
         s = self.settings
+        self._follow_image_format(frame)
         rgb = quality.analysis_rgb(frame)
         measures = quality.measure(frame, rgb).as_dict()
         measures.update(model_uncertainty(result.activity_probs, result.confidence,
@@ -101,6 +114,14 @@ class CameraStream:
         return StreamOutput(activity, status, tracked, overlay, time.perf_counter() - t0, features, estimate,
                             ema_class_id)
 
+    def _follow_image_format(self, frame) -> None:
+        """A change of resolution or encoding resets the temporal session: features of another image (another
+        camera mode, a switched source) are not the same signal, and their tick averages would mix the two."""
+        fmt = (getattr(frame, "height", None), getattr(frame, "width", None), getattr(frame, "encoding", None))
+        old, self._image_format = self._image_format, fmt
+        if old is not None and fmt != old and self.temporal is not None:
+            self.temporal.reset(f"image format changed ({old[1]}x{old[0]} {old[2]} -> {fmt[1]}x{fmt[0]} {fmt[2]})")
+
     def _activity(self, probs, features, usable: bool, stamp_s: float | None):
         ema = self.smoother.update(probs)  # always: the fallback is ready when the temporal model is not
         estimate = None
@@ -108,11 +129,7 @@ class CameraStream:
             if stamp_s is None:
                 raise ValueError("CameraStream.update needs the frame's stamp_s with a temporal session")
             estimate = self.temporal.update(stamp_s, features, usable)
-        if estimate is not None and estimate.warm:
-            probabilities, class_id, source = estimate.probabilities, estimate.class_id, SOURCE_TEMPORAL
-        else:
-            source = SOURCE_FRAME_EMA if self.smoother.enabled else SOURCE_FRAME
-            probabilities, class_id = ema.probabilities, ema.class_id
+        probabilities, class_id, source = published_activity(estimate, ema, self.smoother.enabled)
         duration = self.clock.update(stamp_s, class_id) if stamp_s is not None else float("nan")
         return PublishedActivity(probabilities, class_id, source, duration), estimate, ema.class_id
 

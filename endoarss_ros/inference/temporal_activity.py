@@ -28,6 +28,10 @@ from ..model.temporal_clock import DEFAULT_SWITCH_EVIDENCE, tick_of
 SOURCE_TEMPORAL = "temporal"  # Activity.source: the learned temporal model
 SOURCE_FRAME_EMA = "frame_ema"  # the frame-wise probabilities with EMA + hysteresis
 SOURCE_FRAME = "frame"  # the frame's own probabilities (smoothing off)
+# This many frames in a row with one stamp (zero or constant header stamps; a camera never repeats a stamp): the
+# clock cannot tick, the session never warms up, and the node would publish frame + EMA forever;
+# ``stamps_warning`` says so.
+STALLED_STAMP_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class TemporalSession:
         self.counts: Counter = Counter()  # totals since construction, for diagnostics
         self.resets_by_reason: Counter = Counter()
         self.last_reset_reason = "start"
+        self.repeated_stamp_run = 0  # frames in a row whose stamp equals the one before (stalled stamps)
         self._lock = threading.Lock()
         self._restart()
 
@@ -175,6 +180,9 @@ class TemporalSession:
             elif not usable:
                 self.counts["frames_unusable"] += 1
             stamp_s, last = float(stamp_s), self.last_stamp_s
+            repeated = last is not None and stamp_s == last
+            self.repeated_stamp_run = self.repeated_stamp_run + 1 if repeated else 0
+            self.counts["frames_repeated_stamp"] += int(repeated)
             if last is not None and last - self.settings.max_backstep_s <= stamp_s < last:
                 self.counts["frames_out_of_order"] += 1  # its tick may be closed already: not averaged in
                 return self._estimate(last)
@@ -226,6 +234,16 @@ class TemporalSession:
         return TemporalEstimate(self.probabilities.copy(), self.label, SOURCE_TEMPORAL if warm else SOURCE_FRAME_EMA,
                                 duration, warm, self.state.ticks)
 
+    def stamps_warning(self) -> str:
+        """Why the session cannot tick when frames keep coming with one stamp (zero or constant header stamps),
+        '' otherwise."""
+        if self.repeated_stamp_run + 1 < STALLED_STAMP_FRAMES or self.last_stamp_s is None:
+            return ""
+        zero = " (zero stamps)" if self.last_stamp_s == 0 else ""
+        return (f"stamps not advancing: the last {self.repeated_stamp_run + 1} frames all have stamp "
+                f"{self.last_stamp_s:.3f} s{zero}; the temporal model cannot tick and the published activity stays "
+                "frame + EMA until the header stamps advance")
+
     def diagnostics(self) -> dict[str, str]:
         """Key/values for /diagnostics and summaries."""
         with self._lock:
@@ -238,16 +256,20 @@ class TemporalSession:
                     "frames_unusable": str(c["frames_unusable"]),
                     "frames_bad_features": str(c["frames_bad_features"]),
                     "frames_out_of_order": str(c["frames_out_of_order"]),
+                    "frames_repeated_stamp": str(c["frames_repeated_stamp"]),
+                    "stamps_warning": self.stamps_warning(),
                     "state_bytes": str(self.state.nbytes)}
 
 
-def expected_binding(frame_weights: str | Path, seg_classes: Sequence[str], activity_classes: Sequence[str]):
-    """What a temporal model must be bound to, to run on this frame model (its own class names)."""
+def expected_binding(frame_weights: str | Path, seg_classes: Sequence[str], activity_classes: Sequence[str],
+                     input_size: Sequence[int] | None = None):
+    """What a temporal model must be bound to, to run on this frame model (its own class names; ``input_size``:
+    the working size when it overrides the weights' own, ``frame_model_identity``)."""
     from endoarss_ros.model.temporal_tcn import TemporalBinding
 
     from .temporal_features import feature_names, frame_model_identity
 
-    return TemporalBinding(frame_model_identity(frame_weights), tuple(activity_classes),
+    return TemporalBinding(frame_model_identity(frame_weights, input_size), tuple(activity_classes),
                            tuple(feature_names(seg_classes, activity_classes)), None)
 
 
@@ -256,7 +278,7 @@ class TemporalModelError(ValueError):
 
 
 def load_temporal_for(path: str | Path, frame_weights: str | Path, seg_classes: Sequence[str],
-                      activity_classes: Sequence[str]):
+                      activity_classes: Sequence[str], input_size: Sequence[int] | None = None):
     """``(model, binding)`` of a temporal weights file checked against the frame model it will read from.
     Raises ``TemporalModelError`` with one line (missing, damaged, not a temporal model, or bound to another
     frame model, classes, feature layout: naming both sides)."""
@@ -267,12 +289,13 @@ def load_temporal_for(path: str | Path, frame_weights: str | Path, seg_classes: 
         why = "it is a directory" if path.is_dir() else "no such file"
         raise TemporalModelError(f"temporal model {path.absolute()}: {why}")
     try:
-        return load_temporal(path, expect=expected_binding(frame_weights, seg_classes, activity_classes))
+        return load_temporal(path, expect=expected_binding(frame_weights, seg_classes, activity_classes,
+                                                           input_size))
     except (OSError, ValueError, RuntimeError) as e:  # WeightsError, TemporalBindingError, unreadable files
         lines = str(e).strip().splitlines()
         raise TemporalModelError(lines[0] if lines else f"temporal model {path}: {type(e).__name__}") from e
 
 
-__all__ = ["SOURCE_FRAME", "SOURCE_FRAME_EMA", "SOURCE_TEMPORAL", "ActivityClock", "EvidenceGate",
-           "TemporalEstimate", "TemporalModelError", "TemporalSession", "TemporalSettings", "expected_binding",
-           "load_temporal_for"]
+__all__ = ["SOURCE_FRAME", "SOURCE_FRAME_EMA", "SOURCE_TEMPORAL", "STALLED_STAMP_FRAMES", "ActivityClock",
+           "EvidenceGate", "TemporalEstimate", "TemporalModelError", "TemporalSession", "TemporalSettings",
+           "expected_binding", "load_temporal_for"]

@@ -92,10 +92,13 @@ def frame_features(result, num_seg_classes: int, measures: Mapping[str, float] |
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def frame_model_identity(weights_path: str | Path) -> str:
+def frame_model_identity(weights_path: str | Path, input_size: Sequence[int] | None = None) -> str:
     """``sha256:<16 hex>`` of the frame model's weights file: a temporal model is bound to the features of
-    exactly these weights. Raises FileNotFoundError / OSError when the file cannot be read."""
-    return f"sha256:{file_sha256(weights_path)[:16]}"
+    exactly these weights. ``input_size``: the (H, W) the weights are run at when that overrides their own (the
+    node's ``input_size`` parameter): ``@HxW`` is appended, since features at another resolution are another
+    signal. Raises FileNotFoundError / OSError when the file cannot be read."""
+    size = f"@{int(input_size[0])}x{int(input_size[1])}" if input_size is not None else ""
+    return f"sha256:{file_sha256(weights_path)[:16]}{size}"
 
 
 __all__ = ["LOW_PIXEL_CONFIDENCE", "MASKING_FLAGS", "STATUS_MEASURES", "class_fractions", "feature_dim",

@@ -126,8 +126,9 @@ class NodeStats:
 
 
 def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp, info: dict[str, str],
-                        active: bool):
-    """One ``DiagnosticStatus`` for the node: OK while serving, WARN for recent rejections/errors/idle."""
+                        active: bool, warnings=()):
+    """One ``DiagnosticStatus`` for the node: OK while serving, WARN for recent rejections/errors/idle and for
+    each of ``warnings`` (e.g. an invalid camera_info), which are added to the message."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     snap = stats.snapshot()
@@ -172,6 +173,13 @@ def to_diagnostic_array(stats: NodeStats, *, name: str, hardware_id: str, stamp,
         if recent is not None and recent < LOW_USABLE_FRACTION:
             status.level = DiagnosticStatus.WARN
             status.message += f"; only {recent:.0%} of the recent frames usable (see <ns>/status)"
+        stalled = [f"{k.split('.')[1]}: {v}" for k, v in info.items() if k.endswith(".stamps_warning") and v]
+        if stalled:  # the temporal model cannot run (zero or constant stamps): never silently frame + EMA
+            status.level = DiagnosticStatus.WARN
+            status.message += "; temporal " + "; ".join(stalled)
+        if warnings:
+            status.level = DiagnosticStatus.WARN
+            status.message += "; " + "; ".join(warnings)
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp

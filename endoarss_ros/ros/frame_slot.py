@@ -20,11 +20,16 @@ class PendingFrame:
     message: Any  # the ROS message (kept for its header; its buffer backs the pixels)
     frame: Any  # RawFrame, or None when decoding is left to the worker (compressed input)
     received: float  # time.monotonic() at receipt, for receipt -> publish latency
+    partner: PendingFrame | None = None  # the right frame of a stereo pair (this one is the left)
 
 
 class LatestFrameSlots:
-    def __init__(self, cameras: int, on_replaced: Callable[[PendingFrame], None] | None = None):
+    def __init__(self, cameras: int, on_replaced: Callable[[PendingFrame], None] | None = None,
+                 unused: tuple[int, ...] = ()):
+        """``unused``: cameras whose slot never fills (the right camera of a stereo pair travels with its left
+        frame); the batch window does not wait for them."""
         self._slots: list[PendingFrame | None] = [None] * cameras
+        self._awaited = [i for i in range(cameras) if i not in unused]
         self._cond = threading.Condition()
         self._on_replaced = on_replaced
         self._closed = False
@@ -47,9 +52,9 @@ class LatestFrameSlots:
                 if remaining <= 0:
                     return []
                 self._cond.wait(remaining)
-            if batch_window > 0 and len(self._slots) > 1:
+            if batch_window > 0 and len(self._awaited) > 1:
                 window_end = time.monotonic() + batch_window
-                while not self._closed and not all(self._slots):
+                while not self._closed and not all(self._slots[i] for i in self._awaited):
                     remaining = window_end - time.monotonic()
                     if remaining <= 0:
                         break

@@ -18,9 +18,12 @@ from endoarss_ros.ros.input_loss import SequenceGaps
 class Inputs:
     """Subscribes every camera of ``node.settings`` at once; ``destroy`` stops the intake."""
 
-    def __init__(self, node, slots: LatestFrameSlots, reject: Callable[[int, object, Exception], None]):
+    def __init__(self, node, slots: LatestFrameSlots, reject: Callable[[int, object, Exception], None],
+                 stereo=None):
         self._node = node
-        self._slots = slots
+        # A camera of a stereo pair parks its frames with the pairing (``stereo_intake``), the others in the slots.
+        self._put = [stereo.put if stereo is not None and stereo.handles(cam.index) else slots.put
+                     for cam in node.settings.cameras]
         self._reject = reject
         s, log = node.settings, node.get_logger()
         self._gaps = [SequenceGaps() for _ in s.cameras]
@@ -28,10 +31,10 @@ class Inputs:
         self._subscriptions = []
         for cam in s.cameras:
             if s.image_transport == "compressed":
-                topic = cam.input_topic("image/compressed")
+                topic = cam.input_topic(f"{s.image_name}/compressed")
                 msg_type, callback = CompressedImage, self._compressed_callback(cam.index)
             else:
-                topic = cam.input_topic("image")
+                topic = cam.input_topic(s.image_name)
                 msg_type, callback = Image, self._image_callback(cam.index)
             events = qos.subscription_events(log, topic, on_lost=self._count_dds_lost)
             self._subscriptions.append(node.create_subscription(msg_type, topic, callback, in_qos,
@@ -55,7 +58,7 @@ class Inputs:
                 self._reject(camera, msg, e)
                 return
             self._node.stats.stages(receive_convert=(time.monotonic() - received) * 1000.0)
-            self._slots.put(PendingFrame(camera, msg, frame, received))
+            self._put[camera](PendingFrame(camera, msg, frame, received))
         return on_image
 
     def _compressed_callback(self, camera: int):
@@ -67,7 +70,7 @@ class Inputs:
             except FrameError as e:
                 self._reject(camera, msg, e)
                 return
-            self._slots.put(PendingFrame(camera, msg, None, received))
+            self._put[camera](PendingFrame(camera, msg, None, received))
         return on_compressed
 
     def _count_input(self, camera: int, info) -> float:

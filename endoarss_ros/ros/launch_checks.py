@@ -2,6 +2,7 @@
 
 * ``normalise_topic``: one spelling of a topic argument for both remaps (``image`` and ``image/compressed``),
   so ``image:=/robot/left/image_raw/`` works instead of killing the node with "Couldn't parse remap rule";
+* ``camera_info_topic``: the single camera's camera_info, by default the image topic's sibling;
 * ``rviz_problem``: whether RViz 2 can be started, checked before anything is launched;
 * ``node_exit_problem``: whether the node's exit must end the launch with a failure;
 * ``launch_bool``: a boolean argument in every spelling launch's own conditions accept (``true``, ``True``, ``1``);
@@ -40,6 +41,18 @@ def normalise_topic(value: str, argument: str = "image") -> str:
         why = str(e).strip().splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
         raise ValueError(f"{argument}:={value!r} is not a valid topic name: {why}") from None
     return name
+
+
+def camera_info_topic(image_topic: str, given: str = "") -> str:
+    """The camera_info topic of the single camera: ``given`` (normalised) or, by the image_transport convention,
+    the image topic's sibling ``camera_info`` (``/endoscope/left/image_raw`` -> ``/endoscope/left/camera_info``)."""
+    if str(given).strip():
+        return normalise_topic(given, "camera_info")
+    if "/" not in image_topic:  # a relative name resolves in the node's namespace: so does its sibling
+        return "camera_info"
+    from endoarss_ros.inference.camera_model import camera_info_topic as sibling
+
+    return sibling(image_topic)
 
 
 def rviz_problem(environ=None) -> str | None:

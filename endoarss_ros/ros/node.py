@@ -32,12 +32,14 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from endoarss_ros.inference.frames import quiet_opencv_log
 from endoarss_ros.inference.weights_path import resolve_model_path
-from endoarss_ros.ros import conversions, engine_memory, launch_checks, param_changes, params
+from endoarss_ros.ros import conversions, engine_memory, launch_checks, param_changes, params, qos
 from endoarss_ros.ros.diagnostics import NodeStats, to_diagnostic_array
 from endoarss_ros.ros.frame_slot import LatestFrameSlots, Worker
+from endoarss_ros.ros.geometry import CameraInfoInputs, Geometry
 from endoarss_ros.ros.inputs import Inputs
 from endoarss_ros.ros.outputs import Labels, Outputs
 from endoarss_ros.ros.stale_hint import node_stale_hint
+from endoarss_ros.ros.stereo_intake import StereoIntake
 from endoarss_ros.ros.temporal_sessions import TemporalSessions, stamp_seconds
 from endoarss_ros.ros.transitions import guard_change_state_service, logged
 
@@ -56,6 +58,9 @@ class PerceptionNode(LifecycleNode):
         self._outputs: Outputs | None = None
         self._labels: Labels | None = None
         self._inputs: Inputs | None = None
+        self._camera_infos: CameraInfoInputs | None = None
+        self._geometry: Geometry | None = None  # the 3D side (camera_info, rays, stereo) while active
+        self._stereo: StereoIntake | None = None  # pairing of the stereo pairs' frames while active
         self._slots = None
         self._worker = None
         self._streams: list = []  # one inference.stream.CameraStream per camera while active
@@ -136,7 +141,7 @@ class PerceptionNode(LifecycleNode):
         if problem is None:
             engine = self._engine
             problem = self._temporal.configure(s.temporal_model, path, engine.seg_classes, engine.activity_classes,
-                                               [c.label for c in s.cameras])
+                                               [c.label for c in s.cameras], self._input_size_override)
         if problem is not None:
             return self._configure_failed(problem)
         if s.warmup_size:
@@ -181,12 +186,14 @@ class PerceptionNode(LifecycleNode):
         from endoarss_ros.inference import InferenceEngine
 
         model: Any = str(path)
+        self._input_size_override = None  # the temporal model's binding covers it (frame_model_identity)
         if s.input_size is not None:
             from endoarss_ros.model import load_model
 
             model = load_model(path)
             if tuple(model.config.input_size) != s.input_size:
                 model = load_model(path, config=model.config.replace(input_size=s.input_size))
+                self._input_size_override = tuple(s.input_size)
         engine = InferenceEngine(model, device=s.device, precision=s.precision, backend=s.backend,
                                  max_batch=s.max_batch, cache_dir=s.engine_cache_dir or None)
         for note in engine.notes:
@@ -206,16 +213,27 @@ class PerceptionNode(LifecycleNode):
                                       temporal=self._temporal.session(i)) for i in range(len(s.cameras))]
         for camera in range(len(s.cameras)):
             self._outputs.publish_info(camera, "", labels)
-        self._slots = LatestFrameSlots(len(s.cameras), on_replaced=self._on_replaced)
+        pairs = params.parse_stereo_pairs(list(s.stereo_pairs), s.cameras)  # checked at configure
+        self._slots = LatestFrameSlots(len(s.cameras), on_replaced=self._on_replaced,
+                                       unused=tuple(right for _, right in pairs))
+        self._stereo = StereoIntake(pairs, s.stereo_tolerance_ms, s.stereo_max_wait_ms, self._slots, self.stats,
+                                    self._log_throttled, {c.index: c.label for c in s.cameras}) if pairs else None
+        self._camera_infos = CameraInfoInputs(self, s.cameras, qos.stream_qos("best_effort", 10))
+        self._inputs = Inputs(self, self._slots, self._reject, stereo=self._stereo)
+        self._geometry = Geometry(s, self.stats, self._camera_infos, pairs, self._log_throttled,
+                                  self._inputs.topic_names())
         self._worker = Worker(self._slots, self._process, self._on_worker_error,
                               batch_window=lambda: self.settings.batch_window_ms / 1000.0)
         self._worker.start()
-        self._inputs = Inputs(self, self._slots, self._reject)
         names = ", ".join(self._inputs.topic_names())
+        geometry = "camera_info on " + ", ".join(self._camera_infos.topic_names())
+        if pairs:
+            geometry += "; stereo pairs " + ", ".join(f"{s.cameras[l].label}:{s.cameras[r].label}"
+                                                      for l, r in pairs)
         # The clock decides what `age_ms` and the stale flag mean, so say which one it is.
         clock = "sim time (/clock)" if self.get_parameter("use_sim_time").value else "system time"
         self.get_logger().info(f"active: listening on {names} ({s.input_reliability}, depth {s.input_depth}); "
-                               f"clock: {clock}")
+                               f"{geometry}; clock: {clock}")
         self._state_label = "active"
         return TransitionCallbackReturn.SUCCESS
 
@@ -274,12 +292,17 @@ class PerceptionNode(LifecycleNode):
         inputs, self._inputs = self._inputs, None
         if inputs is not None:
             inputs.destroy()
+        infos, self._camera_infos = self._camera_infos, None
+        if infos is not None:
+            infos.destroy()
         if self._worker is not None:
             if not self._worker.stop(WORKER_STOP_TIMEOUT_S):
                 self.get_logger().error(f"the inference worker did not stop within {WORKER_STOP_TIMEOUT_S:.0f} s")
                 return False
             self._worker = None
         self._slots = None
+        self._stereo = None
+        self._geometry = None
         return True
 
     def _destroy_outputs(self):
@@ -322,47 +345,92 @@ class PerceptionNode(LifecycleNode):
         suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             text += f" [{suppressed} more like this since the last message]"
-        getattr(self.get_logger(), level)(text)
+        # One call site per severity: rclpy refuses a call site whose severity changes between calls.
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     # ---- worker ----------------------------------------------------------------------------------
     def _process(self, batch):
         engine, outputs, labels = self._engine, self._outputs, self._labels
         if engine is None or outputs is None:
             return
-        s = self.settings
-        items, frames = [], []
+        entries = []  # (item, frame, right frame or None): a stereo pair's two views go into the same batch
         for item in batch:
-            frame = item.frame
+            frame = self._decoded(item)
             if frame is None:
-                try:
-                    frame = conversions.frame_from_compressed_image(item.message, max_pixels=s.max_input_pixels)
-                except ValueError as e:
-                    self._reject(item.camera, item.message, e)
-                    continue
-            items.append(item)
-            frames.append(frame)
-        if not frames:
+                continue
+            partner = self._decoded(item.partner) if item.partner is not None else None
+            entries.append((item, frame, partner))
+        if not entries:
             return
+        frames = [f for _, frame, partner in entries for f in (frame, partner) if f is not None]
         if len(frames) > 1:
             self.stats.count("batches.multi_camera")
-        want_overlay = [outputs.cameras[i.camera].wants_overlay() for i in items]
+        want_overlay = [outputs.cameras[item.camera].wants_overlay() for item, _, _ in entries]
         t0 = time.monotonic()
-        results = engine.infer(frames, overlay_alpha=s.overlay_alpha if any(want_overlay) else None)
+        results = iter(engine.infer(frames, overlay_alpha=self.settings.overlay_alpha if any(want_overlay)
+                                    else None))
         inference_ms = (time.monotonic() - t0) * 1000.0
-        for item, frame, result, overlay in zip(items, frames, results, want_overlay):
+        for (item, frame, partner), overlay in zip(entries, want_overlay):
+            result = next(results)
+            partner_result = next(results) if partner is not None else None
             header = item.message.header
             t1 = time.monotonic()
             stream = self._streams[item.camera].update(frame, result, stamp_seconds(header))
             t2 = time.monotonic()
-            build_s = outputs.publish_results(item.camera, header, result, stream, labels, overlay)
+            geometry = self._frame_geometry(item, frame, result, stream, partner, partner_result)
+            t3 = time.monotonic()
+            build_s = outputs.publish_results(item.camera, header, result, stream, labels, overlay, geometry)
             status = outputs.publish_status(item.camera, header, stream.status, item.received,
                                             self.settings.thresholds)
-            t3 = time.monotonic()
+            t4 = time.monotonic()
             self._hint_if_stale(status)
             self.stats.stages(queue_wait=(t0 - item.received) * 1000.0, pipeline=inference_ms,
                               status_instruments=(t2 - t1) * 1000.0, message_build=build_s * 1000.0,
-                              publish=(t3 - t2 - build_s) * 1000.0)
-            self.stats.published((t3 - item.received) * 1000.0, inference_ms)
+                              publish=(t4 - t3 - build_s) * 1000.0)
+            if geometry is not None:
+                self.stats.stages(geometry=(t3 - t2) * 1000.0)
+            self.stats.published((t4 - item.received) * 1000.0, inference_ms)
+
+    def _decoded(self, item):
+        """The item's frame, decoding a compressed one here (None when it is rejected: status and count)."""
+        if item.frame is not None:
+            return item.frame
+        try:
+            return conversions.frame_from_compressed_image(item.message, max_pixels=self.settings.max_input_pixels)
+        except ValueError as e:
+            self._reject(item.camera, item.message, e)
+            return None
+
+    def _frame_geometry(self, item, frame, result, stream, partner, partner_result):
+        """The frame's 3D side (``geometry.FrameGeometry``) or None: 2D, as without camera_info."""
+        geometry, outputs = self._geometry, self._outputs
+        if geometry is None:
+            return None
+        camera = item.camera
+        if partner is None:
+            out = geometry.mono(camera, item.message.header, frame, stream.instruments)
+        else:
+            from endoarss_ros.inference import instruments as inst
+            from endoarss_ros.inference.quality import analysis_rgb
+
+            cam_stream = self._streams[camera]
+            right_found = inst.extract(partner_result.mask, cam_stream.instrument_classes,
+                                       confidence=partner_result.confidence, image=analysis_rgb(partner),
+                                       min_area_fraction=cam_stream.settings.instruments.min_area_fraction)
+            out = geometry.stereo(camera, item.message.header, frame, result, stream.instruments,
+                                  item.partner.message.header, partner, partner_result, right_found,
+                                  instrument_classes=cam_stream.instrument_classes,
+                                  want_disparity=outputs.cameras[camera].wants("disparity"))
+        if out is not None and outputs.cameras[camera].wants("markers"):
+            labels = self._labels
+            out.markers = geometry.markers(camera, out, stream.instruments, labels.seg_names, labels.colors)
+        return out
 
     def _hint_if_stale(self, status) -> None:
         """A STALE result from a recording's old stamps (not a slow machine): say why and what to do."""
@@ -383,7 +451,7 @@ class PerceptionNode(LifecycleNode):
     # ---- status ----------------------------------------------------------------------------------
     def _on_replaced(self, item) -> None:
         """A frame replaced by a newer one before the worker took it: counted, and its status says so."""
-        self.stats.dropped("replaced")
+        self.stats.dropped("replaced")  # a pair's right frame is counted in stereo.matched
         self._publish_lost(item.camera, item.message.header, "DROPPED", "replaced by a newer frame before it was "
                            "processed (the node keeps the newest frame per camera)", item.received)
 
@@ -410,6 +478,12 @@ class PerceptionNode(LifecycleNode):
             **engine_memory.cuda_memory_info(),
             **self._temporal.diagnostics(s.smoothing_enabled),
         }
+        warnings = []
+        geometry, stereo = self._geometry, self._stereo
+        if geometry is not None:
+            values, warnings = geometry.diagnostics(stereo.summary() if stereo is not None else None)
+            info.update(values)
         self._diag_pub.publish(to_diagnostic_array(
             self.stats, name=f"{NODE_NAME}: {self.get_fully_qualified_name()}", hardware_id=info["device"],
-            stamp=self.get_clock().now().to_msg(), info=info, active=self._state_label == "active"))
+            stamp=self.get_clock().now().to_msg(), info=info, active=self._state_label == "active",
+            warnings=warnings))

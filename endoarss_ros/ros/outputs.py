@@ -10,15 +10,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from endoarss_ros.inference.markers import MARKERS_TOPIC, MARKERS_TYPE
 from endoarss_ros.inference.message_fields import (
     OUTPUT_BY_KEY,
     OUTPUTS,
+    Output,
     frame_fields,
+    instrument_array_fields,
     segmentation_info_fields,
     status_fields,
 )
 from endoarss_ros.inference.status import lost_frame_status
 from endoarss_ros.ros import conversions, qos
+from endoarss_ros.ros.geometry import DISPARITY_TOPIC, DISPARITY_TYPE
 
 
 @dataclass
@@ -27,11 +31,32 @@ class CameraOutputs:
     info_frame_id: str | None = None  # frame_id of the last published SegmentationInfo
 
     def publish(self, key: str, fields: dict) -> None:
-        self.publishers[key].publish(conversions.to_ros(OUTPUT_BY_KEY[key].msgtype, fields))
+        output = OUTPUT_BY_KEY.get(key) or GEOMETRY_OUTPUT_BY_KEY[key]
+        self.publishers[key].publish(conversions.to_ros(output.msgtype, fields))
 
     def wants_overlay(self) -> bool:
         """Rendering the overlay costs time: only when someone subscribes to it."""
         return self.publishers["overlay"].get_subscription_count() > 0
+
+    def wants(self, key: str) -> bool:
+        """Whether an optional output (markers, disparity) has a subscriber: it is only computed then."""
+        publisher = self.publishers.get(key)
+        return publisher is not None and publisher.get_subscription_count() > 0
+
+
+# 3D outputs (issue 25): markers for every camera (published with camera_info), disparity for a stereo pair's left
+GEOMETRY_OUTPUT_BY_KEY = {
+    "markers": Output("markers", MARKERS_TOPIC, MARKERS_TYPE),
+    "disparity": Output("disparity", DISPARITY_TOPIC, DISPARITY_TYPE),
+}
+
+
+def geometry_outputs(cam, settings) -> list[Output]:
+    from endoarss_ros.ros.params import parse_stereo_pairs
+
+    lefts = {left for left, _ in parse_stereo_pairs(list(settings.stereo_pairs), settings.cameras)}
+    keys = ("markers", "disparity") if cam.index in lefts else ("markers",)
+    return [GEOMETRY_OUTPUT_BY_KEY[k] for k in keys]
 
 
 @dataclass
@@ -55,7 +80,7 @@ class Outputs:
         log = self._node.get_logger()
         stream = qos.stream_qos(settings.output_reliability, settings.output_depth)
         publishers = {}
-        for output in OUTPUTS:
+        for output in (*OUTPUTS, *geometry_outputs(cam, settings)):
             topic = cam.output_topic(output.topic)
             publishers[output.key] = self._node.create_lifecycle_publisher(
                 conversions.message_class(output.msgtype), topic, qos.latched_qos() if output.latched else stream,
@@ -68,15 +93,24 @@ class Outputs:
             for pub in out.publishers.values():
                 self._node.destroy_lifecycle_publisher(pub)
 
-    def publish_results(self, camera: int, header, result, stream, labels: Labels, overlay: bool) -> float:
-        """One frame's masks, overlay, activity and instruments (and the info again when the frame_id changed).
+    def publish_results(self, camera: int, header, result, stream, labels: Labels, overlay: bool,
+                        geometry=None) -> float:
+        """One frame's masks, overlay, activity and instruments (and the info again when the frame_id changed);
+        ``geometry``: its ``geometry.FrameGeometry`` (3D fields, markers, disparity) or None (2D).
         Returns the seconds spent building the messages' fields (the node's ``message_build`` stage)."""
         out = self.cameras[camera]
         t0 = time.monotonic()
         fields = frame_fields(header, result, stream, labels.activity_names, labels.seg_names, overlay=overlay)
+        if geometry is not None:
+            h, w = result.mask.shape[:2]
+            fields["instruments"] = instrument_array_fields(geometry.header, w, h, stream.instruments,
+                                                            labels.seg_names, geometry.instruments)
+            for key in ("markers", "disparity"):
+                if getattr(geometry, key) is not None:
+                    fields[key] = getattr(geometry, key)
         build_s = time.monotonic() - t0
         for key, value in fields.items():
-            out.publish(key, value)
+            out.publish(key, value)  # markers and disparity after instruments, before the status
         if out.info_frame_id != header.frame_id:
             self.publish_info(camera, header.frame_id, labels)
         return build_s

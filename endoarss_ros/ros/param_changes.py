@@ -54,6 +54,12 @@ def configure_problem(node) -> str | None:
         if reason is not None:
             return f"invalid parameter: {reason}"
     s = params.Settings.from_values(values)
+    try:
+        pairs = params.parse_stereo_pairs(list(s.stereo_pairs), s.cameras)
+    except ValueError as e:
+        return f"invalid parameter: {e}"
+    if pairs and s.max_batch < 2:
+        return "stereo_pairs needs max_batch >= 2: both views of a pair go through the model in one batch"
     from endoarss_ros.inference.engine import resolve_device
 
     try:

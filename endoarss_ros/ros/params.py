@@ -96,6 +96,23 @@ SPECS: tuple[Spec, ...] = (
          "outputs in the node's namespace.", read_only=True, array_type=ParameterType.PARAMETER_STRING_ARRAY),
     Spec("image_transport", "raw", "raw: sensor_msgs/Image on <in>/image; compressed: "
          "sensor_msgs/CompressedImage (jpeg, png) on <in>/image/compressed.", read_only=True, choices=TRANSPORTS),
+    # 3D (issue 25): camera_info is always subscribed beside each image, on <in>/camera_info
+    Spec("image_name", "image", "Name of the image topic in each camera's input namespace: <in>/image_name, e.g. "
+         "image_raw (a dVRK or camera driver's name) or image_rect; camera_info is always <in>/camera_info.",
+         read_only=True),
+    Spec("rectified_input", False, "The images are rectified (image_rect): camera_info's P alone maps their "
+         "pixels; D and R are not applied.", read_only=True),
+    Spec("stereo_pairs", [], "Stereo pairs among the cameras: entries 'LEFT:RIGHT', each side a camera of "
+         "`cameras` by its namespace (as written there, input or output) or its index. A pair's frames are "
+         "matched by stamp, go through the model in one batch and are published with the LEFT camera's outputs "
+         "(instruments with 3D fields, markers, disparity); the RIGHT camera publishes no results of its own.",
+         read_only=True, array_type=ParameterType.PARAMETER_STRING_ARRAY),
+    Spec("stereo.tolerance_ms", 0.0, "A left and a right frame pair when their stamps differ by at most this "
+         "(0: equal stamps, hardware-synchronised cameras) and each is the other's nearest frame; never across "
+         "a missing frame.", read_only=True, float_range=(0.0, 1000.0)),
+    Spec("stereo.max_wait_ms", 100.0, "A stereo frame whose partner has not come once frames this much newer "
+         "(in stamp time) have arrived is processed alone (2D, or viewing rays with camera_info) and counted "
+         "unmatched.", read_only=True, float_range=(0.0, 10000.0)),
 )
 _INSTRUMENTS = InstrumentSettings()
 SPECS += tuple(
@@ -204,6 +221,8 @@ def validate(name: str, value: Any) -> str | None:
             parse_cameras(list(value))
         except ValueError as e:
             return str(e)
+    if name == "image_name" and not _NAMESPACE.match(value.strip("/") or "?"):
+        return f"image_name must be a topic name like image_raw, not {value!r}"
     return None
 
 
@@ -244,6 +263,35 @@ def parse_cameras(entries: list[str]) -> list[Camera]:
     return cameras
 
 
+def parse_stereo_pairs(entries: list[str], cameras: list[Camera]) -> list[tuple[int, int]]:
+    """``stereo_pairs`` entries 'LEFT:RIGHT' -> (left index, right index) into ``cameras``; ValueError naming the
+    entry that does not resolve (unknown, ambiguous, the same camera twice, a camera in two pairs)."""
+    def resolve(i: int, entry: str, name: str) -> int:
+        if name.isdigit():
+            if int(name) < len(cameras):
+                return int(name)
+            raise ValueError(f"stereo_pairs[{i}] {entry!r}: there is no camera {name} ({len(cameras)} camera(s))")
+        found = {c.index for c in cameras if name.strip("/") in (c.input_ns.strip("/"), c.output_ns.strip("/"))}
+        if len(found) != 1:
+            names = ", ".join(repr(c.label) for c in cameras)
+            why = "names several cameras" if found else "is not a camera"
+            raise ValueError(f"stereo_pairs[{i}] {entry!r}: {name!r} {why} (cameras: {names}; set `cameras` to "
+                             "list both, e.g. ['/endoscope/left:left', '/endoscope/right:right'])")
+        return found.pop()
+
+    pairs, used = [], set()
+    for i, entry in enumerate(entries):
+        parts = [p.strip() for p in str(entry).split(":")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"stereo_pairs[{i}] {entry!r}: use 'LEFT:RIGHT' (camera namespaces or indices)")
+        left, right = resolve(i, entry, parts[0]), resolve(i, entry, parts[1])
+        if left == right or {left, right} & used:
+            raise ValueError(f"stereo_pairs[{i}] {entry!r}: a camera can be in one pair, on one side only")
+        used |= {left, right}
+        pairs.append((left, right))
+    return pairs
+
+
 @dataclass
 class Settings:
     """The parameters' values, typed, as the node uses them (defaults live in ``SPECS`` alone)."""
@@ -271,6 +319,11 @@ class Settings:
     output_depth: int
     cameras: list[Camera]
     image_transport: str
+    image_name: str
+    rectified_input: bool
+    stereo_pairs: tuple[str, ...]  # as given; ``parse_stereo_pairs`` resolves them against ``cameras``
+    stereo_tolerance_ms: float
+    stereo_max_wait_ms: float
     thresholds: StatusThresholds
     instruments: InstrumentSettings
 
@@ -304,6 +357,10 @@ class Settings:
             input_reliability=values["input_qos.reliability"], input_depth=int(values["input_qos.depth"]),
             output_reliability=values["output_qos.reliability"], output_depth=int(values["output_qos.depth"]),
             cameras=parse_cameras(list(values["cameras"] or [])), image_transport=values["image_transport"],
+            image_name=values["image_name"].strip("/"), rectified_input=bool(values["rectified_input"]),
+            stereo_pairs=tuple(values["stereo_pairs"] or ()),
+            stereo_tolerance_ms=float(values["stereo.tolerance_ms"]),
+            stereo_max_wait_ms=float(values["stereo.max_wait_ms"]),
             thresholds=StatusThresholds().updated(**{n: values[f"status.{n}"] for n in StatusThresholds.names()}),
             instruments=InstrumentSettings(
                 classes=tuple(values["instruments.classes"] or ()),

@@ -43,15 +43,17 @@ class TemporalSessions:
         self.labels: list[str] = []
         self.service = node.create_service(Trigger, SERVICE, self._on_reset)
 
-    def configure(self, parameter: str, frame_weights, seg_classes, activity_classes, camera_labels) -> str | None:
-        """Load the temporal model named by the parameter ('' = none) for this frame model; returns why it
-        cannot be used (None when it can, or when none was asked for)."""
+    def configure(self, parameter: str, frame_weights, seg_classes, activity_classes, camera_labels,
+                  input_size=None) -> str | None:
+        """Load the temporal model named by the parameter ('' = none) for this frame model (run at
+        ``input_size`` when that overrides the weights' own); returns why it cannot be used (None when it can, or
+        when none was asked for)."""
         self.release()
         if not parameter.strip():
             return None
         path = resolve_model_path(parameter)
         try:
-            model, binding = load_temporal_for(path, frame_weights, seg_classes, activity_classes)
+            model, binding = load_temporal_for(path, frame_weights, seg_classes, activity_classes, input_size)
         except TemporalModelError as e:  # missing, damaged, foreign or mismatched: one line, configure fails
             return f"cannot use the temporal model (parameter temporal_model={parameter!r}): {e}"
         settings = TemporalSettings.from_binding(binding)

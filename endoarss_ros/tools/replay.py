@@ -56,6 +56,12 @@ def add_recording_arguments(parser) -> None:
                         help="overlay and video without the instruments, activity, status and legend drawn on")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
     parser.add_argument("--no-timeline", action="store_true", help="no timeline plot")
+    parser.add_argument("--stereo", metavar="LEFT:RIGHT", default=None, type=_stereo,
+                        help="image topics of a stereo pair: paired by stamp, both views through the model, the "
+                             "pair published once with the left camera's outputs, instruments in 3D (camera_info "
+                             "from the sibling topics), markers on <ns>/instruments/markers")
+    parser.add_argument("--stereo-tolerance-ms", type=float, default=0.0,
+                        help="pair left/right frames whose stamps differ by at most this (default 0: exact)")
 
 
 def recording_options(args) -> dict:
@@ -66,7 +72,20 @@ def recording_options(args) -> dict:
                 precision=args.precision, backend=args.backend, smoothing=args.smoothing,
                 smoothing_alpha=args.smoothing_alpha, smoothing_hysteresis=args.smoothing_hysteresis,
                 temporal_model=args.temporal_model, overlay_alpha=args.overlay_alpha, annotate=args.annotate,
-                storage=args.storage, threads=args.threads, timeline="" if args.no_timeline else None)
+                storage=args.storage, threads=args.threads, timeline="" if args.no_timeline else None,
+                stereo=list(args.stereo) if args.stereo else None, stereo_tolerance_ms=args.stereo_tolerance_ms)
+
+
+def _stereo(text: str):
+    """``LEFT:RIGHT`` -> (left, right) topics (argparse's error on a malformed value)."""
+    import argparse
+
+    from endoarss_ros.bag.stereo_replay import parse_stereo
+
+    try:
+        return parse_stereo(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def options_from_args(args):

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     bag.add_argument("--seed", type=int, default=0)
 
+    _add_stereo_arguments(sub.add_parser(
+        "stereo", help="A stereo endoscope recording (left/right images, camera_info, masks) with 3D ground truth"))
     _add_procedure_arguments(sub.add_parser(
         "procedures", help="Whole ESD procedures (minutes, one scene, recurrences, ambiguous intervals): "
                            "videos with NAME-phase.txt, or bags"))
@@ -80,6 +82,43 @@ def _add_procedure_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ambiguity-seconds", type=_pair, default=d.ambiguity_seconds,
                    help="LO,HI length of one ambiguous interval (default %(default)s)")
     p.add_argument("--ambiguity-kinds", nargs="+", choices=AMBIGUITY_KINDS, default=list(AMBIGUITY_KINDS))
+
+
+def _add_stereo_arguments(p: argparse.ArgumentParser) -> None:
+    from endoarss_ros.data.stereo_scene import StereoRigSpec, StereoSceneSettings
+
+    rig, scene = StereoRigSpec(), StereoSceneSettings()
+    p.add_argument("out_bag", help="bag directory to create (must not exist); 3D truth in its stereo_ground_truth.json")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--size", type=_size_wh, default=(rig.height, rig.width), help="WxH (default 1280x1024)")
+    p.add_argument("--focal", type=float, default=rig.focal_px, help="focal length, pixels at the full size "
+                                                                     "(default %(default)g, scaled with --size)")
+    p.add_argument("--baseline-mm", type=float, default=rig.baseline_m * 1000, help="default %(default)g")
+    p.add_argument("--depth-mm", type=_pair, default=tuple(d * 1000 for d in scene.depth_range_m),
+                   help="LO,HI tissue depth (default 50,120)")
+    p.add_argument("--encoding", choices=("rgb8", "bgr8", "jpeg", "png"), default="rgb8")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _write_stereo(args: argparse.Namespace) -> int:
+    from endoarss_ros.bag.stereo_bag import write_stereo_bag
+    from endoarss_ros.data.stereo_scene import StereoRigSpec, StereoSceneSettings
+
+    h, w = args.size
+    focal = args.focal * w / StereoRigSpec().width
+    settings = StereoSceneSettings(rig=StereoRigSpec(w, h, focal, args.baseline_mm / 1000),
+                                   depth_range_m=(args.depth_mm[0] / 1000, args.depth_mm[1] / 1000))
+    info = write_stereo_bag(args.out_bag, seconds=args.seconds, fps=args.fps, settings=settings,
+                            encoding=args.encoding, storage=args.storage, seed=args.seed,
+                            progress=sys.stderr.isatty())
+    print(f"wrote {info.path}: {info.frames} stereo pairs, {w}x{h}, f {focal:.1f} px, baseline "
+          f"{info.baseline_m * 1000:g} mm, tissue at {args.depth_mm[0]:g}-{args.depth_mm[1]:g} mm")
+    for topic, n in info.topics.items():
+        print(f"  {topic}: {n} messages")
+    print(f"  3D ground truth: {info.truth}")
+    return 0
 
 
 def _write_procedures(args: argparse.Namespace) -> int:
@@ -119,6 +158,8 @@ def _write_procedures(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.synth_mode == "procedures":
         return _write_procedures(args)
+    if args.synth_mode == "stereo":
+        return _write_stereo(args)
     if args.synth_mode == "dataset":
         from endoarss_ros.data.layout import write_synthetic_dataset
 

@@ -4,6 +4,7 @@ Examples::
 
     endoarss train --config models/demo/train_demo.yaml
     endoarss train --config cfg.yaml --set optim.lr=3e-4 --set weighting.method=dbmtl --name dbmtl_run
+    endoarss train --layout videos --data data/cholec80 --sample-fps 1 --name cholec80   # phases only, no masks
     torchrun --nproc_per_node=8 -m endoarss_ros.cli train --config cfg.yaml     # the same, on 8 GPUs
 """
 from __future__ import annotations
@@ -18,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="run name (the run folder is out_dir/name)")
     parser.add_argument("--out-dir", help="parent folder of the run (default runs)")
     parser.add_argument("--data", help="dataset root (sets data.root)")
-    parser.add_argument("--layout", choices=("released", "generic", "synthetic"), help="sets data.layout")
+    parser.add_argument("--layout", choices=("released", "generic", "synthetic", "videos"),
+                        help="sets data.layout (videos: phase-labelled videos without masks, e.g. a Cholec80 "
+                             "folder; the segmentation loss is off)")
+    parser.add_argument("--sample-fps", type=float, help="videos: frames read per second (sets data.sample_fps)")
+    parser.add_argument("--label-fps", type=float,
+                        help="videos: the rate the label indices count (sets data.label_fps; default the layout's)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--weighting", choices=("equal", "dbmtl", "stch"))
     parser.add_argument("--freeze", choices=("adapters", "full"))
@@ -33,7 +39,7 @@ def config_from_args(args: argparse.Namespace):
     overrides = list(args.overrides)
     for key, attr in (("name", "name"), ("out_dir", "out_dir"), ("data.root", "data"), ("data.layout", "layout"),
                       ("epochs", "epochs"), ("weighting.method", "weighting"), ("freeze", "freeze"),
-                      ("model.init", "init")):
+                      ("model.init", "init"), ("data.sample_fps", "sample_fps"), ("data.label_fps", "label_fps")):
         value = getattr(args, attr, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -43,10 +49,17 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from endoarss_ros.data.phase_layout import PhaseLayoutError
     from endoarss_ros.training.loop import train
 
     cfg = config_from_args(args)
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except PhaseLayoutError as e:  # --layout videos: a label file or video that does not fit, named
+        print(f"endoarss train: {e}", file=sys.stderr)
+        return 2
     if "test" in result:
         t = result["test"]
         print(f"{cfg.run_dir}: best epoch {result['best']['epoch']}; test activity accuracy "

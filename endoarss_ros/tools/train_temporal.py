@@ -1,8 +1,10 @@
 """``endoarss train-temporal``: train the causal temporal activity model on labelled videos.
 
-Videos: folders in the video + phase layout (``NAME.mp4`` + ``NAME-phase.txt``), bags with a ground-truth activity
-topic, or folders of such bags. Features come from one pass of the frame model over every frame and are cached
-per video (``--cache``; a second run, or an interrupted one, skips the videos already done). The run folder gets
+Videos: folders of labelled videos as Cholec80, AutoLaparo or M2CAI16 release them, or in our layout
+(``NAME.mp4`` + ``NAME-phase.txt``; ``data.video_layouts``), bags with a ground-truth activity topic, or folders of
+such bags. Labels are matched to frames by time (``--label-fps``); ``--sample-fps`` reads fewer frames.
+Features come from one pass of the frame model over every frame read and are cached per video (``--cache``; a
+second run, or an interrupted one, skips the videos already done). The run folder gets
 ``config.json``, ``metrics.json`` (per epoch, the selection), ``training.png``, ``timelines_val.png`` and the
 selected, bound weights ``temporal.safetensors`` (for ``temporal_model:=`` and ``endoarss eval-temporal``).
 
@@ -27,6 +29,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", help="feature cache folder (default: RUN_DIR/features or OUT/features)")
     parser.add_argument("--device", default="cpu", help="frame model device (default cpu)")
     parser.add_argument("--batch", type=int, default=8, help="frames per frame-model batch (default 8)")
+    parser.add_argument("--label-fps", type=float, metavar="FPS",
+                        help="the rate the label files' indices count (default: the layout's own, Cholec80 and "
+                             "M2CAI16 25, AutoLaparo 1; ours: the video's rate); labels are matched to frames by "
+                             "time, so a re-encoded video keeps them")
+    parser.add_argument("--sample-fps", type=float, metavar="FPS",
+                        help="read this many frames per second of video (e.g. 1 for a 25 fps video); the others "
+                             "are skipped before decoding and never reach the frame model (default: every frame)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validate-every", type=int, default=d.validate_every)
 
 
-def load_sources(dirs, activity_classes) -> list:
+def load_sources(dirs, activity_classes, args: argparse.Namespace | None = None) -> list:
+    """The labelled videos of every folder, read with ``args``' --label-fps / --sample-fps."""
     from endoarss_ros.bag.labelled import labelled_sources
 
+    rates = {"label_fps": getattr(args, "label_fps", None), "sample_fps": getattr(args, "sample_fps", None)}
     videos = []
     for d in dirs:
-        videos += labelled_sources(d, activity_classes)
+        videos += labelled_sources(d, activity_classes, **rates)
     names = [v.name for v in videos]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -89,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         extractor = FeatureExtractor(args.model, device=args.device, batch=args.batch)
-        train_src = load_sources(args.videos, extractor.activity_classes)
-        val_src = load_sources(args.val_videos, extractor.activity_classes) if args.val_videos else []
+        train_src = load_sources(args.videos, extractor.activity_classes, args)
+        val_src = load_sources(args.val_videos, extractor.activity_classes, args) if args.val_videos else []
     except (OSError, ValueError, PhaseLayoutError, RuntimeError) as e:
         print(f"endoarss train-temporal: {e}", file=sys.stderr)
         return 2
@@ -108,8 +119,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else out / "features"
-    train = cached_features(extractor, train_src, cache)
-    val = cached_features(extractor, val_src, cache)
+    try:  # a video that ends before its labels (a container without a frame count) is found only here
+        train = cached_features(extractor, train_src, cache)
+        val = cached_features(extractor, val_src, cache)
+    except PhaseLayoutError as e:
+        print(f"endoarss train-temporal: {e}", file=sys.stderr)
+        return 2
     check = frame_model_check(train, val)
     print(f"frame model, frame-wise accuracy: training videos {check['frame_accuracy_train_videos']:.3f}, "
           f"validation videos {check['frame_accuracy_val_videos']:.3f}")

@@ -24,7 +24,7 @@ import yaml
 
 from ..model.config import yaml_text
 
-LAYOUTS = ("released", "generic", "synthetic")
+LAYOUTS = ("released", "generic", "synthetic", "videos")
 WEIGHTINGS = ("equal", "dbmtl", "stch")
 FREEZE_MODES = ("adapters", "full")
 SCHEDULERS = ("none", "step", "cosine")
@@ -51,8 +51,8 @@ class SyntheticConfig:
 
 @dataclass(kw_only=True)
 class DataConfig:
-    layout: str = "synthetic"  # released | generic | synthetic
-    root: str | None = None  # released/generic: dataset root (generic: root/{train,val,test}/...)
+    layout: str = "synthetic"  # released | generic | synthetic | videos (phase-labelled videos, no masks)
+    root: str | None = None  # released/generic/videos: dataset root (generic: root/{train,val,test}/...)
     size: tuple[int, int] | None = None  # working (H, W) of the tensors; None: the model's input_size
     train_split: str = "train"
     val: str | float = "val"  # a split name, or a fraction of the training split held out (stratified)
@@ -61,6 +61,11 @@ class DataConfig:
     vertical_flip: float = 0.5
     scale_crop: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # videos: root is a folder in a data.video_layouts layout (Cholec80, AutoLaparo, M2CAI16, ours), or holds
+    # one per split (root/train, root/val, root/test); frames read at sample_fps, labels at label_fps (None: the
+    # layout's rate); without a root/val folder a fraction of the training videos (whole videos) validates.
+    sample_fps: float = 1.0
+    label_fps: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.synthetic, dict):
@@ -144,6 +149,8 @@ class TrainConfig:
             raise ValueError(f"model.preset must be one of {PRESETS}, got {self.model.preset!r}")
         if self.data.layout != "synthetic" and not self.data.root:
             raise ValueError(f"data.root is required for layout {self.data.layout!r}")
+        if self.data.layout == "videos" and self.ignore_index != 255:
+            raise ValueError("data.layout videos marks every mask pixel 255 (no masks): keep ignore_index 255")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
 

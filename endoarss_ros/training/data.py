@@ -82,6 +82,51 @@ def train_transform(cfg: DataConfig):
     return Compose(ts)
 
 
+VIDEO_VAL_FRACTION = 0.2  # of the training videos, when a video root has no val folder
+
+
+def _video_root(cfg: DataConfig, split: str) -> Path | None:
+    """root/split when the video root has split folders, else the root itself for the training split."""
+    root = Path(cfg.root)
+    if (root / split).is_dir():
+        return root / split
+    return root if split == cfg.train_split else None
+
+
+def _video_dataset(cfg: DataConfig, videos, size, transform, class_set: ClassSet, progress: bool):
+    from endoarss_ros.data.video_frames import PhaseVideoFrames
+
+    return PhaseVideoFrames(videos, class_set, size, cfg.sample_fps, transform, progress=progress)
+
+
+def _video_split(cfg: DataConfig, split: str, size, transform, class_set: ClassSet | None, progress: bool):
+    from endoarss_ros.data.video_frames import phase_class_set
+    from endoarss_ros.data.video_layouts import find_labelled_videos
+
+    root = _video_root(cfg, split)
+    if root is None:
+        raise FileNotFoundError(f"no {Path(cfg.root) / split} folder of labelled videos")
+    class_set = class_set or phase_class_set(root)
+    videos = find_labelled_videos(root, class_set.activity_classes, cfg.label_fps)
+    return _video_dataset(cfg, videos, size, transform, class_set, progress)
+
+
+def _video_train_val(cfg: DataConfig, size, seed: int, class_set: ClassSet | None, progress: bool):
+    """Training and validation frames of a video root: root/val when it exists, else whole videos held out."""
+    from endoarss_ros.data.video_frames import phase_class_set, split_videos
+
+    tf = train_transform(cfg)
+    train_root = _video_root(cfg, cfg.train_split)
+    class_set = class_set or phase_class_set(train_root)
+    if isinstance(cfg.val, str) and _video_root(cfg, cfg.val) not in (None, train_root):
+        return (_video_split(cfg, cfg.train_split, size, tf, class_set, progress),
+                _video_split(cfg, cfg.val, size, None, class_set, progress))
+    fraction = float(cfg.val) if not isinstance(cfg.val, str) else VIDEO_VAL_FRACTION
+    train, val = split_videos(train_root, fraction, seed, class_set.activity_classes, cfg.label_fps)
+    return (_video_dataset(cfg, train, size, tf, class_set, progress),
+            _video_dataset(cfg, val, size, None, class_set, progress))
+
+
 def _disk_dataset(cfg: DataConfig, split: str, size, transform, class_set: ClassSet | None):
     if cfg.layout == "released":
         return ReleasedLayoutDataset(cfg.root, split, size=size, transform=transform, class_set=class_set)
@@ -99,6 +144,8 @@ def build_split(cfg: DataConfig, split: str, size: tuple[int, int], *, transform
         return SyntheticFrames(seed, split, counts[split], size, s.render_size,
                                s.wide_every if split != "test" else 0, transform,
                                class_set or MTLESD, progress)
+    if cfg.layout == "videos":
+        return _video_split(cfg, split, size, transform, class_set, progress)
     return _disk_dataset(cfg, split, size, transform, class_set)
 
 
@@ -128,6 +175,8 @@ class _Subset(Dataset):
 def build_train_val(cfg: DataConfig, size: tuple[int, int], *, seed: int = 0,
                     class_set: ClassSet | None = None, progress: bool = False) -> tuple[Dataset, Dataset]:
     """Training and validation sets; model selection only ever sees these (never the test split)."""
+    if cfg.layout == "videos":
+        return _video_train_val(cfg, size, seed, class_set, progress)
     tf = train_transform(cfg)
     if isinstance(cfg.val, str):
         train = build_split(cfg, cfg.train_split, size, transform=tf, class_set=class_set, progress=progress)

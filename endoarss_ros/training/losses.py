@@ -13,10 +13,13 @@ import torch.nn.functional as F
 
 def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, *, ignore_index: int = 255,
                       dice_weight: float = 0.0) -> torch.Tensor:
-    """CE(logits (B,C,H,W), mask (B,H,W)); logits at another size than the mask are resized bilinearly."""
+    """CE(logits (B,C,H,W), mask (B,H,W)); logits at another size than the mask are resized bilinearly. A batch
+    whose every pixel is ``ignore_index`` gives 0 (with a graph), not cross-entropy's 0/0."""
     if logits.shape[-2:] != mask.shape[-2:]:
         logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
     logits = logits.float()
+    if not bool((mask != ignore_index).any()):  # frames without masks (phase-labelled videos): no loss, no NaN
+        return logits.sum() * 0.0
     loss = F.cross_entropy(logits, mask, ignore_index=ignore_index)
     if dice_weight > 0:
         loss = loss + dice_weight * soft_dice_loss(logits, mask, ignore_index=ignore_index)

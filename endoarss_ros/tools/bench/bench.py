@@ -35,7 +35,7 @@ from endoarss_ros.inference.engine import InferenceEngine, resolve_device
 from endoarss_ros.inference.options import UPSAMPLE_MODES
 from endoarss_ros.inference.weights_path import DEFAULT_MODEL, resolve_model_path
 from endoarss_ros.model import ModelConfig, build_model, load_model
-from endoarss_ros.tools.bench import bench_temporal
+from endoarss_ros.tools.bench import bench_stereo, bench_temporal
 from endoarss_ros.tools.bench.bench_baseline import measure_baseline
 from endoarss_ros.tools.bench.bench_frames import SCENES, BenchFrames, esd_scene
 from endoarss_ros.tools.bench.bench_report import machine_meta, markdown_table, progress_line
@@ -83,6 +83,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-model", default=None, metavar="PATH",
                    help="temporal model whose step cost to measure (default: the default config, random weights)")
     p.add_argument("--temporal-ticks", type=int, default=2000, help="timed temporal ticks per camera")
+    p.add_argument("--stereo-pairs", type=int, default=None,
+                   help="rendered stereo pairs for the 3D stage row (1280x1024, one core; default: 24 with "
+                        "--stereo-only, 2 with --quick, else not measured)")
+    p.add_argument("--stereo-only", action="store_true", help="measure the 3D stage row only")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke run: endoarss-tiny, one small size, ~20 frames, eager + onnxruntime")
 
@@ -185,6 +189,7 @@ def _apply_quick(args) -> None:
         args.frames, args.warmup, args.baseline_frames = min(args.frames, 20), min(args.warmup, 2), 3
         args.ros_frames = min(args.ros_frames, 20)
         args.temporal_ticks = min(args.temporal_ticks, 200)
+        args.stereo_pairs = 2 if args.stereo_pairs is None else min(args.stereo_pairs, 2)
 
 
 def _probe_all(args, device) -> dict[tuple[str, str], str | None]:
@@ -275,13 +280,22 @@ def run(args, ros: RosMeasure | str | None = None) -> int:
 
     robot_outputs: list[dict] = []
     temporal: dict = {}
+    stereo: dict = {}
 
     def save(results, unavailable, skipped, ros_result=None, ros_note="not measured yet (run in progress)"):
         out = {"meta": meta, "results": results, "unavailable": unavailable, "skipped": skipped,
-               "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs, "temporal": temporal or None}
+               "ros": ros_result, "ros_note": ros_note, "robot_outputs": robot_outputs, "temporal": temporal or None,
+               "stereo_3d": stereo or None}
         if args.json_path:  # atomically: a run killed mid-write leaves the previous rows readable
             write_atomic(args.json_path, json.dumps(out, indent=2))
 
+    pairs = args.stereo_pairs if args.stereo_pairs is not None else (24 if args.stereo_only else 0)
+    if pairs > 0:
+        stereo.update(bench_stereo.measure(pairs))
+        print(bench_stereo.summary_line(stereo), flush=True)
+    if args.stereo_only:
+        save([], [], [], None, "not measured (--stereo-only)")
+        return 0
     sources = [BenchFrames(scene.strip()) for scene in args.scene.split(",") if scene.strip()]
     results, unavailable, skipped = _measure_all(args, device, budget, save, sources)
     robot_outputs.extend(robot_outputs_stage(_sizes(args.sizes), max(10, args.frames // 2), esd_scene))

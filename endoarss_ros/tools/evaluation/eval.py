@@ -16,8 +16,11 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", help="weights file (our safetensors, or anything load_model reads)")
     parser.add_argument("--data", help="dataset root (omit for generated synthetic frames)")
-    parser.add_argument("--layout", choices=("released", "generic"), default="released")
-    parser.add_argument("--split", default="test", help="split folder (default test)")
+    parser.add_argument("--layout", choices=("released", "generic", "videos"), default="released",
+                        help="videos: phase-labelled videos (Cholec80, AutoLaparo, M2CAI16, ours), activity only")
+    parser.add_argument("--split", default="test", help="split folder (default test; '.': --data itself)")
+    parser.add_argument("--sample-fps", type=float, default=1.0, help="videos: frames read per second (default 1)")
+    parser.add_argument("--label-fps", type=float, help="videos: the label files' rate (default: the layout's)")
     parser.add_argument("--size", type=int, nargs="+", metavar="N",
                         help="working size H [W] of the evaluated frames (default: the model's input size)")
     parser.add_argument("--synthetic-seed", type=int, default=1000,
@@ -38,7 +41,7 @@ def build_eval_dataset(args: argparse.Namespace, input_size: tuple[int, int], cl
 
     size = tuple(args.size * 2 if args.size and len(args.size) == 1 else args.size or input_size)
     if args.data:
-        cfg = DataConfig(layout=args.layout, root=args.data)
+        cfg = DataConfig(layout=args.layout, root=args.data, sample_fps=args.sample_fps, label_fps=args.label_fps)
         source = {"layout": args.layout, "root": str(args.data), "split": args.split}
     else:
         syn = SyntheticConfig(seed=args.synthetic_seed, test_seed=args.synthetic_seed, test=args.count,
@@ -65,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(args.weights, device=device)
-    ds, source = build_eval_dataset(args, tuple(model.config.input_size))
+    class_set = None
+    if args.data and args.layout == "videos":  # the labels' phase names are matched to the model's classes
+        from endoarss_ros.data.classes import ClassSet, default_colors
+
+        cfg = model.config
+        class_set = ClassSet(cfg.seg_classes, default_colors(len(cfg.seg_classes)), cfg.activity_classes)
+    ds, source = build_eval_dataset(args, tuple(model.config.input_size), class_set)
     t0 = time.time()
     result = evaluate(model, ds, batch_size=args.batch_size, device=device)
     report = {"weights": str(args.weights), "data": source, "summary": summary(result), "metrics": result,

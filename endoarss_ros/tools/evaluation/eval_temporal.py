@@ -89,12 +89,16 @@ def run(args: argparse.Namespace) -> int:
         extractor = FeatureExtractor(args.model, device=args.device, batch=args.batch)
         model, binding = load_temporal_for(args.temporal_model, args.model, extractor.seg_classes,
                                            extractor.activity_classes)
-        sources = load_sources(args.videos, extractor.activity_classes)
+        sources = load_sources(args.videos, extractor.activity_classes, args)
     except (OSError, ValueError, PhaseLayoutError, WeightsError, RuntimeError) as e:
         print(f"endoarss eval-temporal: {e}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    videos = cached_features(extractor, sources, Path(args.cache) if args.cache else out / "features")
+    try:  # a video that ends before its labels (a container without a frame count) is found only here
+        videos = cached_features(extractor, sources, Path(args.cache) if args.cache else out / "features")
+    except PhaseLayoutError as e:
+        print(f"endoarss eval-temporal: {e}", file=sys.stderr)
+        return 2
     settings = TemporalSettings.from_binding(binding)
     clean, streamed = score_videos(model, binding, settings, videos)
     robust = None

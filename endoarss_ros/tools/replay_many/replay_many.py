@@ -5,7 +5,8 @@ the same code in a long-lived replayer actor that holds the model (``replay_many
 out one recording per replayer at a time, the largest first; retries a recording whose replayer died, up to
 ``--max-attempts``; records a recording that fails for a reason of its own without retrying it; skips what a
 previous run finished from the same input, weights, options and package version; and rebuilds
-``OUT_ROOT/aggregate.json`` / ``.csv`` / ``.png`` from every summary on disk (``bag/archive_report.py``).
+``OUT_ROOT/aggregate.json`` / ``.csv`` / ``.png`` and ``report.html`` from every summary on disk
+(``bag/archive_report.py``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from endoarss_ros.bag.archive import (
     is_finished,
     recording_stat,
 )
-from endoarss_ros.bag.archive_report import write_aggregate
+from endoarss_ros.bag.archive_report import FIGURES, write_aggregate
 from endoarss_ros.bag.reader import BagError
 from endoarss_ros.inference.weights_path import resolve_model_path
 from endoarss_ros.tools.replay import add_recording_arguments, recording_options
@@ -41,7 +42,7 @@ def add_arguments(parser) -> None:
                              "naming them one a line")
     parser.add_argument("-o", "--output", dest="out_root", type=Path, required=True, metavar="OUT_ROOT",
                         help="writes OUT_ROOT/<name>/ per recording (what `endoarss replay` writes), "
-                             "aggregate.json/.csv/.png and progress.jsonl")
+                             "aggregate.json/.csv/.png, report.html and progress.jsonl")
     add_recording_arguments(parser)
     parser.add_argument("--video", action="store_true", help="also render OUT_ROOT/<name>/<name>.mp4")
     parser.add_argument("--force", action="store_true", help="redo recordings a previous run finished")
@@ -205,11 +206,21 @@ def _print_result(report: dict, total: int, skipped: int, failures: list[dict], 
         print(f"against ground truth: activity accuracy {o['activity_accuracy']:.1%}"
               + (f", foreground mIoU {o['miou_foreground_mask_weighted']:.1%}"
                  if o["miou_foreground_mask_weighted"] is not None else ""))
-    print(f"wrote {out_root / 'aggregate.json'}, aggregate.csv, aggregate.png, progress.jsonl")
+    _print_worst(report)
+    print(f"wrote {out_root / 'aggregate.json'}, aggregate.csv, aggregate.png, report.html, progress.jsonl")
+    print(f"browse: {(out_root / 'report.html').as_uri()}")
     if failures:
         print(f"{PROG}: {len(failures)} recording(s) failed:", file=sys.stderr)
         for f in failures:
             print(f"  {f['name']} ({f['input']}): {f['error']}", file=sys.stderr)
+
+
+def _print_worst(report: dict, shown: int = 3) -> None:
+    """The worst recordings by each figure, a line each (figures no recording has are left out)."""
+    lines = [f"  {f.label}: " + ", ".join(f"{name} {f.show(value)}" for name, value in report["worst"][f.key][:shown])
+             for f in FIGURES if report["worst"][f.key]]
+    if lines:
+        print("worst recordings (all of them in report.html):", *lines, sep="\n")
 
 
 def _run_on_ray(args, todo: list, out_root: Path, options: dict, made_from: dict, progress) -> list[dict]:
