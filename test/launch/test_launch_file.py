@@ -228,15 +228,14 @@ def _node_importing(marker: str) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("when", ["started", "importing"])
-def test_a_ctrl_c_while_the_node_starts_ends_the_launch_quietly(launch_env, tmp_path, tiny_model, when):
-    """Ctrl-C within a second of `ros2 launch` (issue 29 item 8): no `process has died [... exit code -2 ...]`,
-    whether it comes as launch starts the node (its interpreter starting) or while the node imports rclpy."""
+def test_a_ctrl_c_while_the_node_imports_ends_the_launch_quietly(launch_env, tmp_path, tiny_model):
+    """Ctrl-C within a second of `ros2 launch` (issue 29 item 8), while the node imports rclpy: no
+    `process has died [... exit code -2 ...]`. (A Ctrl-C while the node's interpreter itself starts is tested on the
+    installed script in test/test_node_ros_cli.py: here, at the instant launch logs the start, launch itself was
+    seen to hang before signalling the node.)"""
     launch = Launch(launch_env, tmp_path, f"model:={tiny_model}")
     deadline = time.monotonic() + 60
-    ready = (lambda: "process started" in launch.output()) if when == "started" else \
-        (lambda: _node_importing(f"ROS_HOME={launch_env['ROS_HOME']}") is not None)
-    while not ready():
+    while _node_importing(f"ROS_HOME={launch_env['ROS_HOME']}") is None:
         assert launch.proc.poll() is None and time.monotonic() < deadline, launch.output()[-3000:]
         time.sleep(0.005)
     os.killpg(launch.proc.pid, signal.SIGINT)  # the terminal's Ctrl-C; launch sends the node its own SIGINT
@@ -244,24 +243,6 @@ def test_a_ctrl_c_while_the_node_starts_ends_the_launch_quietly(launch_env, tmp_
     log = launch.output()
     assert "process has died" not in log and "Traceback" not in log, log[-3000:]
     assert "process has finished cleanly" in log, log[-3000:]
-
-
-def test_stereo_pairs_and_camera_info_on_the_launch_line_reach_the_node(launch_env, tmp_path, tiny_model):
-    """The README's dVRK-style line: both cameras, their camera_info beside each image, one stereo pair."""
-    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "image_name:=image_raw",
-                    "cameras:=['/dvrk/left:left', '/dvrk/right:right']", "stereo_pairs:=['left:right']",
-                    "stereo.tolerance_ms:=5.0")
-    launch.wait_for("active: listening on /dvrk/left/image_raw, /dvrk/right/image_raw ")
-    launch.wait_for("camera_info on /dvrk/left/camera_info, /dvrk/right/camera_info; stereo pairs left:right;")
-    os.killpg(launch.proc.pid, signal.SIGINT)
-    assert launch.wait(60) == 0, launch.output()[-3000:]
-
-
-def test_the_single_cameras_camera_info_follows_the_image_argument(launch_env, tmp_path, tiny_model):
-    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "image:=/robot/left/image_raw")
-    launch.wait_for("camera_info on /robot/left/camera_info;")
-    os.killpg(launch.proc.pid, signal.SIGINT)
-    assert launch.wait(60) == 0, launch.output()[-3000:]
 
 
 def test_a_misspelt_argument_starts_nothing(launch_env, tmp_path, tiny_model):
