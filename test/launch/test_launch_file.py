@@ -245,6 +245,24 @@ def test_a_ctrl_c_while_the_node_imports_ends_the_launch_quietly(launch_env, tmp
     assert "process has finished cleanly" in log, log[-3000:]
 
 
+def test_stereo_pairs_and_camera_info_on_the_launch_line_reach_the_node(launch_env, tmp_path, tiny_model):
+    """The README's dVRK-style line: both cameras, their camera_info beside each image, one stereo pair."""
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "image_name:=image_raw",
+                    "cameras:=['/dvrk/left:left', '/dvrk/right:right']", "stereo_pairs:=['left:right']",
+                    "stereo.tolerance_ms:=5.0")
+    launch.wait_for("active: listening on /dvrk/left/image_raw, /dvrk/right/image_raw ")
+    launch.wait_for("camera_info on /dvrk/left/camera_info, /dvrk/right/camera_info; stereo pairs left:right;")
+    os.killpg(launch.proc.pid, signal.SIGINT)
+    assert launch.wait(60) == 0, launch.output()[-3000:]
+
+
+def test_the_single_cameras_camera_info_follows_the_image_argument(launch_env, tmp_path, tiny_model):
+    launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "image:=/robot/left/image_raw")
+    launch.wait_for("camera_info on /robot/left/camera_info;")
+    os.killpg(launch.proc.pid, signal.SIGINT)
+    assert launch.wait(60) == 0, launch.output()[-3000:]
+
+
 def test_a_misspelt_argument_starts_nothing(launch_env, tmp_path, tiny_model):
     launch = Launch(launch_env, tmp_path, f"model:={tiny_model}", "camera:=['left']")
     assert launch.wait() != 0
