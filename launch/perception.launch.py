@@ -9,8 +9,10 @@
     ros2 launch endoarss_ros perception.launch.py image_name:=image_raw stereo.tolerance_ms:=5.0 \
         "cameras:=['/dvrk/left:left', '/dvrk/right:right']" "stereo_pairs:=['left:right']"
 
-Every parameter of the node is also a launch argument (`--show-args` lists them); left empty it keeps the
-params file's value. A misspelt argument close to a real one (`camera:=`) is refused before anything starts.
+Every parameter of the node is also a launch argument (`--show-args` lists them with their defaults); left out
+it keeps the params file's value; an empty list (`cameras:=[]`: one camera) sets the empty list, as `ros2 param set`
+does. A misspelt argument close to a real one (`camera:=`) is refused before anything starts.
+The node's log is coloured on a terminal only (not when launch's output goes to a file or a pipe).
 
 Outputs: /<namespace>/activity, /<namespace>/segmentation/{mask,overlay,info}, /<namespace>/status,
 /<namespace>/instruments, /<namespace>/instruments/markers, /diagnostics (and <left camera>/disparity for a stereo
@@ -26,19 +28,25 @@ through with best-effort QoS.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, Shutdown
 from launch.event_handlers import OnProcessExit
+from launch.substitution import Substitution
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from endoarss_ros.ros.launch_checks import (
     LAUNCHED_ENV,
     NODE_ARGUMENTS,
+    argument_default_text,
+    argument_description,
     camera_info_topic,
+    empty_list_parameters_file,
     launch_bool,
+    log_colour_env,
     misspelt_arguments,
     node_exit_problem,
     normalise_topic,
@@ -83,12 +91,16 @@ def _launch_actions(context, *args, **kwargs):
         raise RuntimeError(problem)
     overrides = parameter_overrides({name: arg(name) for name in NODE_ARGUMENTS})
     overrides["use_sim_time"] = launch_bool(arg("use_sim_time"), "use_sim_time")
+    # launch_ros cannot pass an empty list (cameras:=[]): those go in a file of their own, after the others.
+    empty_lists = empty_list_parameters_file(overrides)
+    overrides = {name: value for name, value in overrides.items() if value != []}
     remappings = [("image", image), ("image/compressed", image + "/compressed"),
                   ("camera_info", camera_info_topic(image, arg("camera_info")))]
     perception = Node(
         package=PACKAGE, executable="perception_node", name="endoarss_perception", namespace=arg("namespace"),
-        parameters=[arg("params_file"), overrides], remappings=remappings, output="screen", emulate_tty=True,
-        additional_env={"PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1"},
+        parameters=[arg("params_file"), overrides, *([empty_lists] if empty_lists else [])],
+        remappings=remappings, output="screen", emulate_tty=True,
+        additional_env={"PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1", **log_colour_env(sys.stdout.isatty())},
     )
     actions = [perception, RegisterEventHandler(OnProcessExit(target_action=perception, on_exit=_on_node_exit))]
     if rviz:
@@ -108,6 +120,21 @@ def _on_node_exit(event, context):
     return None
 
 
+class _NodeDefault(Substitution):
+    """A node parameter's launch default: '' (the params file's value stays), shown by --show-args as the value
+    the node has then."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    def describe(self) -> str:
+        return argument_default_text(self._name)
+
+    def perform(self, context) -> str:
+        return ""
+
+
 def generate_launch_description() -> LaunchDescription:
     share = _share_dir()
     profile = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or str(share / "config" / "fastdds_shm.xml")
@@ -115,8 +142,8 @@ def generate_launch_description() -> LaunchDescription:
     arguments = [DeclareLaunchArgument(name, default_value=defaults.get(name, default), description=description)
                  for name, (default, description) in _ARGUMENTS.items()]
     # The node's parameters, empty by default: the params file's value (or the node's default) stays.
-    arguments += [DeclareLaunchArgument(name, default_value="", description=f"(node parameter) {description}")
-                  for name, description in NODE_ARGUMENTS.items()]
+    arguments += [DeclareLaunchArgument(name, default_value=[_NodeDefault(name)],
+                                        description=argument_description(name)) for name in NODE_ARGUMENTS]
     return LaunchDescription([
         *arguments,
         # The node applies the same profile itself; setting it here covers RViz and anything else launched.

@@ -224,6 +224,8 @@ def test_play_loop_rate_and_errors(tmp_path, domain):
     assert proc.returncode == 130, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["interrupted"] and summary["loops"] >= 2
+    # A synthetic bag is stamped in 2023: without --clock, say what a node on system time will make of it.
+    assert "note: this bag was recorded" in err and "play the bag with `endoarss play --clock`" in err, err
     published = summary["published"]
     assert set(published) == {"/endoscope/image_raw", "/endoscope/ground_truth/activity"}
     assert published["/endoscope/image_raw"] >= 20
@@ -234,3 +236,13 @@ def test_play_loop_rate_and_errors(tmp_path, domain):
     bad = subprocess.run([sys.executable, "-m", "endoarss_ros.cli", "play", str(bag), "--topics", "/x"],
                          env=domain, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no topic(s) /x" in bad.stderr
+
+
+def test_the_player_hints_at_clock_only_for_an_old_bag_played_without_it():
+    from endoarss_ros.ros.stale_hint import player_stale_hint
+
+    now = 1_800_000_000.0
+    old = int((now - 3 * 86400) * 1e9)
+    assert "recorded 3.0 days ago and is played without --clock" in player_stale_hint(old, False, now)
+    assert player_stale_hint(old, True, now) is None  # --clock: a node with use_sim_time follows it
+    assert player_stale_hint(int((now - 5) * 1e9), False, now) is None  # recorded just now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import yaml
 
 from test.conftest import REPO, requires_ros
 
@@ -88,7 +89,7 @@ def _launch_file_arguments() -> set[str]:
         if isinstance(node, ast.ListComp) and isinstance(node.elt, ast.Call) \
                 and getattr(node.elt.func, "id", "") == "DeclareLaunchArgument":
             source = ast.unparse(node.generators[0].iter)
-            if source == "NODE_ARGUMENTS.items()":
+            if source in ("NODE_ARGUMENTS", "NODE_ARGUMENTS.items()"):
                 names |= set(NODE_ARGUMENTS)
     return names
 
@@ -158,6 +159,88 @@ def test_the_missing_model_hint_matches_where_the_node_runs():
     assert parameter_hint("model", "/w", environ={LAUNCHED_ENV: "1"}) == "model:=/w on the `ros2 launch` line"
 
 
+def _declared_values(tmp_path, *params_files) -> dict:
+    """The node's parameter values as rcl and rclpy read ``params_files`` (in order) and ``declare_all`` declares
+    them: a real node in a context of its own."""
+    import rclpy
+    from rclpy.context import Context
+
+    from endoarss_ros.ros.params import SPECS, declare_all
+
+    context = Context()
+    args = ["--ros-args", *[a for f in params_files for a in ("--params-file", str(f))]]
+    rclpy.init(args=args, context=context)
+    try:
+        node = rclpy.create_node("endoarss_perception", context=context)
+        declare_all(node)
+        values = {s.name: node.get_parameter(s.name).value for s in SPECS}
+        node.destroy_node()
+        return values
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_an_empty_list_on_the_launch_line_overrides_the_params_file(tmp_path):
+    """`params_file:=mine.yaml cameras:=[]` (issue 29 item 1): launch_ros refuses an empty list, so the launch file
+    hands the empty ones to the node in a file of their own, after the params file; the node reads them as []."""
+    from endoarss_ros.ros.launch_checks import empty_list_parameters_file, parameter_overrides
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("/**/endoarss_perception:\n  ros__parameters:\n    cameras: [left, right]\n"
+                    "    warmup_size: [112, 140]\n    input_size: [224, 224]\n    instruments.classes: ['1']\n")
+    overrides = parameter_overrides({"cameras": "[]", "warmup_size": "[]", "input_size": "[]",
+                                     "instruments.classes": "[]", "overlay_alpha": ""})
+    assert overrides == {"cameras": [], "warmup_size": [], "input_size": [], "instruments.classes": []}
+    empty = empty_list_parameters_file(overrides, str(tmp_path))
+    assert empty is not None and yaml.safe_load(open(empty)) == {"/**": {"ros__parameters": overrides}}
+    assert empty_list_parameters_file({"cameras": ["left"], "max_batch": 2}, str(tmp_path)) is None
+
+    before = _declared_values(tmp_path, mine)
+    assert before["cameras"] == ["left", "right"] and before["warmup_size"] == [112, 140]
+    after = _declared_values(tmp_path, mine, empty)
+    assert after["cameras"] == [] and after["warmup_size"] == [] and after["input_size"] == []
+    assert after["instruments.classes"] == []
+
+
+def test_instrument_ids_on_the_launch_line_are_passed_as_the_node_takes_them(tmp_path):
+    """`instruments.classes:=[1, 2]` (issue 29 item 4): YAML reads integers; the parameter is a string array of
+    names or ids. A params file with integer ids is taken too."""
+    from endoarss_ros.ros.launch_checks import parameter_overrides
+
+    ids = tmp_path / "ids.yaml"
+    ids.write_text("/**:\n  ros__parameters:\n    instruments:\n      classes: [1, 2]\n")
+    assert _declared_values(tmp_path, ids)["instruments.classes"] == ["1", "2"]
+
+    assert parameter_overrides({"instruments.classes": "[1, 2]"}) == {"instruments.classes": ["1", "2"]}
+    assert parameter_overrides({"instruments.classes": "['FPCW Knife', 3]"}) == {
+        "instruments.classes": ["FPCW Knife", "3"]}
+    assert parameter_overrides({"warmup_size": "[480, 640]"}) == {"warmup_size": [480, 640]}
+
+
+def test_show_args_shows_each_node_parameter_default_and_the_list_syntax():
+    """`--show-args` printed `(default: '')` for every node parameter (issue 29 item 3)."""
+    from endoarss_ros.ros.launch_checks import NODE_ARGUMENTS, argument_default_text, argument_description
+
+    assert argument_default_text("overlay_alpha") == "0.5 (left out: the params_file's value)"
+    assert argument_default_text("warmup_size").startswith("[1080, 1920] ")
+    assert argument_default_text("cameras").startswith("[] ")
+    assert argument_default_text("engine_cache_dir").startswith("'' ")
+    assert argument_default_text("autostart").startswith("true ")
+    assert argument_default_text("model").startswith("models/demo/endoarss_demo.safetensors ")
+    assert all(argument_default_text(name) for name in NODE_ARGUMENTS)
+    assert '"cameras:=[a, b]"' in argument_description("cameras")
+    assert "cameras:=[] sets the empty list" in argument_description("cameras")
+    assert "read-only" in argument_description("cameras") and "read-only" not in argument_description(
+        "overlay_alpha")
+
+
+def test_the_node_log_is_coloured_on_a_terminal_only():
+    """Launch runs the node on a pseudo-terminal: rcutils colours its log unless told not to (issue 29 item 7)."""
+    from endoarss_ros.ros.launch_checks import log_colour_env
+
+    assert log_colour_env(False, environ={}) == {"RCUTILS_COLORIZED_OUTPUT": "0"}
+    assert log_colour_env(True, environ={}) == {}
+    assert log_colour_env(False, environ={"RCUTILS_COLORIZED_OUTPUT": "1"}) == {}  # the user's choice stays
 @pytest.mark.parametrize("image,given,expected", [
     ("/endoscope/left/image_raw", "", "/endoscope/left/camera_info"),
     ("/image_raw", "", "/camera_info"),

@@ -9,7 +9,11 @@
 * ``NODE_ARGUMENTS`` / ``parameter_overrides``: one launch argument per node parameter, so any parameter the
   docs mention can be set on the launch line (``cameras:="['left', 'right']"``), typed as the node declares it;
 * ``misspelt_arguments``: launch arguments given that this launch file does not have, but nearly does;
-* ``parameter_hint``: how to set a parameter, as a launch argument under launch, with ``-p`` otherwise.
+* ``parameter_hint``: how to set a parameter, as a launch argument under launch, with ``-p`` otherwise;
+* ``empty_list_parameters_file``: the empty lists given on the launch line (``cameras:=[]``), which launch_ros
+  cannot pass itself, as a parameters file;
+* ``argument_default_text`` / ``argument_description``: what ``--show-args`` says of a node parameter;
+* ``log_colour_env``: no ANSI colours in the node's log when launch's output is not a terminal.
 """
 from __future__ import annotations
 
@@ -112,7 +116,11 @@ def parameter_overrides(values: dict[str, str]) -> dict:
     """The node parameters set on the launch line (``values``: argument -> its text; '' is not set), typed as
     the node declares them: YAML as ``-p`` reads it, an integer where a double is declared made a double, a
     bool in any spelling ``launch_bool`` accepts. ValueError naming the argument when the text cannot be one."""
+    from rcl_interfaces.msg import ParameterType
+
     from endoarss_ros.ros.params import SPEC_BY_NAME, validate
+
+    STRING_ARRAY = ParameterType.PARAMETER_STRING_ARRAY
 
     overrides = {}
     for name, text in values.items():
@@ -133,6 +141,8 @@ def parameter_overrides(values: dict[str, str]) -> dict:
             if not isinstance(value, type(default)) or isinstance(value, bool):
                 kind = {int: "an integer", float: "a number", list: "a list like [a, b]"}[type(default)]
                 raise ValueError(f"{name}:={text!r} must be {kind}")
+            if isinstance(value, list) and SPEC_BY_NAME[name].array_type == STRING_ARRAY:
+                value = [str(item) for item in value]  # instruments.classes:=[1, 2]: ids, as the node takes them
         reason = validate(name, value)
         if reason is not None:
             raise ValueError(f"{name}:={text!r}: {reason}")
@@ -149,3 +159,59 @@ def misspelt_arguments(given: set[str], known: set[str]) -> list[str]:
         if close:
             messages.append(f"unknown launch argument {name!r}: did you mean {close[0]!r}?")
     return messages
+
+
+def empty_list_parameters_file(overrides: dict, directory: str | None = None) -> str | None:
+    """The empty lists among ``overrides`` (``cameras:=[]``) written as a parameters file for every node, or None
+    when there are none. launch_ros refuses an empty list in ``parameters`` (it cannot tell its type), while
+    rcl reads one from a file and the node gives it the parameter's own array type (``params.declare_all``).
+    Listed after the params file, it overrides that file's value, as any other launch argument does."""
+    import tempfile
+
+    empty = {name: [] for name, value in overrides.items() if isinstance(value, list) and not value}
+    if not empty:
+        return None
+    with tempfile.NamedTemporaryFile("w", prefix="endoarss_empty_lists_", suffix=".yaml", dir=directory,
+                                     delete=False) as f:
+        yaml.safe_dump({"/**": {"ros__parameters": empty}}, f, default_flow_style=False)
+    return f.name
+
+
+def _launch_text(value) -> str:
+    """``value`` as it is written on the launch line (YAML flow style; '' for an empty string)."""
+    if isinstance(value, str):
+        return value if value else "''"
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+
+
+def argument_default_text(name: str) -> str:
+    """What ``--show-args`` shows as the default of node parameter ``name``: the node's own default, which is
+    also config/perception.yaml's; left out on the launch line, the ``params_file``'s value stays."""
+    from endoarss_ros.ros.params import SPEC_BY_NAME
+
+    return f"{_launch_text(SPEC_BY_NAME[name].default)} (left out: the params_file's value)"
+
+
+def argument_description(name: str) -> str:
+    """``--show-args``'s description of node parameter ``name``; a list parameter's says how to write one."""
+    from endoarss_ros.ros.params import SPEC_BY_NAME
+
+    spec = SPEC_BY_NAME[name]
+    text = f"(node parameter{', read-only' if spec.read_only else ''}) {spec.description}"
+    if isinstance(spec.default, list):
+        text += (f" On the launch line: \"{name}:=[a, b]\" (quoted for the shell; strings 'quoted' where YAML "
+                 f"needs it); {name}:=[] sets the empty list.")
+    return text
+
+
+COLOUR_ENV = "RCUTILS_COLORIZED_OUTPUT"
+
+
+def log_colour_env(is_terminal: bool, environ=None) -> dict[str, str]:
+    """The environment for the node's log colours: launch runs the node on a pseudo-terminal (``emulate_tty``), so
+    rcutils would colour its log even when launch's own output goes to a file or a pipe; there, no colour. A
+    ``RCUTILS_COLORIZED_OUTPUT`` the user set is kept."""
+    environ = os.environ if environ is None else environ
+    if is_terminal or COLOUR_ENV in environ:
+        return {}
+    return {COLOUR_ENV: "0"}

@@ -38,6 +38,7 @@ from endoarss_ros.ros.frame_slot import LatestFrameSlots, Worker
 from endoarss_ros.ros.geometry import CameraInfoInputs, Geometry
 from endoarss_ros.ros.inputs import Inputs
 from endoarss_ros.ros.outputs import Labels, Outputs
+from endoarss_ros.ros.stale_hint import node_stale_hint
 from endoarss_ros.ros.stereo_intake import StereoIntake
 from endoarss_ros.ros.temporal_sessions import TemporalSessions, stamp_seconds
 from endoarss_ros.ros.transitions import guard_change_state_service, logged
@@ -75,7 +76,7 @@ class PerceptionNode(LifecycleNode):
         params.declare_all(self)
         self._unknown_parameters = param_changes.warn_unknown_parameters(self, NODE_NAME)
         self.settings = params.Settings.from_node(self)
-        self.add_pre_set_parameters_callback(params.typed_empty_lists)
+        self.add_pre_set_parameters_callback(params.typed_lists)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         guard_change_state_service(self, self.stats)
         self._temporal = TemporalSessions(self)  # ~/reset_temporal; the model itself is loaded at configure
@@ -91,6 +92,13 @@ class PerceptionNode(LifecycleNode):
     @property
     def finalized(self) -> bool:
         return self._state_label == "finalized"
+
+    def set_parameters_atomically(self, parameter_list):
+        """As rclpy's, except that read-only parameters sent with the values they have succeed (``ros2 param load``
+        of a dump onto the running node): nothing changes, and the reason says so."""
+        if parameter_list and all(param_changes.unchanged_read_only(self, p) for p in parameter_list):
+            return SetParametersResult(successful=True, reason="read-only, unchanged")
+        return super().set_parameters_atomically(parameter_list)
 
     def _on_set_parameters(self, changed):
         seg_names = self._labels.seg_names if self._engine is not None and self._labels is not None else None
@@ -405,8 +413,10 @@ class PerceptionNode(LifecycleNode):
             geometry = self._frame_geometry(item, frame, result, stream, partner, partner_result)
             t3 = time.monotonic()
             build_s = outputs.publish_results(item.camera, header, result, stream, labels, overlay, geometry)
-            outputs.publish_status(item.camera, header, stream.status, item.received, self.settings.thresholds)
+            status = outputs.publish_status(item.camera, header, stream.status, item.received,
+                                            self.settings.thresholds)
             t4 = time.monotonic()
+            self._hint_if_stale(status)
             self.stats.stages(queue_wait=(t0 - item.received) * 1000.0, pipeline=inference_ms,
                               status_instruments=(t2 - t1) * 1000.0, message_build=build_s * 1000.0,
                               publish=(t4 - t3 - build_s) * 1000.0)
@@ -459,6 +469,13 @@ class PerceptionNode(LifecycleNode):
             self.stats.count("out_of_body.undecided_frames")
         if decision.gated:
             self.stats.count("privacy_gate.gated_frames")
+
+    def _hint_if_stale(self, status) -> None:
+        """A STALE result from a recording's old stamps (not a slow machine): say why and what to do."""
+        if status is not None and "STALE" in status.flag_names:
+            hint = node_stale_hint(status.age_ms, self.get_parameter("use_sim_time").value)
+            if hint:
+                self._log_throttled(("stale",), "warning", hint)
 
     def _on_worker_error(self, error: BaseException, batch):
         text = f"{type(error).__name__}: {error}"

@@ -121,15 +121,17 @@ class Outputs:
         out.publish("info", segmentation_info_fields(header, labels.seg_names, labels.colors, labels.model))
         out.info_frame_id = frame_id
 
-    def publish_status(self, camera: int, header, status, received: float, thresholds) -> None:
-        """The frame's PerceptionStatus with its timing (age = the node's clock - the image stamp), counted."""
+    def publish_status(self, camera: int, header, status, received: float, thresholds):
+        """The frame's PerceptionStatus with its timing (age = the node's clock - the image stamp), counted;
+        returns it as published (None for a camera that has no outputs)."""
         if camera >= len(self.cameras):
-            return
+            return None
         stamp = header.stamp
         age_ms = (self._node.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
         status = status.with_timing(age_ms, (time.monotonic() - received) * 1000.0, thresholds)
         self.cameras[camera].publish("status", status_fields(header, status))
         self._stats.status(status.usable, status.flag_names)
+        return status
 
     def publish_lost(self, camera: int, header, flag: str, reason: str, received: float, thresholds, *,
                      out_of_body: bool = False) -> None:

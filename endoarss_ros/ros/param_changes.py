@@ -71,3 +71,18 @@ def configure_problem(node) -> str | None:
         return (f"precision {s.precision} needs a CUDA device, and {where} (it would run on {device}); "
                 "set precision:=fp32, or device:=cuda on a machine with a GPU")
     return None
+
+
+def unchanged_read_only(node, parameter) -> bool:
+    """Whether ``parameter`` (an rclpy Parameter sent to the node) is a read-only one set to the value it has:
+    ``ros2 param load`` of a dump sends every parameter, and those are no failure. A list compares by its items
+    (a dump's ``[]`` comes back as whatever array type the client guessed)."""
+    if not node.has_parameter(parameter.name) or not node.describe_parameter(parameter.name).read_only:
+        return False
+    (sent,) = params.typed_lists([parameter])
+    current = node.get_parameter(parameter.name)
+    if sent.type_ != current.type_:
+        return False
+    if sent.type_.name.endswith("_ARRAY"):
+        return list(sent.value) == list(current.value)
+    return sent.value == current.value

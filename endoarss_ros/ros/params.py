@@ -173,6 +173,9 @@ def declare_all(node) -> None:
     rclpy infers a list's type from its elements, so an empty one is set with the parameter's array type."""
     from rclpy.parameter import Parameter
 
+    overrides = node._parameter_overrides  # rclpy's start values (-p, params files), typed as the node takes them
+    for name, p in list(overrides.items()):
+        overrides[name] = typed_lists([p])[0] if p.type_ != Parameter.Type.NOT_SET else p
     for spec in SPECS:
         default = spec.default
         array_type = Parameter.Type[_ARRAY_TYPES[spec.array_type]] if spec.array_type is not None else None
@@ -184,17 +187,22 @@ def declare_all(node) -> None:
             node._set_parameters_atomically_common([Parameter(spec.name, array_type, [])], {spec.name: d})
 
 
-def typed_empty_lists(parameters: list) -> list:
-    """A pre-set-parameters callback: an empty list arrives typed by whoever sent it (``ros2 param set ... "[]"``
-    sends a bool array); give it the parameter's own array type so the default ``[]`` can be set again."""
+def typed_lists(parameters: list) -> list:
+    """A pre-set-parameters callback (``declare_all`` applies it to the start values too): a list arrives typed by
+    whoever sent it. ``ros2 param set ... "[]"`` sends a bool array: an empty list gets the parameter's own array
+    type, so the default ``[]`` can be set again; ``"[1, 2]"`` sends integers: a string array of names or ids
+    (``instruments.classes``) gets their text."""
     from rclpy.parameter import Parameter
 
+    string_array = Parameter.Type.STRING_ARRAY
     out = []
     for p in parameters:
         spec = SPEC_BY_NAME.get(p.name)
-        if (spec is not None and spec.array_type is not None and p.type_.name.endswith("_ARRAY")
-                and len(p.value) == 0):
-            p = Parameter(p.name, Parameter.Type[_ARRAY_TYPES[spec.array_type]], [])
+        if spec is not None and spec.array_type is not None and p.type_.name.endswith("_ARRAY"):
+            if len(p.value) == 0:
+                p = Parameter(p.name, Parameter.Type[_ARRAY_TYPES[spec.array_type]], [])
+            elif spec.array_type == string_array.value and p.type_ == Parameter.Type.INTEGER_ARRAY:
+                p = Parameter(p.name, string_array, [str(v) for v in p.value])
         out.append(p)
     return out
 

@@ -6,6 +6,7 @@ needs neither ROS nor torch.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -28,6 +29,7 @@ Topics (relative to the node's namespace; one set per entry of the `cameras` par
 
 
 def main(argv: list[str] | None = None) -> int:
+    _exit_quietly_on_early_interrupt()
     argv = list(sys.argv[1:] if argv is None else argv)
     ros_start = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     if any(a in ("-h", "--help") for a in argv[:ros_start]):
@@ -37,6 +39,28 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv)
     except KeyboardInterrupt:  # before ROS was up (imports, parsing): nothing to clean up
         return 0
+
+
+def _exit_quietly_on_early_interrupt() -> None:
+    """Until the node's own handler is installed (``_run``), Ctrl-C or SIGTERM ends the process at once with exit 0:
+    nothing needs cleaning up while Python still imports rclpy and torch. It exits there and then (``os._exit``)
+    rather than raising: an exception raised inside a C extension's initialisation (rclpy's) comes out as an
+    ImportError with a traceback, and under ``ros2 launch`` a second SIGINT (launch's own, after the terminal's)
+    would interrupt the unwinding of the first (exit code -2).
+    The installed ``perception_node`` starts Python with both signals blocked (its ``env --block-signal``
+    shebang), so one that comes while the interpreter starts (``site``, the ROS wheels' re-exec) waits for this
+    handler instead of failing the start-up; unblocked here, it is delivered now."""
+    def early_exit(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, early_exit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _run(argv: list[str]) -> int:

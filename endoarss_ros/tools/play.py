@@ -174,6 +174,7 @@ def play(args, *, log=print, stop: threading.Event | None = None, summary: dict 
     import rclpy
 
     from endoarss_ros.bag.reader import BagReader
+    from endoarss_ros.ros.stale_hint import player_stale_hint
 
     remaps = parse_remaps(args.remap)
     if args.rate <= 0:
@@ -196,6 +197,8 @@ def play(args, *, log=print, stop: threading.Event | None = None, summary: dict 
                 log(f"skipping {topic}: {reason}")
             if not publishers:
                 raise ValueError(f"bag {bag.path}: nothing to publish")
+            if hint := player_stale_hint(bag.start_time, bool(args.clock), time.time()):
+                log(hint)
             if args.wait_subscribers > 0:
                 summary["without_subscribers"] = _wait_for_subscribers(publishers, args.wait_subscribers, log)
             summary["wall_start_unix"] = time.time()
