@@ -20,7 +20,27 @@ from endoarss_ros.data.transforms import BlurNoise, ColorJitter, Compose, Random
 from .config import DataConfig
 
 
-class SyntheticFrames(Dataset):
+class _RenderedFrames(Dataset):
+    """Frames rendered into memory (``images``, ``masks``, ``_activities``), served as training samples."""
+
+    transform = None
+
+    @property
+    def activities(self) -> list[int]:
+        return list(self._activities)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return make_sample(self.images[index], self.masks[index], self._activities[index], self._sample_id(index),
+                           self.transform)
+
+    def _sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+
+class SyntheticFrames(_RenderedFrames):
     """``count`` generated frames of one split, held in memory at the working size.
 
     Frame i uses the i-th child of ``split_seed(seed, split)`` and activity ``i % 3``: the same seed
@@ -60,16 +80,8 @@ class SyntheticFrames(Dataset):
             self.rendered_hw.append((h, w))
             self.images[i], self.masks[i] = resize_pair(rgb, mask, self.size)
 
-    @property
-    def activities(self) -> list[int]:
-        return list(self._activities)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        return make_sample(self.images[index], self.masks[index], self._activities[index],
-                           f"synthetic:{self.seed}:{self.split}:{index}", self.transform)
+    def _sample_id(self, index: int) -> str:
+        return f"synthetic:{self.seed}:{self.split}:{index}"
 
 
 # Procedure sets the frame model must never train on: the demo recording's own seed (``tools.demo.demo_recording``,
@@ -80,7 +92,7 @@ TEMPORAL_PROCEDURE_SETS = (100, 110, 200, 210, 300)
 PROCEDURE_SIZES = ((256, 320), (180, 224), (336, 336))  # (H, W) rendered, in turn: the demo's 5:4, smaller, square
 
 
-class ProcedureFrames(Dataset):
+class ProcedureFrames(_RenderedFrames):
     """``per_procedure`` frames at random times of each of ``count`` synthetic procedures (procedure k of set
     ``seed``: ``data.procedures.numbered_procedure(seed, k)``), the continuous scenes the demo plays, ambiguous
     intervals (withdrawn instruments, lens cleaning, smoke, bleeding) included and labelled with the ongoing
@@ -116,16 +128,8 @@ class ProcedureFrames(Dataset):
                 self.images[i], self.masks[i] = resize_pair(f.rgb, f.mask, self.size)
                 self._activities.append(int(f.activity))
 
-    @property
-    def activities(self) -> list[int]:
-        return list(self._activities)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        return make_sample(self.images[index], self.masks[index], self._activities[index],
-                           f"procedure:{self.seed}:{index}", self.transform)
+    def _sample_id(self, index: int) -> str:
+        return f"procedure:{self.seed}:{index}"
 
 
 class _Joined(Dataset):
