@@ -134,8 +134,10 @@ def _check(rule, value: float, thresholds: StatusThresholds, measures: dict | No
     if not _past(value, op, limit):
         return None
     text = f"{flag.lower()}: {measure} {value:.3g} {op} {name} {limit:.3g}"
-    for m, o, n in rule[4:]:  # further conditions (all must hold)
+    for m, o, n in rule[4:]:  # further conditions: each narrows the flag only where it was measured
         v, lim = float((measures or {}).get(m, NAN)), getattr(thresholds, n)
+        if math.isnan(v):
+            continue  # not measured: the main condition alone decides (flagging errs on the safe side)
         if not _past(v, o, lim):
             return None
         text += f", {m} {v:.3g} {o} {n} {lim:.3g}"
