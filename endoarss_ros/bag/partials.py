@@ -243,3 +243,19 @@ class OutputSet:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.discard()
+
+
+@contextmanager
+def committed_outputs(overwrite: bool, output: str | Path):
+    """An ``OutputSet`` whose partials are put in place together when the block ends without error (after the
+    ``before_commit`` pause point); a full disk anywhere in the block is one clear error naming ``output``'s
+    folder. Shared by replay and scrub."""
+    with OutputSet(overwrite=overwrite) as outputs:
+        try:
+            yield outputs
+        except OSError as e:
+            if e.errno not in NO_SPACE_ERRNOS:
+                raise
+            raise write_failure(e, Path(output).parent) from e
+        pause_point("before_commit")
+        outputs.commit()

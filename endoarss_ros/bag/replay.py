@@ -48,7 +48,7 @@ from . import replay_report as report
 from .camera_infos import CameraInfos
 from .media import OverlayVideo, plot_timeline
 from .messages import make_header, to_rosbags
-from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
+from .partials import OutputSet, committed_outputs, pause_point
 from .privacy import BlankingError, blanked_rawdata, load_detector
 from .reader import BagError, BagFrame, BagReader, GroundTruthCollector
 from .writer import BagOutput
@@ -445,15 +445,8 @@ def replay(opts: ReplayOptions) -> dict:
     """Run the replay; returns the summary (also written as JSON). Raises BagError / OutputError / ...;
     on any failure or interrupt no output bag, summary, timeline or video is left behind: all of them are
     written as partials and put in place together at the end (``partials.OutputSet``)."""
-    with OutputSet(overwrite=opts.overwrite) as outputs:
-        try:
-            summary = _replay(opts, outputs)
-        except OSError as e:  # a full disk anywhere (bag, video, timeline, summary): a clear error, exit 2
-            if e.errno not in NO_SPACE_ERRNOS:
-                raise
-            raise write_failure(e, Path(opts.output).parent) from e
-        pause_point("before_commit")
-        outputs.commit()
+    with committed_outputs(opts.overwrite, opts.output) as outputs:  # a full disk anywhere: one error, exit 2
+        summary = _replay(opts, outputs)
     return summary
 
 

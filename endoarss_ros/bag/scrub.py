@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..inference.out_of_body import DEFAULT_OUT_OF_BODY_MODEL, OutOfBody, OutOfBodySettings
 from .mcap_checksums import DamagedMessage
-from .partials import NO_SPACE_ERRNOS, OutputSet, pause_point, write_failure
+from .partials import committed_outputs, pause_point
 from .privacy import BlankingError, blanked_rawdata, load_detector
 from .reader import IMAGE_TYPES, BagReader, stamp_to_ns
 from .writer import BagOutput
@@ -159,21 +159,14 @@ def scrub(opts: ScrubOptions) -> dict:
     """Write the de-identified copy and its report; returns the report. Raises BagError / OutputError /
     OutOfBodyModelError; on any failure or interrupt neither the bag nor the report is left behind."""
     t0 = time.monotonic()
-    with OutputSet(overwrite=opts.overwrite) as outputs:
-        try:
-            with BagReader(opts.input) as bag:
-                storage = opts.storage or bag.storage
-                with BagOutput(opts.output, storage=storage, overwrite=opts.overwrite, outputs=outputs) as out:
-                    run = _Scrub(opts, bag, out)
-                    run.run()
-                report = run.report(storage, time.monotonic() - t0)
-            outputs.write_text(opts.report_path, json.dumps(report, indent=2) + "\n")
-        except OSError as e:
-            if e.errno not in NO_SPACE_ERRNOS:
-                raise
-            raise write_failure(e, Path(opts.output).parent) from e
-        pause_point("before_commit")
-        outputs.commit()
+    with committed_outputs(opts.overwrite, opts.output) as outputs:
+        with BagReader(opts.input) as bag:
+            storage = opts.storage or bag.storage
+            with BagOutput(opts.output, storage=storage, overwrite=opts.overwrite, outputs=outputs) as out:
+                run = _Scrub(opts, bag, out)
+                run.run()
+            report = run.report(storage, time.monotonic() - t0)
+        outputs.write_text(opts.report_path, json.dumps(report, indent=2) + "\n")
     return report
 
 
